@@ -1,0 +1,302 @@
+"""
+GPT-2 and the variants we train, in one file.
+
+References:
+1) OpenAI's GPT-2 (Radford et al. 2019) and its TensorFlow code: pre-LayerNorm blocks, tanh GELU,
+   tied token embedding and output head, residual projections initialised with std 0.02/sqrt(2*n_layer).
+2) Hugging Face transformers' GPT2LMHeadModel: the weight names we load in from_pretrained.
+3) RoFormer (Su et al. 2021) for rotary position embeddings, in the "rotate half" layout of
+   transformers' Llama; SwiGLU from Shazeer 2020 ("GLU Variants Improve Transformer").
+
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(pos_emb="rope", mlp="swiglu"))
+    model = GPT.from_pretrained("gpt2")            # or a directory saved by transformers
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+H100_BF16_PEAK_FLOPS = 989.5e12  # H100 SXM, dense bf16 tensor cores (NVIDIA H100 datasheet)
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64, for faster matmuls
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms, as GPT-2
+    pos_emb: str = "learned"  # "learned": GPT-2's position table; "rope": rotary embeddings on q, k
+    mlp: str = "gelu"  # "gelu": GPT-2's 4x MLP; "swiglu": gated SiLU MLP with the same parameter count
+    rope_theta: float = 10000.0
+
+    def __post_init__(self):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.pos_emb not in ("learned", "rope"):
+            raise ValueError(f"GPTConfig: pos_emb must be 'learned' or 'rope', got {self.pos_emb!r}")
+        if self.mlp not in ("gelu", "swiglu"):
+            raise ValueError(f"GPTConfig: mlp must be 'gelu' or 'swiglu', got {self.mlp!r}")
+        if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2 != 0:
+            raise ValueError(f"GPTConfig: RoPE rotates pairs of dimensions, so the head size "
+                             f"n_embd/n_head={self.n_embd // self.n_head} must be even")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def swiglu_hidden(self):
+        # 2/3 of GELU's 4*n_embd keeps the parameter count (three matrices instead of two);
+        # rounded up to a multiple of 64 for the GPU (2048 at n_embd=768).
+        return 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+
+def rope_cos_sin(head_size, block_size, theta):
+    """cos and sin tables of shape (block_size, head_size) for rotary embeddings, in float32."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+    angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hs): the "rotate half" layout
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate x of shape (B, nh, T, hs): dimension i is paired with i + hs/2 (Llama's layout)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rope=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # flash attention on CUDA; the causal mask is applied inside the kernel
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """GPT-2's MLP: Linear(4x), tanh-approximated GELU (as OpenAI's code), Linear back."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class SwiGLU(nn.Module):
+    """c_proj(silu(c_gate(x)) * c_fc(x)): Llama's gate_proj, up_proj and down_proj."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_gate = nn.Linear(config.n_embd, config.swiglu_hidden, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.swiglu_hidden, bias=config.bias)
+        self.c_proj = nn.Linear(config.swiglu_hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+
+    def forward(self, x, rope=None):
+        x = x + self.attn(self.ln_1(x), rope)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        if config.pos_emb == "learned":
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+        else:
+            # not persistent: derived from the config, so checkpoints don't carry them
+            cos, sin = rope_cos_sin(config.n_embd // config.n_head, config.block_size, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
+
+        self.apply(self._init_weights)
+        # GPT-2 paper: scale the residual projections by 1/sqrt(N), N = 2 residual adds per layer
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None):
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"input has {T} tokens but the model's block_size is {self.config.block_size}; "
+                             f"crop the input to the last {self.config.block_size} tokens")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos_emb == "learned":
+            x = x + self.transformer.wpe(torch.arange(T, device=idx.device))  # (T, C) broadcast over B
+        else:
+            rope = (self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype))
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, rope)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
+        loss = None
+        if targets is not None:
+            # in float32 even under bf16 autocast: the log-softmax over 50k classes needs the precision
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def num_params(self):
+        """Number of parameters, each tied tensor counted once (124,475,904 for the baseline)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self):
+        """Training FLOPs per token, PaLM paper appendix B: 6N for the matmuls plus 12*L*H*Q*T for attention.
+        N leaves out the position table (a lookup, not a matmul); the tied token embedding counts as the head."""
+        cfg = self.config
+        n = self.num_params() - (self.transformer.wpe.weight.numel() if cfg.pos_emb == "learned" else 0)
+        return 6 * n + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
+
+    def estimate_mfu(self, tokens_per_second, peak_flops=H100_BF16_PEAK_FLOPS):
+        """Model FLOPs utilisation: achieved training FLOP/s as a fraction of the accelerator's peak."""
+        return self.flops_per_token() * tokens_per_second / peak_flops
+
+    def configure_optimizer(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, not on biases and norms."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        # the fused kernel is one launch for all parameters; CUDA only
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Append max_new_tokens sampled tokens to idx (B, T). temperature=0 picks the most likely token."""
+        for _ in range(max_new_tokens):
+            idx_cond = idx[:, -self.config.block_size:]
+            logits = self(idx_cond)[0][:, -1, :]  # (B, vocab_size)
+            if temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth_largest = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits[logits < kth_largest] = -float("inf")
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir):
+        """GPT-2 weights from a Hugging Face model id ("gpt2", "gpt2-medium", ...; needs the network)
+        or from a local directory that transformers saved (config.json + safetensors or .bin)."""
+        model_dir = name_or_dir
+        if not os.path.isdir(name_or_dir):
+            from huggingface_hub import snapshot_download  # installed with `datasets`
+            try:
+                model_dir = snapshot_download(name_or_dir, allow_patterns=["config.json", "*.safetensors"])
+            except Exception as e:
+                raise ValueError(f"could not load {name_or_dir!r}: not a local directory, and downloading it "
+                                 f"from Hugging Face failed ({type(e).__name__}); pass a directory saved by transformers") from None
+        with open(os.path.join(model_dir, "config.json")) as f:
+            hf = json.load(f)
+        if hf.get("model_type") != "gpt2":
+            raise ValueError(f"{model_dir} holds a {hf.get('model_type')!r} model; only GPT-2's architecture loads here")
+        if hf.get("activation_function", "gelu_new") != "gelu_new" or hf.get("layer_norm_epsilon", 1e-5) != 1e-5:
+            raise ValueError(f"{model_dir}: only GPT-2's tanh GELU (gelu_new) and layer_norm_epsilon=1e-5 are supported")
+        config = GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
+                           n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True)
+        model = cls(config)
+        hf_state = load_hf_state_dict(model_dir)
+        # transformers' Conv1D stores weights as (in, out); nn.Linear wants (out, in)
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        ours = model.state_dict()
+        for key in ours:
+            if key == "lm_head.weight":
+                continue  # tied to transformer.wte.weight
+            if key not in hf_state:
+                raise ValueError(f"{model_dir}: weight {key} is missing from the checkpoint")
+            w = hf_state[key].t() if key.endswith(conv1d) else hf_state[key]
+            if w.shape != ours[key].shape:
+                raise ValueError(f"{model_dir}: weight {key} has shape {tuple(w.shape)}, expected {tuple(ours[key].shape)}")
+            with torch.no_grad():
+                ours[key].copy_(w)
+        return model
+
+
+def load_hf_state_dict(model_dir):
+    """A transformers GPT-2 state dict with every key under 'transformer.' (hub files of GPT2Model have no prefix)."""
+    safetensors_path = os.path.join(model_dir, "model.safetensors")
+    bin_path = os.path.join(model_dir, "pytorch_model.bin")
+    if os.path.exists(safetensors_path):
+        from safetensors.torch import load_file
+        state = load_file(safetensors_path)
+    elif os.path.exists(bin_path):
+        state = torch.load(bin_path, map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{model_dir} has neither model.safetensors nor pytorch_model.bin")
+    return {k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k: v for k, v in state.items()}
+
+
+def gpt_config_from_dict(d):
+    """GPTConfig from a dict (a checkpoint's model config); unknown keys are an error, not ignored."""
+    known = {f.name for f in fields(GPTConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"model config has unknown fields {unknown}; was it written by a newer version of model.py?")
+    return GPTConfig(**d)
