@@ -300,3 +300,20 @@ def gpt_config_from_dict(d):
     if unknown:
         raise ValueError(f"model config has unknown fields {unknown}; was it written by a newer version of model.py?")
     return GPTConfig(**d)
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model, checkpoint dict) from a ckpt.pt written by train.py; one clear error for a wrong file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with `python train.py configs/NAME.py`")
+    try:
+        # weights_only: a checkpoint is tensors and plain Python values, never pickled code
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a checkpoint torch can read ({type(e).__name__}); "
+                         f"pass the ckpt.pt that train.py wrote") from None
+    if not isinstance(checkpoint, dict) or not {"model", "model_config"} <= checkpoint.keys():
+        raise ValueError(f"{path} is not a checkpoint written by train.py (it has no 'model' and 'model_config')")
+    model = GPT(gpt_config_from_dict(checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device), checkpoint
