@@ -4,8 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Every target reads GPT-2's tokenizer from this cache; `make setup` guarantees it (tokenizer.py).
 export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
+# FineWeb-Edu tokens for the GPU variants: 3.1B to train on (5,722 steps of 524,288) + 0.1B of validation.
+FINEWEB_TOKENS ?= 3200000000
 
-.PHONY: help setup setup-dev test
+.PHONY: help setup setup-dev test demo data_fineweb data_shakespeare bench_prepare \
+        train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-26s %s\n", $$1, $$2}'
@@ -22,7 +25,43 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 
 setup: $(VENV)/.runtime ## create .venv with the runtime dependencies and GPT-2's tokenizer (offline-ready)
 
-setup-dev: $(VENV)/.dev ## setup, plus the test-only dependencies (pytest, transformers)
+setup-dev: $(VENV)/.dev ## setup, plus the test-only dependencies (pytest, transformers, lm-eval)
 
 test: setup-dev ## run the test suite (CPU, no network)
 	$(PY) -m pytest -q tests
+
+# --- data ---------------------------------------------------------------------------------------
+
+data/pydoc/manifest.json: | setup
+	@# English prose that ships with Python itself (the text of help() topics): no download needed
+	$(PY) -c "import os, pydoc_data.topics as t; os.makedirs('data/pydoc_text', exist_ok=True); \
+	[open(f'data/pydoc_text/{k}.txt', 'w').write(v) for k, v in t.topics.items()]"
+	$(PY) prepare_data.py --input 'data/pydoc_text/*.txt' --out_dir data/pydoc --prefix pydoc
+
+data_shakespeare: setup ## Tiny Shakespeare from ../shared/data (where it exists) into data/shakespeare
+	$(PY) prepare_data.py --input ../shared/data/tinyshakespeare.txt --out_dir data/shakespeare
+
+data_fineweb: setup ## stream FineWeb-Edu (sample-10BT) from Hugging Face into data/fineweb_edu (needs internet)
+	$(PY) prepare_data.py --dataset HuggingFaceFW/fineweb-edu --name sample-10BT --out_dir data/fineweb_edu \
+		--max_tokens $(FINEWEB_TOKENS)
+
+bench_prepare: data/pydoc/manifest.json ## tokenizer throughput: ours (process pool) next to tiktoken's encode_ordinary_batch
+	$(PY) prepare_data.py --input 'data/pydoc_text/*.txt' --bench
+
+# --- training -----------------------------------------------------------------------------------
+
+demo: data/pydoc/manifest.json ## CPU, no download: train a tiny GPT for ~3 minutes (re-run resumes), plot media/demo_loss.png
+	$(PY) train.py configs/demo_cpu.py
+	$(PY) plot.py out/demo_cpu --loss_curve media/demo_loss.png
+
+train_baseline: setup ## GPT-2 124M, the llm.c/build-nanogpt recipe (needs data_fineweb and a GPU)
+	$(PY) train.py configs/baseline.py
+
+train_increase_max_lr: setup ## the baseline with 3x the max learning rate
+	$(PY) train.py configs/increase_max_lr.py
+
+train_rotational_pos_emb: setup ## RoPE instead of learned positions, with the increased max LR
+	$(PY) train.py configs/rotational_pos_emb.py
+
+train_swiglu: setup ## SwiGLU MLP on top of RoPE and the increased max LR
+	$(PY) train.py configs/swiglu.py
