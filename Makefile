@@ -7,11 +7,11 @@ export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
 # FineWeb-Edu tokens for the GPU variants: 3.1B to train on (5,722 steps of 524,288) + 0.1B of validation.
 FINEWEB_TOKENS ?= 3200000000
 
-.PHONY: help setup setup-dev test demo data_fineweb data_shakespeare bench_prepare \
+.PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_shakespeare bench_prepare \
         train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-26s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-26s %s\n", $$1, $$2}'
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,19 @@ data_fineweb: setup ## stream FineWeb-Edu (sample-10BT) from Hugging Face into d
 
 bench_prepare: data/pydoc/manifest.json ## tokenizer throughput: ours (process pool) next to tiktoken's encode_ordinary_batch
 	$(PY) prepare_data.py --input 'data/pydoc_text/*.txt' --bench
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+eval_gpt2: setup ## reference numbers: OpenAI's GPT-2 124M on CommonsenseQA and HellaSwag (needs internet)
+	$(PY) eval_commonsense_qa.py --hf gpt2 --out out/gpt2/commonsense_qa.json
+	$(PY) eval_hellaswag.py --hf gpt2 --out out/gpt2/hellaswag.json
+
+eval: setup ## score a checkpoint on both benchmarks: make eval CKPT=out/swiglu/ckpt.pt (data from Hugging Face)
+	$(PY) eval_commonsense_qa.py $(CKPT) --out $(dir $(CKPT))commonsense_qa.json
+	$(PY) eval_hellaswag.py $(CKPT) --out $(dir $(CKPT))hellaswag.json
+
+variants: setup ## print the README's variants table (parameters per config)
+	$(PY) variants.py
 
 # --- training -----------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data import ShardLoader
 from model import GPT, GPTConfig, H100_BF16_PEAK_FLOPS, gpt_config_from_dict
+from multiple_choice import evaluate, load_examples
 from tokenizer import get_encoding, EOT_TOKEN
 
 
@@ -58,6 +59,10 @@ class TrainConfig(GPTConfig):
     # evaluation, logging, checkpoints
     eval_interval: int = 250
     eval_tokens: int = 10485760  # validation loss on this many tokens from the start of the val shards
+    # zero-shot benchmarks at every eval: "" skips, "hf" streams the Hugging Face copy, else a local .jsonl
+    csqa_data: str = ""  # logged as csqa_acc: CommonsenseQA's cloze format (the lettered one sits at chance when small)
+    hellaswag_data: str = ""  # logged as hellaswag_acc_norm
+    eval_limit: int = 1000  # questions per benchmark (the first ones; 0: all)
     log_interval: int = 10
     ckpt_interval: int = 500
     sample_prompt: str = "Hello, I'm a language model,"
@@ -307,6 +312,7 @@ def train(cfg):
         model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
 
+    benchmarks = load_benchmarks(cfg) if master else {}  # {log key: (examples, metric)}
     log_path = os.path.join(cfg.out_dir, "log.jsonl")
     if master:
         drop_log_records_after(log_path, start_step)  # a resumed run re-logs the steps after its checkpoint
@@ -352,8 +358,13 @@ def train(cfg):
     while True:
         if step % cfg.eval_interval == 0 or step == cfg.max_steps:
             val_loss = evaluate_val_loss()
-            log(f"step {step:5d} | val loss {val_loss:.4f}")
-            write_log({"step": step, "tokens": tokens_seen, "val_loss": val_loss})
+            record = {"step": step, "tokens": tokens_seen, "val_loss": val_loss}
+            if master:  # the benchmarks are small: rank 0 scores them on the uncompiled model
+                for key, (examples, metric) in benchmarks.items():
+                    record[key] = evaluate(raw_model, examples, device, batch_size=cfg.batch_size)[metric]
+            log(f"step {step:5d} | " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
+                                                 if k not in ("step", "tokens")))
+            write_log(record)
         if step == cfg.max_steps:
             break
 
@@ -413,6 +424,14 @@ def train(cfg):
     if ddp:
         dist.destroy_process_group()
     return 0
+
+
+def load_benchmarks(cfg):
+    """The zero-shot benchmarks to score at every eval, as {log key: (examples, metric)}; missing data is an error."""
+    wanted = {"csqa_acc": ("commonsense_qa_cloze", cfg.csqa_data, "acc"),
+              "hellaswag_acc_norm": ("hellaswag", cfg.hellaswag_data, "acc_norm")}
+    return {key: (load_examples(task, None if data == "hf" else data, cfg.eval_limit or None), metric)
+            for key, (task, data, metric) in wanted.items() if data}
 
 
 def drop_log_records_after(log_path, step):

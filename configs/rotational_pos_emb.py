@@ -12,3 +12,4 @@ warmup_steps = 715
 max_lr = 1.8e-3
 min_lr_ratio = 0.1
 lr_schedule = "cosine"
+csqa_data = "hf"  # CommonsenseQA validation from Hugging Face, scored at every eval (the plots read csqa_acc)

@@ -171,3 +171,24 @@ def test_compile_works_on_the_cpu_for_one_step(corpus, tmp_path):
     assert run(corpus, tmp_path, "--max_steps=1", "--compile=True") == 0
     _, checkpoint = load_checkpoint(str(tmp_path / "ckpt.pt"))
     assert not any(key.startswith("_orig_mod.") for key in checkpoint["model"])
+
+
+def test_eval_records_carry_the_commonsense_qa_accuracy_of_the_model_at_that_step(corpus, tmp_path):
+    from multiple_choice import evaluate, load_examples
+    rows = [{"id": f"q{i}", "question": f"Which word comes {i}?", "answerKey": "ABCDE"[i % 5],
+             "choices": {"label": list("ABCDE"), "text": ["alpha", "beta", "gamma", "delta", "epsilon"]}}
+            for i in range(7)]
+    data = tmp_path / "csqa.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert run(corpus, tmp_path / "run", "--max_steps=4", f"--csqa_data={data}", "--eval_limit=5") == 0
+    evals = [r for r in read_log(tmp_path / "run") if "val_loss" in r]
+    assert [r["step"] for r in evals] == [0, 4] and all("csqa_acc" in r for r in evals)
+    model, _ = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))
+    expected = evaluate(model, load_examples("commonsense_qa_cloze", str(data), limit=5), "cpu")
+    assert expected["n"] == 5 and evals[-1]["csqa_acc"] == expected["acc"]
+
+
+def test_missing_benchmark_data_is_one_line(corpus, tmp_path, capsys):
+    assert run(corpus, tmp_path, "--max_steps=1", f"--csqa_data={tmp_path / 'nope.jsonl'}") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nope.jsonl" in err and err.count("\n") == 1
