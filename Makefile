@@ -67,6 +67,10 @@ demo: data/pydoc/manifest.json ## CPU, no download: train a tiny GPT for ~3 minu
 	$(PY) train.py configs/demo_cpu.py
 	$(PY) plot.py out/demo_cpu --loss_curve media/demo_loss.png
 
+.PHONY: plots
+plots: setup ## compare the runs in out/ (not the CPU demo): media/convergence_comparison.png, commonsense_qa.png, summary.md/.csv
+	$(PY) plot.py $(filter-out out/demo_cpu/,$(wildcard out/*/)) --out media/
+
 train_baseline: setup ## GPT-2 124M, the llm.c/build-nanogpt recipe (needs data_fineweb and a GPU)
 	$(PY) train.py configs/baseline.py
 

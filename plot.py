@@ -1,10 +1,18 @@
 """
-Pictures for media/ from the runs train.py logged (out_dir/log.jsonl and out_dir/config.json).
+Pictures and tables for media/ from the runs train.py logged (out_dir/log.jsonl and out_dir/config.json).
 
+    python plot.py out/baseline out/increase_max_lr out/rotational_pos_emb out/swiglu --out media/
+    make plots                                            # every run in out/ except the CPU demo
     python plot.py out/demo_cpu --loss_curve media/demo_loss.png
+
+The comparison writes media/convergence_comparison.png (validation loss against tokens seen),
+media/commonsense_qa.png (CommonsenseQA accuracy against tokens seen, when a run logged csqa_acc),
+and media/summary.md + summary.csv (one row per run). Runs whose files are missing or empty are
+named on stderr and left out; the exit code is 1 only when no run could be read.
 """
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -13,24 +21,139 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a rented GPU box or in CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
+
+# GPT-2 124M's validation loss, by data set: (loss, who measured it). Drawn only for runs on that data set.
+GPT2_124M_VAL_LOSS = {
+    # OpenAI's GPT-2 124M checkpoint on build-nanogpt's FineWeb-Edu val shard (the first 100M tokens of
+    # sample-10BT, as prepare_data.py's val split): `loss_baseline = 3.2924` in karpathy/build-nanogpt play.ipynb.
+    "FineWeb-Edu": (3.2924, "OpenAI GPT-2 124M checkpoint (build-nanogpt)"),
+    # FineWeb has no published number for OpenAI's checkpoint that we could verify; this is llm.c's GPT-2 124M
+    # reproduction after 10B tokens, the "3.28 validation loss on FineWeb" target of KellerJordan/modded-nanogpt's README.
+    "FineWeb": (3.28, "llm.c GPT-2 124M after 10B tokens (modded-nanogpt target)"),
+}
+# Zero-shot CommonsenseQA accuracy of OpenAI's GPT-2 124M: unknown. No published lm-eval (or leaderboard) number for
+# gpt2 on commonsense_qa could be verified, so no line is drawn; pass --gpt2_csqa_acc with a measured one
+# (python eval_commonsense_qa.py --hf gpt2) to draw it.
+GPT2_124M_CSQA_ACC = None
+CSQA_CHANCE = 0.20  # five answer choices
 
 
 def read_run(run_dir):
-    """{name, config, train: [(tokens, loss)], val: [(tokens, loss)]} of one run, or a ValueError naming what is missing."""
+    """One run as {name, config, train, val, csqa, elapsed_seconds, dollars, tokens}, or an error naming what is missing.
+
+    train, val and csqa are lists of (tokens, value); elapsed_seconds and dollars come from the last training
+    record (None before the first one); tokens is the most any record has seen."""
     log_path, config_path = os.path.join(run_dir, "log.jsonl"), os.path.join(run_dir, "config.json")
     for path in (log_path, config_path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} does not exist; is {run_dir} an out_dir that train.py wrote?")
     with open(config_path) as f:
-        config = json.load(f)
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{config_path} is not JSON ({e.msg}); rerun train.py to rewrite it") from None
+    records = []
     with open(log_path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+        for line_number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{log_path} line {line_number} is not JSON ({e.msg}); delete that line") from None
+            if not isinstance(record, dict) or "tokens" not in record:
+                raise ValueError(f"{log_path} line {line_number} has no 'tokens' field; is it a log that train.py wrote?")
+            records.append(record)
     if not records:
         raise ValueError(f"{log_path} is empty: the run logged nothing yet")
     train = [(r["tokens"], r["train_loss"]) for r in records if "train_loss" in r]
     val = [(r["tokens"], r["val_loss"]) for r in records if "val_loss" in r]
-    return {"name": os.path.basename(os.path.normpath(run_dir)), "config": config, "train": train, "val": val}
+    csqa = [(r["tokens"], r["csqa_acc"]) for r in records if r.get("csqa_acc") is not None]
+    last_train = next((r for r in reversed(records) if "train_loss" in r), {})
+    return {"name": os.path.basename(os.path.normpath(run_dir)), "config": config, "train": train, "val": val,
+            "csqa": csqa, "elapsed_seconds": last_train.get("elapsed_seconds"), "dollars": last_train.get("dollars"),
+            "tokens": max(r["tokens"] for r in records)}
 
+
+# -----------------------------------------------------------------------------
+# words and numbers for labels and tables
+
+def dataset_name(data_dir):
+    """FineWeb-Edu, FineWeb, or the folder's own name: which reference loss applies is read off data_dir."""
+    folder = os.path.basename(os.path.normpath(data_dir or "")).lower()
+    if "fineweb" in folder:
+        return "FineWeb-Edu" if "edu" in folder else "FineWeb"
+    return folder or "unknown data"
+
+
+def format_tokens(n):
+    """2_900_000_000 -> '2.9B', 40960 -> '41K': tokens in the units people say them in."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:g}"
+
+
+def format_duration(seconds):
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def describe_variant(config):
+    """'RoPE, SwiGLU, max lr 1.8e-3': what tells the variants apart, from the resolved config."""
+    parts = ["RoPE" if config.get("pos_emb") == "rope" else "learned pos",
+             "SwiGLU" if config.get("mlp") == "swiglu" else "GELU"]
+    if "max_lr" in config:
+        parts.append("max lr " + f"{config['max_lr']:.1e}".replace("e-0", "e-"))
+    if (config.get("n_layer"), config.get("n_embd")) != (12, 768):  # say the size only when it is not GPT-2 124M's
+        parts.append(f"{config.get('n_layer')} layers x {config.get('n_embd')}")
+    return ", ".join(parts)
+
+
+def run_label(run):
+    return f"{run['name']} ({describe_variant(run['config'])})"
+
+
+def subtitle(runs):
+    """'1 x NVIDIA H100 80GB HBM3 | data: data/fineweb_edu (FineWeb-Edu)', listing each distinct value once."""
+    hardware = dict.fromkeys(r["config"].get("hardware", "hardware not recorded") for r in runs)
+    data = dict.fromkeys(f"{r['config'].get('data_dir', '?')} ({dataset_name(r['config'].get('data_dir'))})" for r in runs)
+    return f"{' / '.join(hardware)}  |  data: {' / '.join(data)}"
+
+
+def tokens_axis(ax, log=False):
+    if log:
+        ax.set_xscale("log")  # before the formatters: setting the scale resets them
+
+        def minor_label(x, _):  # 2x and 5x between the powers of ten, when they fit: spanning under 3 decades
+            low, high = ax.get_xlim()
+            return format_tokens(x) if high < 1000 * low and f"{x:e}"[0] in "25" else ""
+        ax.xaxis.set_minor_formatter(FuncFormatter(minor_label))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_tokens(x)))
+    ax.set_xlabel("tokens seen" + (" (log scale)" if log else ""))
+
+
+def finish(fig, title, runs, path):
+    """Title, subtitle and one legend under the panels (where it hides no data), then save and close."""
+    by_label = {}  # every panel's lines once: a run may be missing from one panel (too short for the zoom)
+    for ax in fig.axes:
+        by_label.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(by_label.values(), by_label.keys(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    inch = 1 / fig.get_figheight()  # layout in figure fractions
+    fig.text(0.5, 1 - 0.12 * inch, title, ha="center", va="top", fontsize=12)
+    fig.text(0.5, 1 - 0.34 * inch, subtitle(runs), ha="center", va="top", fontsize=8, color="dimgray")
+    legend_rows = (len(by_label) + 1) // 2
+    fig.tight_layout(rect=(0, (0.25 + 0.2 * legend_rows) * inch, 1, 1 - 0.45 * inch))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return fig
+
+
+# -----------------------------------------------------------------------------
+# pictures
 
 def plot_loss_curve(run, path):
     """Training and validation loss against tokens seen, for one run."""
@@ -53,11 +176,153 @@ def plot_loss_curve(run, path):
     return fig
 
 
+def plot_convergence(runs, path):
+    """Validation loss against tokens seen, one line per run, in two panels: the whole run on log-scaled
+    tokens (the evaluation at 0 tokens cannot be drawn there), and the second half of training on linear
+    tokens, where the variants differ by hundredths of a nat. GPT-2 124M's loss is dashed where known."""
+    fig, (ax_all, ax_end) = plt.subplots(1, 2, figsize=(13, 6))
+    last_tokens = max(tokens for run in runs for tokens, _ in run["val"])
+    for i, run in enumerate(runs):
+        color = f"C{i}"
+        whole = [(t, loss) for t, loss in run["val"] if t > 0]
+        end = [(t, loss) for t, loss in run["val"] if t >= last_tokens / 2]
+        label = f"{run_label(run)}: final {run['val'][-1][1]:.3f}"
+        if whole:
+            ax_all.plot(*zip(*whole), "o-", markersize=3, color=color, label=label)
+        if end:
+            ax_end.plot(*zip(*end), "o-", markersize=3, color=color, label=label)
+    for data in dict.fromkeys(dataset_name(run["config"].get("data_dir")) for run in runs):
+        if data in GPT2_124M_VAL_LOSS:
+            loss, source = GPT2_124M_VAL_LOSS[data]
+            for ax in (ax_all, ax_end):
+                ax.axhline(loss, color="black", linestyle="--", linewidth=1, label=f"{source} on {data}: {loss:.3f}")
+    tokens_axis(ax_all, log=True)
+    tokens_axis(ax_end)
+    ax_all.set_title("whole run", fontsize=10)
+    ax_end.set_title(f"second half of training (from {format_tokens(last_tokens / 2)} tokens)", fontsize=10)
+    for ax in (ax_all, ax_end):
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.grid(alpha=0.3, which="both")
+    return finish(fig, "Validation loss against tokens seen", runs, path)
+
+
+def plot_commonsense_qa(runs, path, gpt2_acc=GPT2_124M_CSQA_ACC):
+    """Zero-shot CommonsenseQA accuracy against tokens seen for the runs that logged csqa_acc, with random
+    chance (and GPT-2 124M's accuracy, when known) dashed. Returns None, and writes nothing, when no run has any."""
+    runs_with_acc = [run for run in runs if run["csqa"]]
+    if not runs_with_acc:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for i, run in enumerate(runs):  # colors follow the run's place in the list, as in the loss picture
+        if run["csqa"]:
+            best = max(acc for _, acc in run["csqa"])
+            ax.plot(*zip(*run["csqa"]), "o-", markersize=4, color=f"C{i}", label=f"{run_label(run)}: best {best:.1%}")
+    if gpt2_acc is not None:
+        ax.axhline(gpt2_acc, color="black", linestyle="--", linewidth=1, label=f"OpenAI GPT-2 124M: {gpt2_acc:.1%}")
+    ax.axhline(CSQA_CHANCE, color="gray", linestyle="--", linewidth=1, label=f"random chance: {CSQA_CHANCE:.0%}")
+    tokens_axis(ax)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylabel("accuracy (zero-shot)")
+    ax.set_ylim(bottom=min(ax.get_ylim()[0], CSQA_CHANCE - 0.02))  # chance on the frame's edge would be hard to see
+    ax.grid(alpha=0.3)
+    return finish(fig, "CommonsenseQA zero-shot accuracy against tokens seen", runs_with_acc, path)
+
+
+# -----------------------------------------------------------------------------
+# the summary table
+
+SUMMARY_COLUMNS = ("variant", "final_val_loss", "best_csqa_acc", "tokens", "wall_seconds", "dollars", "hardware")
+
+
+def summary_rows(runs):
+    """One dict per run with SUMMARY_COLUMNS; None where the log does not say."""
+    return [{"variant": run["name"],
+             "final_val_loss": run["val"][-1][1] if run["val"] else None,
+             "best_csqa_acc": max(acc for _, acc in run["csqa"]) if run["csqa"] else None,
+             "tokens": run["tokens"], "wall_seconds": run["elapsed_seconds"], "dollars": run["dollars"],
+             "hardware": run["config"].get("hardware")} for run in runs]
+
+
+def summary_markdown(rows):
+    def cell(value, fmt):
+        return "—" if value is None else fmt(value)
+
+    lines = ["| variant | final val loss | best CommonsenseQA acc | tokens | wall time | est. cost | hardware |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        lines.append(" | ".join([
+            f"| {row['variant']}", cell(row["final_val_loss"], "{:.4f}".format), cell(row["best_csqa_acc"], "{:.1%}".format),
+            f"{row['tokens']:,}", cell(row["wall_seconds"], format_duration), cell(row["dollars"], "${:.2f}".format),
+            f"{row['hardware'] or '—'} |"]))
+    lines.append("")
+    lines.append("Wall time and cost are the training steps' (evaluations excluded), at each run's gpu_hourly_cost.")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(rows, out_dir):
+    """media/summary.md and media/summary.csv; returns the markdown."""
+    os.makedirs(out_dir, exist_ok=True)
+    markdown = summary_markdown(rows)
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write(markdown)
+    with open(os.path.join(out_dir, "summary.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return markdown
+
+
+# -----------------------------------------------------------------------------
+
+def compare_runs(run_dirs, out_dir, gpt2_csqa_acc=GPT2_124M_CSQA_ACC):
+    """Read every run (naming and skipping the unreadable ones), write the pictures and the summary; 0 or 1."""
+    runs = []
+    for run_dir in run_dirs:
+        try:
+            runs.append(read_run(run_dir))
+        except (ValueError, FileNotFoundError) as e:
+            print(f"skipping {run_dir}: {e}", file=sys.stderr)
+    if not runs:
+        print("error: no run could be read; train one first (make train_baseline, or make demo on a CPU)", file=sys.stderr)
+        return 1
+    if len({dataset_name(run["config"].get("data_dir")) for run in runs}) > 1:
+        print("warning: the runs were trained on different data; their losses are not comparable", file=sys.stderr)
+
+    with_val = [run for run in runs if run["val"]]
+    for run in runs:
+        if not run["val"]:
+            print(f"{run['name']}: no val_loss in its log.jsonl yet; left out of convergence_comparison.png", file=sys.stderr)
+    if with_val:
+        path = os.path.join(out_dir, "convergence_comparison.png")
+        plot_convergence(with_val, path)
+        print(f"wrote {path}")
+    path = os.path.join(out_dir, "commonsense_qa.png")
+    if plot_commonsense_qa(runs, path, gpt2_csqa_acc) is None:
+        print(f"no run logged csqa_acc (CommonsenseQA evaluations); {path} not written", file=sys.stderr)
+    else:
+        print(f"wrote {path}")
+    print(write_summary(summary_rows(runs), out_dir), end="")
+    print(f"wrote {os.path.join(out_dir, 'summary.md')} and summary.csv")
+    return 0
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Render training logs into PNG pictures.")
-    parser.add_argument("runs", nargs="+", help="out_dir folders that train.py wrote (log.jsonl + config.json)")
-    parser.add_argument("--loss_curve", required=True, help="write one run's train/val loss curve to this PNG")
+    parser = argparse.ArgumentParser(description="Render training logs into PNG pictures and a summary table.",
+                                     epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", help="out_dir folders that train.py wrote (log.jsonl + config.json)")
+    parser.add_argument("--out", default="media", help="folder for the comparison pictures and summary.md/.csv (default media)")
+    parser.add_argument("--loss_curve", metavar="PNG", help="instead: write one run's train/val loss curve to this PNG")
+    parser.add_argument("--gpt2_csqa_acc", type=float, default=GPT2_124M_CSQA_ACC, metavar="ACC",
+                        help="GPT-2 124M's CommonsenseQA accuracy, 0-1, to draw dashed (eval_commonsense_qa.py --hf gpt2 measures it)")
     args = parser.parse_args(argv)
+    if args.gpt2_csqa_acc is not None and not 0 <= args.gpt2_csqa_acc <= 1:
+        print(f"error: --gpt2_csqa_acc {args.gpt2_csqa_acc} is not a fraction; pass accuracy as 0-1 (0.25, not 25)", file=sys.stderr)
+        return 1
+    if not args.runs:
+        print("error: no run folders given; pass out_dir folders (make plots passes those in out/)", file=sys.stderr)
+        return 1
+    if args.loss_curve is None:
+        return compare_runs(args.runs, args.out, args.gpt2_csqa_acc)
     try:
         if len(args.runs) != 1:
             raise ValueError("--loss_curve draws one run; pass exactly one out_dir")
