@@ -17,6 +17,7 @@ ShardLoader reads one split of them through numpy.memmap, so a shard is never lo
 """
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -149,3 +150,19 @@ class ShardLoader:
         buf = torch.from_numpy(self.tokens[start : start + B * T + 1].astype(np.int64))
         self.position += self.tokens_per_step
         return buf[:-1].view(B, T), buf[1:].view(B, T)
+
+
+# -----------------------------------------------------------------------------
+# JSON lines: local text and benchmark inputs, and train.py's log.jsonl
+
+
+def read_jsonl(path):
+    """(line number, value) for each non-blank line of a JSON-lines file; a bad line is a ValueError naming it."""
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield line_number, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {line_number} is not JSON ({e.msg})") from None

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from data import read_jsonl
 from model import GPT, load_checkpoint
 from tokenizer import get_encoding
 
@@ -93,21 +94,15 @@ DATASETS = {
 }
 
 
-def read_jsonl(path):
+def read_rows(path):
+    """The rows of a local .jsonl, one question per line."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path} does not exist; pass a .jsonl with one question per line")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {line_number} is not JSON ({e.msg}); pass a .jsonl with one question per line") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path} line {line_number} is not a JSON object; pass a .jsonl with one question per line")
-            rows.append(row)
+    for line_number, row in read_jsonl(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path} line {line_number} is not a JSON object; pass a .jsonl with one question per line")
+        rows.append(row)
     return rows
 
 
@@ -129,7 +124,7 @@ def load_docs(dataset, data_path=None, limit=None):
         raise ValueError(f"limit must be a positive number of questions, got {limit}")
     hf_id, split, read_row = DATASETS[dataset]
     source = data_path or f"{hf_id} ({split})"
-    rows = read_jsonl(data_path) if data_path else download_rows(hf_id, split)
+    rows = read_rows(data_path) if data_path else download_rows(hf_id, split)
     rows = rows[:limit]
     if not rows:
         raise ValueError(f"{source} has no questions")

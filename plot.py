@@ -23,6 +23,8 @@ matplotlib.use("Agg")  # files only: no display on a rented GPU box or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
+from data import read_jsonl  # noqa: E402
+
 # GPT-2 124M's validation loss, by data set: (loss, who measured it). Drawn only for runs on that data set.
 GPT2_124M_VAL_LOSS = {
     # OpenAI's GPT-2 124M checkpoint on build-nanogpt's FineWeb-Edu val shard (the first 100M tokens of
@@ -54,17 +56,10 @@ def read_run(run_dir):
         except json.JSONDecodeError as e:
             raise ValueError(f"{config_path} is not JSON ({e.msg}); rerun train.py to rewrite it") from None
     records = []
-    with open(log_path) as f:
-        for line_number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{log_path} line {line_number} is not JSON ({e.msg}); delete that line") from None
-            if not isinstance(record, dict) or "tokens" not in record:
-                raise ValueError(f"{log_path} line {line_number} has no 'tokens' field; is it a log that train.py wrote?")
-            records.append(record)
+    for line_number, record in read_jsonl(log_path):
+        if not isinstance(record, dict) or "tokens" not in record:
+            raise ValueError(f"{log_path} line {line_number} has no 'tokens' field; is it a log that train.py wrote?")
+        records.append(record)
     if not records:
         raise ValueError(f"{log_path} is empty: the run logged nothing yet")
     train = [(r["tokens"], r["train_loss"]) for r in records if "train_loss" in r]

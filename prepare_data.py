@@ -37,7 +37,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from data import TOKEN_DTYPE, read_header, write_atomically, write_shard
+from data import TOKEN_DTYPE, read_header, read_jsonl, write_atomically, write_shard
 from tokenizer import ENCODING_NAME, EOT_TOKEN, get_encoding
 
 DEFAULT_DATASET = "HuggingFaceFW/fineweb-edu"
@@ -81,15 +81,8 @@ def read_documents(paths, text_field="text"):
             except UnicodeDecodeError as e:
                 raise ValueError(f"input file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
         elif path.endswith(".jsonl"):
-            with open(path, encoding="utf-8", newline="") as f:  # newline="": keep \r\n as it is
-                for line_number, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{line_number} is not valid JSON ({e.msg})") from None
-                    yield document_text(row, text_field, f"{path}:{line_number}")
+            for line_number, row in read_jsonl(path):
+                yield document_text(row, text_field, f"{path}:{line_number}")
         else:
             import pyarrow.parquet  # installed with `datasets`
 

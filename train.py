@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data import ShardLoader
+from data import ShardLoader, read_jsonl
 from model import GPT, GPTConfig, H100_BF16_PEAK_FLOPS, gpt_config_from_dict
 from multiple_choice import evaluate, load_examples
 from tokenizer import get_encoding, EOT_TOKEN
@@ -440,8 +440,7 @@ def drop_log_records_after(log_path, step):
     (the resumed run evaluates at `step` again)."""
     if not os.path.exists(log_path):
         return
-    with open(log_path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = [record for _, record in read_jsonl(log_path)]
     kept = [r for r in records if r["step"] < step or (r["step"] == step and "val_loss" not in r)]
     with open(log_path + ".tmp", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
