@@ -67,7 +67,14 @@ demo: data/pydoc/manifest.json ## CPU, no download: train a tiny GPT for ~3 minu
 	$(PY) train.py configs/demo_cpu.py
 	$(PY) plot.py out/demo_cpu --loss_curve media/demo_loss.png
 
-.PHONY: plots
+ABLATION_INPUT ?= ../shared/data/tinyshakespeare.txt
+ABLATION_DATA ?= data/shakespeare
+
+ablation_cpu: setup ## every variant at CPU scale, 2 seeds, plus an LR sweep (<1 h on 2 cores): media/ablation_cpu.png/.md
+	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(ABLATION_DATA)
+	$(PY) ablation_cpu.py --data_dir $(ABLATION_DATA)
+
+.PHONY: plots ablation_cpu
 plots: setup ## compare the runs in out/ (not the CPU demo): media/convergence_comparison.png, commonsense_qa.png, summary.md/.csv
 	$(PY) plot.py $(filter-out out/demo_cpu/,$(wildcard out/*/)) --out media/
 
@@ -82,3 +89,7 @@ train_rotational_pos_emb: setup ## RoPE instead of learned positions, with the i
 
 train_swiglu: setup ## SwiGLU MLP on top of RoPE and the increased max LR
 	$(PY) train.py configs/swiglu.py
+
+.PHONY: train_modern
+train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (muon.py)
+	$(PY) train.py configs/modern.py

@@ -7,9 +7,14 @@ References:
 2) Hugging Face transformers' GPT2LMHeadModel: the weight names we load in from_pretrained.
 3) RoFormer (Su et al. 2021) for rotary position embeddings, in the "rotate half" layout of
    transformers' Llama; SwiGLU from Shazeer 2020 ("GLU Variants Improve Transformer").
+4) The modern options, each as the NanoGPT speedrun (KellerJordan/modded-nanogpt, records of Oct-Nov 2024)
+   and karpathy/nanochat use it: RMSNorm (Zhang & Sennrich 2019), QK-norm (Henry et al. 2020), ReLU^2
+   (So et al. 2021, "Primer"), an untied head, zero-initialised output projections, tanh logit soft-capping
+   (Gemma 2, Team et al. 2024).
 
     from model import GPT, GPTConfig
     model = GPT(GPTConfig(pos_emb="rope", mlp="swiglu"))
+    model = GPT(GPTConfig(pos_emb="rope", mlp="relu2", norm="rmsnorm", qk_norm=True, tie_embeddings=False))
     model = GPT.from_pretrained("gpt2")            # or a directory saved by transformers
 """
 
@@ -23,6 +28,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 H100_BF16_PEAK_FLOPS = 989.5e12  # H100 SXM, dense bf16 tensor cores (NVIDIA H100 datasheet)
+RMS_NORM_EPS = 1e-6  # Llama's; torch's default, the dtype's machine epsilon, would be 0.008 in bfloat16
 
 
 @dataclass
@@ -35,8 +41,13 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms, as GPT-2
     pos_emb: str = "learned"  # "learned": GPT-2's position table; "rope": rotary embeddings on q, k
-    mlp: str = "gelu"  # "gelu": GPT-2's 4x MLP; "swiglu": gated SiLU MLP with the same parameter count
+    mlp: str = "gelu"  # "gelu": GPT-2's 4x MLP; "swiglu": gated SiLU MLP with the same parameter count; "relu2": 4x MLP, relu(x)^2
     rope_theta: float = 10000.0
+    norm: str = "layernorm"  # "layernorm": GPT-2's; "rmsnorm": RMSNorm with a gain and no bias (Llama's)
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys (no gain) before attention
+    tie_embeddings: bool = True  # False: the input embedding and the output head are separate matrices
+    zero_init_proj: bool = False  # start the residual projections (and an untied head) at zero
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 leaves them as they are
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -46,8 +57,12 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if self.pos_emb not in ("learned", "rope"):
             raise ValueError(f"GPTConfig: pos_emb must be 'learned' or 'rope', got {self.pos_emb!r}")
-        if self.mlp not in ("gelu", "swiglu"):
-            raise ValueError(f"GPTConfig: mlp must be 'gelu' or 'swiglu', got {self.mlp!r}")
+        if self.mlp not in ("gelu", "swiglu", "relu2"):
+            raise ValueError(f"GPTConfig: mlp must be 'gelu', 'swiglu' or 'relu2', got {self.mlp!r}")
+        if self.norm not in ("layernorm", "rmsnorm"):
+            raise ValueError(f"GPTConfig: norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
+        if self.logit_softcap < 0:
+            raise ValueError(f"GPTConfig: logit_softcap must be 0 (off) or positive, got {self.logit_softcap}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2 != 0:
             raise ValueError(f"GPTConfig: RoPE rotates pairs of dimensions, so the head size "
                              f"n_embd/n_head={self.n_embd // self.n_head} must be even")
@@ -76,12 +91,20 @@ def apply_rope(x, cos, sin):
     return x * cos + rotated * sin
 
 
+def make_norm(config):
+    """The norm before each block's attention and MLP, and before the head: GPT-2's LayerNorm or RMSNorm."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=RMS_NORM_EPS)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -92,6 +115,11 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if self.qk_norm:
+            # unit RMS per head bounds the attention logits by sqrt(hs), however large the weights grow;
+            # before RoPE or after is the same, as a rotation keeps each head's norm
+            q = F.rms_norm(q, (q.size(-1),), eps=RMS_NORM_EPS)
+            k = F.rms_norm(k, (k.size(-1),), eps=RMS_NORM_EPS)
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -102,16 +130,19 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """GPT-2's MLP: Linear(4x), tanh-approximated GELU (as OpenAI's code), Linear back."""
+    """GPT-2's MLP: Linear(4x), tanh-approximated GELU (as OpenAI's code), Linear back; mlp="relu2" squares a ReLU instead."""
 
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.relu2 = config.mlp == "relu2"
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        h = self.c_fc(x)  # (B, T, 4C)
+        h = F.relu(h).square() if self.relu2 else F.gelu(h, approximate="tanh")
+        return self.dropout(self.c_proj(h))
 
 
 class SwiGLU(nn.Module):
@@ -132,9 +163,9 @@ class Block(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
     def forward(self, x, rope=None):
@@ -152,7 +183,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=make_norm(config),
         ))
         if config.pos_emb == "learned":
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
@@ -162,13 +193,24 @@ class GPT(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
 
         self.apply(self._init_weights)
         # GPT-2 paper: scale the residual projections by 1/sqrt(N), N = 2 residual adds per layer
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if not config.tie_embeddings:
+            # no longer the head, the input embedding starts at unit scale, like the normalised inputs of
+            # the blocks: PyTorch's nn.Embedding default, kept by modded-nanogpt; nanochat uses std 1.0 too
+            torch.nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=1.0)
+        if config.zero_init_proj:
+            # modded-nanogpt (10/14/24 and 11/03/24 records): every block starts as the identity and an
+            # untied head predicts the uniform distribution; the first steps grow them from zero
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight") or name == "lm_head.weight":  # a tied head is named wte: kept
+                    torch.nn.init.zeros_(p)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -193,6 +235,11 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, rope)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
+        if self.config.logit_softcap > 0:
+            # Gemma 2's soft cap: about the identity for small logits, never beyond +-cap. In float32, as
+            # nanochat: tanh in bfloat16 would round the logits near the cap
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits.float() / cap)
         loss = None
         if targets is not None:
             # in float32 even under bf16 autocast: the log-softmax over 50k classes needs the precision
@@ -200,14 +247,19 @@ class GPT(nn.Module):
         return logits, loss
 
     def num_params(self):
-        """Number of parameters, each tied tensor counted once (124,475,904 for the baseline)."""
+        """Number of parameters, each tied tensor counted once (124,475,904 for the baseline; an untied head
+        adds vocab_size * n_embd)."""
         return sum(p.numel() for p in self.parameters())
 
     def flops_per_token(self):
         """Training FLOPs per token, PaLM paper appendix B: 6N for the matmuls plus 12*L*H*Q*T for attention.
-        N leaves out the position table (a lookup, not a matmul); the tied token embedding counts as the head."""
+        N leaves out the position table and an untied token embedding (lookups, not matmuls); a tied token
+        embedding counts once, as the head."""
         cfg = self.config
-        n = self.num_params() - (self.transformer.wpe.weight.numel() if cfg.pos_emb == "learned" else 0)
+        lookups = self.transformer.wpe.weight.numel() if cfg.pos_emb == "learned" else 0
+        if not cfg.tie_embeddings:
+            lookups += self.transformer.wte.weight.numel()
+        n = self.num_params() - lookups
         return 6 * n + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
 
     def estimate_mfu(self, tokens_per_second, peak_flops=H100_BF16_PEAK_FLOPS):

@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data import ShardLoader, read_jsonl
 from model import GPT, GPTConfig, H100_BF16_PEAK_FLOPS, gpt_config_from_dict
+from muon import configure_muon
 from multiple_choice import evaluate, load_examples
 from tokenizer import get_encoding, EOT_TOKEN
 
@@ -56,6 +57,10 @@ class TrainConfig(GPTConfig):
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 turns clipping off
+    optimizer: str = "adamw"  # "adamw"; "muon": Muon for the blocks' matrices, AdamW at max_lr for the rest (muon.py)
+    muon_lr: float = 0.02  # muon: the peak learning rate of the Muon matrices, scheduled like max_lr
+    muon_momentum: float = 0.95  # muon: Nesterov momentum of Muon
+    embedding_lr: float = 6e-4  # muon: the AdamW peak learning rate of an untied input embedding and position table
     # evaluation, logging, checkpoints
     eval_interval: int = 250
     eval_tokens: int = 10485760  # validation loss on this many tokens from the start of the val shards
@@ -78,11 +83,12 @@ class TrainConfig(GPTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        choices = {"lr_schedule": ("cosine", "wsd"), "dtype": ("bfloat16", "float32")}
+        choices = {"lr_schedule": ("cosine", "wsd"), "dtype": ("bfloat16", "float32"), "optimizer": ("adamw", "muon")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"config: {key} must be one of {allowed}, got {getattr(self, key)!r}")
-        positive = ("batch_size", "total_batch_size", "max_steps", "eval_interval", "log_interval", "ckpt_interval", "max_lr")
+        positive = ("batch_size", "total_batch_size", "max_steps", "eval_interval", "log_interval", "ckpt_interval", "max_lr",
+                    "muon_lr", "embedding_lr")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ValueError(f"config: {key} must be positive, got {getattr(self, key)}")
@@ -295,7 +301,11 @@ def train(cfg):
     else:
         model = GPT(cfg.model_config())
     model.to(device)
-    optimizer = model.configure_optimizer(cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2), device_type)
+    if cfg.optimizer == "muon":
+        optimizer = configure_muon(model, cfg.muon_lr, cfg.muon_momentum, cfg.max_lr, cfg.embedding_lr,
+                                   cfg.weight_decay, (cfg.beta1, cfg.beta2), device_type)
+    else:
+        optimizer = model.configure_optimizer(cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2), device_type)
     train_loader = ShardLoader(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, rank, world_size)
     val_loader = ShardLoader(cfg.data_dir, "val", cfg.batch_size, cfg.block_size, rank, world_size)
     start_step, tokens_seen, elapsed_seconds = 0, 0, 0.0
@@ -371,7 +381,7 @@ def train(cfg):
         t0 = time.time()
         lr = learning_rate(step, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # muon: each group's peak over max_lr
         loss_sum = torch.zeros((), device=device)
         for micro_step in range(grad_accum_steps):
             x, y = train_loader.next_batch()
