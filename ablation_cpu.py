@@ -1,0 +1,177 @@
+"""
+CPU-scale ablation: every variant, shrunk to a few million parameters, trained on the same local corpus
+for the same token budget with two seeds each, plus a learning-rate sweep of the baseline architecture.
+Renders media/ablation_cpu.png and media/ablation_cpu.md (the README's table). Under an hour on 2 cores.
+
+    make ablation_cpu                                   # Tiny Shakespeare from ../shared/data
+    python ablation_cpu.py --data_dir data/shakespeare  # shards that prepare_data.py wrote
+    python ablation_cpu.py --data_dir data/shakespeare --report_only   # redraw from the logged runs
+
+Each run is `python train.py configs/VARIANT.py` with the TINY overrides below, in out/ablation_cpu/NAME_seedN/
+(its console output in train.txt), two at a time on one core each; a finished run is not trained again,
+an interrupted one resumes.
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+import plot
+import train
+from model import GPT
+
+# The seed's variants as their config files define them; only shapes, budget and system settings shrink.
+# The sweep: the baseline architecture (learned positions, GELU) at 1x, 3x and 9x the baseline's max_lr;
+# 1x and 3x are `baseline` and `increase_max_lr` themselves.
+VARIANTS = [  # (name, config file, extra overrides)
+    ("baseline", "configs/baseline.py", []),
+    ("increase_max_lr", "configs/increase_max_lr.py", []),
+    ("baseline_lr_5.4e-3", "configs/baseline.py", ["--max_lr=5.4e-3"]),
+    ("rotational_pos_emb", "configs/rotational_pos_emb.py", []),
+    ("swiglu", "configs/swiglu.py", []),
+    ("modern", "configs/modern.py", []),
+]
+SEEDS = (0, 1)
+MAX_STEPS = 150
+TOKENS_PER_STEP = 2048  # x 150 steps = 307,200 tokens: one pass over Tiny Shakespeare's 304k training tokens
+TINY = [
+    "--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=128",
+    "--batch_size=16", f"--total_batch_size={TOKENS_PER_STEP}", f"--max_steps={MAX_STEPS}", "--warmup_steps=10",
+    "--eval_interval=15", "--eval_tokens=16384", "--log_interval=10", "--ckpt_interval=50",
+    "--device=cpu", "--dtype=float32", "--compile=False", "--sample_tokens=0", "--csqa_data=",
+    "--hellaswag_data=", "--gpu_hourly_cost=0.0",
+]
+OUT = "out/ablation_cpu"
+
+
+def run_dir(name, seed):
+    return os.path.join(OUT, f"{name}_seed{seed}")
+
+
+def train_one(name, config, extra, seed, data_dir):
+    """One run in its own process on one core, its output in RUN_DIR/train.txt; a one-line error if it did not finish."""
+    out_dir = run_dir(name, seed)
+    os.makedirs(out_dir, exist_ok=True)
+    argv = [sys.executable, "train.py", config, *TINY, *extra, f"--seed={seed}", f"--data_dir={data_dir}", f"--out_dir={out_dir}"]
+    with open(os.path.join(out_dir, "train.txt"), "a") as output:
+        # one thread per run: two small runs side by side use 2 cores better than one run on two threads
+        result = subprocess.run(argv, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if result.returncode != 0:
+        raise ValueError(f"training {name} (seed {seed}) failed; see {out_dir}/train.txt")
+    if plot.read_run(out_dir)["tokens"] < MAX_STEPS * TOKENS_PER_STEP:  # SIGTERM/Ctrl-C stopped it
+        raise ValueError(f"{name} (seed {seed}) was stopped; run the same command to resume")
+    print(f"done: {name}, seed {seed}", flush=True)
+
+
+def train_all(data_dir, jobs):
+    """Every (variant, seed) run, `jobs` at a time; finished runs return at once, interrupted ones resume."""
+    runs = [(name, config, extra, seed) for name, config, extra in VARIANTS for seed in SEEDS]
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(train_one, *run, data_dir) for run in runs]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # start no further run; the running ones stop by themselves
+            raise
+
+
+def tokens_to_reach(val_curve, target):
+    """Tokens at which a validation curve [(tokens, loss)] first reaches target, linearly interpolated; None if never."""
+    for (t0, l0), (t1, l1) in zip(val_curve, val_curve[1:]):
+        if l1 <= target:
+            return t1 if l0 == l1 else t0 + (t1 - t0) * (l0 - target) / (l0 - l1)
+    return None
+
+
+def summarize(runs_by_variant):
+    """Per variant: final val losses per seed, their mean and half-range, and tokens to reach the baseline's mean final loss."""
+    target = np.mean([run["val"][-1][1] for run in runs_by_variant["baseline"]])
+    rows = []
+    for name, runs in runs_by_variant.items():
+        finals = [run["val"][-1][1] for run in runs]
+        reach = [tokens_to_reach(run["val"], target) for run in runs]
+        config = runs[0]["config"]
+        rows.append({
+            "variant": name, "max_lr": config["max_lr"], "params": count_params(config),
+            "tokens": runs[0]["val"][-1][0], "finals": finals, "mean": float(np.mean(finals)),
+            "spread": float(np.ptp(finals) / 2), "reach": reach,
+            "minutes": float(np.mean([run["elapsed_seconds"] for run in runs])) / 60,
+        })
+    return target, rows
+
+
+def count_params(config):
+    cfg = train.TrainConfig(**{k: v for k, v in config.items() if k in train.TrainConfig.__dataclass_fields__})
+    with torch.device("meta"):
+        return GPT(cfg.model_config()).num_params()
+
+
+def markdown_table(target, rows, hardware):
+    lines = [f"Tiny Shakespeare, {rows[0]['tokens']:,} training tokens per run, seeds {list(SEEDS)}, "
+             f"{hardware}, {datetime.date.today().isoformat()}. Val loss: mean ± half the spread of the seeds. "
+             f"'Reaches baseline' is the tokens at which the run's val loss first reaches the baseline's mean final "
+             f"loss ({target:.3f}), per seed.", "",
+             "| variant | max_lr | parameters | final val loss | per seed | reaches baseline at | minutes/run |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        reach = ", ".join("never" if t is None else f"{t / r['tokens']:.0%}" for t in r["reach"])
+        lines.append(f"| {r['variant']} | {r['max_lr']:g} | {r['params']:,} | {r['mean']:.3f} ± {r['spread']:.3f} | "
+                     f"{', '.join(f'{f:.3f}' for f in r['finals'])} | {reach} | {r['minutes']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_ablation(runs_by_variant, target, path):
+    """Mean validation loss against tokens per variant, the seeds' range shaded, the baseline's final loss dashed."""
+    fig, ax = plot.plt.subplots(figsize=(9, 6))
+    for i, (name, runs) in enumerate(runs_by_variant.items()):
+        tokens = [t for t, _ in runs[0]["val"]]
+        losses = np.array([[loss for _, loss in run["val"]] for run in runs])  # (seeds, evals)
+        ax.plot(tokens, losses.mean(0), "o-", markersize=3, color=f"C{i}",
+                label=f"{name} ({plot.describe_variant(runs[0]['config'])}): {losses[:, -1].mean():.3f}")
+        ax.fill_between(tokens, losses.min(0), losses.max(0), color=f"C{i}", alpha=0.2)
+    ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"baseline's final val loss: {target:.3f}")
+    ax.set_ylim(top=min(8.0, ax.get_ylim()[1]))  # the untrained 10.8 would squash the differences
+    plot.tokens_axis(ax)
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.grid(alpha=0.3)
+    all_runs = [run for runs in runs_by_variant.values() for run in runs]
+    return plot.finish(fig, f"CPU-scale ablation: mean of {len(SEEDS)} seeds, range shaded", all_runs, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Train every variant at CPU scale and render the comparison.")
+    parser.add_argument("--data_dir", default="data/shakespeare", help="token shards from prepare_data.py (default: data/shakespeare)")
+    parser.add_argument("--out", default="media", help="folder for ablation_cpu.png and ablation_cpu.md (default: media)")
+    parser.add_argument("--report_only", action="store_true", help="train nothing; redraw from the runs in out/ablation_cpu")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one CPU thread each (default: 2)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.report_only:
+            train_all(args.data_dir, args.jobs)
+        runs_by_variant = {name: [plot.read_run(run_dir(name, seed)) for seed in SEEDS] for name, _, _ in VARIANTS}
+        target, rows = summarize(runs_by_variant)
+        hardware = runs_by_variant["baseline"][0]["config"].get("hardware", "hardware not recorded")
+        table = markdown_table(target, rows, hardware)
+        plot_ablation(runs_by_variant, target, os.path.join(args.out, "ablation_cpu.png"))
+        with open(os.path.join(args.out, "ablation_cpu.md"), "w") as f:
+            f.write(table)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C reached the runs too: each checkpointed its step
+        print("stopped; run the same command to resume", file=sys.stderr)
+        return 130
+    print(table)
+    print(f"wrote {os.path.join(args.out, 'ablation_cpu.png')} and ablation_cpu.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""ablation_cpu.py's arithmetic on synthetic curves: what the README's ablation table reports."""
+
+import pytest
+
+import ablation_cpu
+
+
+def test_tokens_to_reach_interpolates_between_evaluations():
+    curve = [(0, 10.0), (100, 6.0), (200, 4.0), (300, 3.0)]
+    assert ablation_cpu.tokens_to_reach(curve, 5.0) == pytest.approx(150)
+    assert ablation_cpu.tokens_to_reach(curve, 6.0) == 100
+    assert ablation_cpu.tokens_to_reach(curve, 2.0) is None
+
+
+def fake_run(finals, max_lr=6e-4, minutes=2.0):
+    config = {"max_lr": max_lr, "n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16, "hardware": "test"}
+    return {"config": config, "val": [(0, 10.0), (50, 6.0), (100, finals)], "elapsed_seconds": minutes * 60}
+
+
+def test_summary_reports_mean_spread_and_when_each_seed_reaches_the_baseline():
+    runs = {"baseline": [fake_run(5.0), fake_run(5.2)], "better": [fake_run(4.0, max_lr=1.8e-3), fake_run(4.2, max_lr=1.8e-3)]}
+    target, rows = ablation_cpu.summarize(runs)
+    assert target == pytest.approx(5.1)
+    baseline, better = rows
+    assert (baseline["mean"], baseline["spread"]) == (pytest.approx(5.1), pytest.approx(0.1))
+    assert baseline["reach"] == [pytest.approx(95), None]  # 5.1 is 90% of the way from 6.0 to 5.0; the worse seed never gets there
+    assert better["reach"][0] == pytest.approx(50 + 50 * (6.0 - 5.1) / 2.0)
+    table = ablation_cpu.markdown_table(target, rows, "test hardware")
+    assert "| better | 0.0018 |" in table and "4.100 ± 0.100" in table and "never" in table
