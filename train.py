@@ -205,13 +205,18 @@ def save_checkpoint(path, checkpoint):
     os.replace(tmp_path, path)
 
 
-def check_same_model(checkpoint, model_config, path):
-    saved = checkpoint["model_config"]
-    ours = dataclasses.asdict(model_config)
-    differ = [f"{k} (checkpoint {saved.get(k)!r}, config {ours.get(k)!r})" for k in sorted(set(saved) | set(ours))
-              if saved.get(k) != ours.get(k)]
+def check_resumable(checkpoint, cfg, path):
+    """A clear error when the config asks for another model or optimizer than the checkpoint holds."""
+    saved = dataclasses.asdict(gpt_config_from_dict(checkpoint["model_config"]))  # fields added since: defaults
+    ours = dataclasses.asdict(cfg.model_config())
+    differ = [f"{k} (checkpoint {saved[k]!r}, config {ours[k]!r})" for k in ours if saved[k] != ours[k]]
+    if cfg.init_from != "scratch":
+        differ = []  # fine-tuning: the pretrained weights, not the config, set the model
+    saved_optimizer = checkpoint["train_config"].get("optimizer", "adamw")
+    if saved_optimizer != cfg.optimizer:
+        differ.append(f"optimizer (checkpoint {saved_optimizer!r}, config {cfg.optimizer!r})")
     if differ:
-        raise ValueError(f"{path} holds a different model: {', '.join(differ)}; "
+        raise ValueError(f"{path} was trained with other settings: {', '.join(differ)}; "
                          f"use another out_dir, or delete the checkpoint to start over")
 
 
@@ -293,8 +298,7 @@ def train(cfg):
     if device_type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls that remain
     if checkpoint is not None:
-        if cfg.init_from == "scratch":
-            check_same_model(checkpoint, cfg.model_config(), ckpt_path)
+        check_resumable(checkpoint, cfg, ckpt_path)
         model = GPT(gpt_config_from_dict(checkpoint["model_config"]))
     elif cfg.init_from != "scratch":
         model = GPT.from_pretrained(cfg.init_from)  # fine-tuning: the weights set the model's shape

@@ -97,11 +97,12 @@ def test_sigterm_writes_a_checkpoint_holding_everything_a_resume_needs(corpus, t
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored for the caller
 
 
-def test_resuming_with_other_model_fields_names_them(corpus, tmp_path, capsys):
+def test_resuming_with_another_model_or_optimizer_names_what_differs(corpus, tmp_path, capsys):
     assert run(corpus, tmp_path, "--max_steps=2") == 0
-    assert run(corpus, tmp_path, "--max_steps=4", "--pos_emb=rope", "--n_layer=3") == 1
+    assert run(corpus, tmp_path, "--max_steps=4", "--pos_emb=rope", "--n_layer=3", "--optimizer=muon") == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "n_layer" in err and "pos_emb" in err and "\n" not in err
+    assert err.startswith("error:") and "\n" not in err
+    assert "n_layer (checkpoint 2, config 3)" in err and "pos_emb" in err and "optimizer (checkpoint 'adamw'" in err
 
 
 @pytest.mark.parametrize("argv,message", [
