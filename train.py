@@ -365,12 +365,12 @@ def train(cfg):
             })
 
     log(f"{raw_model.num_params():,} parameters | {grad_accum_steps} micro-steps of {cfg.batch_size}x{cfg.block_size} "
-        f"tokens x {world_size} process(es) per step | device {device} | {cfg.max_steps - start_step} steps to go")
+        f"tokens x {world_size} process(es) per step | device {device} | {max(0, cfg.max_steps - start_step)} steps to go")
     stop = StopFlag()
     step = start_step
     val_loss = None
     while True:
-        if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+        if step % cfg.eval_interval == 0 or step >= cfg.max_steps:
             val_loss = evaluate_val_loss()
             record = {"step": step, "tokens": tokens_seen, "val_loss": val_loss}
             if master:  # the benchmarks are small: rank 0 scores them on the uncompiled model
@@ -379,7 +379,7 @@ def train(cfg):
             log(f"step {step:5d} | " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
                                                  if k not in ("step", "tokens")))
             write_log(record)
-        if step == cfg.max_steps:
+        if step >= cfg.max_steps:  # a checkpoint past a lowered max_steps stops here too
             break
 
         t0 = time.time()
@@ -427,7 +427,7 @@ def train(cfg):
             log(f"stopped at step {step}; checkpoint in {ckpt_path}; run the same command to resume")
             break
 
-    if step == cfg.max_steps and master:
+    if step >= cfg.max_steps and master:
         log(f"done: {step} steps, {tokens_seen:,} tokens, final val loss {val_loss:.4f}, "
             f"{elapsed_seconds / 60:.1f} min, ${elapsed_seconds / 3600 * cfg.gpu_hourly_cost * world_size:.2f}")
         if cfg.sample_tokens > 0:

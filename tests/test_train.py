@@ -193,3 +193,9 @@ def test_missing_benchmark_data_is_one_line(corpus, tmp_path, capsys):
     assert run(corpus, tmp_path, "--max_steps=1", f"--csqa_data={tmp_path / 'nope.jsonl'}") == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "nope.jsonl" in err and err.count("\n") == 1
+
+
+def test_a_finished_run_rerun_with_fewer_steps_stops_at_once(corpus, tmp_path):
+    assert run(corpus, tmp_path, "--max_steps=3") == 0
+    assert run(corpus, tmp_path, "--max_steps=2") == 0  # used to train on forever past max_steps
+    assert max(train_losses(tmp_path)) == 3
