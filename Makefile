@@ -74,9 +74,12 @@ ablation_cpu: setup ## every variant at CPU scale, 2 seeds, plus an LR sweep (<1
 	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(ABLATION_DATA)
 	$(PY) ablation_cpu.py --data_dir $(ABLATION_DATA)
 
+# the GPU runs: every out/NAME/ with a log, but the CPU demo (its own picture) and the ablation (out/ablation_cpu/*/)
+PLOT_RUNS = $(filter-out out/demo_cpu/,$(dir $(wildcard out/*/log.jsonl)))
+
 .PHONY: plots ablation_cpu
 plots: setup ## compare the runs in out/ (not the CPU demo): media/convergence_comparison.png, commonsense_qa.png, summary.md/.csv
-	$(PY) plot.py $(filter-out out/demo_cpu/,$(wildcard out/*/)) --out media/
+	$(if $(PLOT_RUNS),$(PY) plot.py $(PLOT_RUNS) --out media/,@echo "no run in out/ has a log.jsonl yet: train one first (make train_baseline, ...)")
 
 train_baseline: setup ## GPT-2 124M, the llm.c/build-nanogpt recipe (needs data_fineweb and a GPU)
 	$(PY) train.py configs/baseline.py

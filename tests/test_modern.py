@@ -295,4 +295,4 @@ def test_resuming_an_adamw_checkpoint_with_muon_is_one_clear_line(corpus, tmp_pa
                        "--optimizer=adamw"]) == 0
     assert train.main([MODERN_CONFIG, f"--data_dir={corpus}", f"--out_dir={tmp_path}", *TINY, "--max_steps=4"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "another `optimizer` setting" in err and "\n" not in err
+    assert err.startswith("error:") and "optimizer (checkpoint 'adamw', config 'muon')" in err and "\n" not in err

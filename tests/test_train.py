@@ -18,7 +18,7 @@ from model import load_checkpoint
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--block_size=16", "--n_layer=2", "--n_head=2", "--n_embd=16", "--batch_size=4", "--total_batch_size=128",
         "--warmup_steps=2", "--max_lr=1e-2", "--eval_tokens=128", "--eval_interval=4", "--log_interval=1",
-        "--device=cpu", "--dtype=float32", "--compile=False", "--sample_tokens=0"]
+        "--device=cpu", "--dtype=float32", "--compile=False", "--sample_tokens=0", "--csqa_data=", "--hellaswag_data="]
 
 
 @pytest.fixture(scope="module")
