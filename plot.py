@@ -99,7 +99,9 @@ def format_duration(seconds):
 def describe_variant(config):
     """'RoPE, SwiGLU, max lr 1.8e-3': what tells the variants apart, from the resolved config."""
     parts = ["RoPE" if config.get("pos_emb") == "rope" else "learned pos",
-             "SwiGLU" if config.get("mlp") == "swiglu" else "GELU"]
+             {"swiglu": "SwiGLU", "relu2": "ReLU²"}.get(config.get("mlp"), "GELU")]
+    if config.get("optimizer") == "muon":
+        parts.append("Muon")
     if "max_lr" in config:
         parts.append("max lr " + f"{config['max_lr']:.1e}".replace("e-0", "e-"))
     if (config.get("n_layer"), config.get("n_embd")) != (12, 768):  # say the size only when it is not GPT-2 124M's
