@@ -15,6 +15,7 @@ import test_train
 import train
 from model import GPT, GPTConfig, MLP, RMS_NORM_EPS, CausalSelfAttention, make_norm, rope_cos_sin
 from muon import NEWTON_SCHULZ_COEFFICIENTS, Muon, configure_muon, newton_schulz
+from test_model import randomize_, small_config
 from test_train import REPO, TINY, corpus, read_log  # noqa: F401 (corpus is a fixture)
 
 MODERN_CONFIG = os.path.join(REPO, "configs", "modern.py")
@@ -22,18 +23,6 @@ MODERN = dict(pos_emb="rope", mlp="relu2", norm="rmsnorm", qk_norm=True, tie_emb
               logit_softcap=15.0, bias=False)
 OPTIONS = [dict(norm="rmsnorm"), dict(qk_norm=True), dict(qk_norm=True, pos_emb="rope"), dict(mlp="relu2"),
            dict(tie_embeddings=False), dict(zero_init_proj=True), dict(logit_softcap=2.0), MODERN]
-
-
-def small_config(**overrides):
-    return GPTConfig(**{**dict(block_size=32, vocab_size=97, n_layer=2, n_head=4, n_embd=32), **overrides})
-
-
-def randomize_(module, seed=0):
-    """Random values everywhere, zero-initialised weights included, as after some training."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
 
 def svd_factors(rows, cols, singular_values, generator):
