@@ -105,18 +105,21 @@ def test_swiglu_matches_llama_mlp():
         torch.testing.assert_close(ours(x), reference(x), atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pos_emb,mlp", VARIANTS)
-def test_changing_token_t_changes_no_earlier_logit(pos_emb, mlp):
-    torch.manual_seed(0)
-    model = GPT(small_config(pos_emb=pos_emb, mlp=mlp)).eval()
-    idx = torch.randint(0, 97, (1, 20))
-    t = 11
+def assert_causal(model, t=11):
+    """Changing token t of a random input changes no logit before t, and does change the logits from t on."""
+    idx = torch.randint(0, model.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(0))
     changed = idx.clone()
-    changed[0, t] = (idx[0, t] + 1) % 97
+    changed[0, t] = (idx[0, t] + 1) % model.config.vocab_size
     with torch.no_grad():
         before, after = model(idx)[0], model(changed)[0]
     torch.testing.assert_close(before[:, :t], after[:, :t], atol=0, rtol=0)
     assert not torch.allclose(before[:, t:], after[:, t:])  # the change is seen from t on
+
+
+@pytest.mark.parametrize("pos_emb,mlp", VARIANTS)
+def test_changing_token_t_changes_no_earlier_logit(pos_emb, mlp):
+    torch.manual_seed(0)
+    assert_causal(GPT(small_config(pos_emb=pos_emb, mlp=mlp)).eval())
 
 
 def test_parameter_counts_of_gpt2_124m():
