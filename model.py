@@ -354,8 +354,8 @@ def gpt_config_from_dict(d):
     return GPTConfig(**d)
 
 
-def load_checkpoint(path, device="cpu"):
-    """(model, checkpoint dict) from a ckpt.pt written by train.py; one clear error for a wrong file."""
+def read_checkpoint(path, device="cpu"):
+    """The dict of a ckpt.pt written by train.py; one clear error for a missing, unreadable or foreign file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist; train one with `python train.py configs/NAME.py`")
     try:
@@ -363,9 +363,15 @@ def load_checkpoint(path, device="cpu"):
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise ValueError(f"{path} is not a checkpoint torch can read ({type(e).__name__}); "
-                         f"pass the ckpt.pt that train.py wrote") from None
+                         f"pass the ckpt.pt that train.py wrote, or delete a damaged one") from None
     if not isinstance(checkpoint, dict) or not {"model", "model_config"} <= checkpoint.keys():
         raise ValueError(f"{path} is not a checkpoint written by train.py (it has no 'model' and 'model_config')")
+    return checkpoint
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model, checkpoint dict) from a ckpt.pt written by train.py."""
+    checkpoint = read_checkpoint(path, device)
     model = GPT(gpt_config_from_dict(checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"])
     return model.to(device), checkpoint

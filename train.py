@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data import ShardLoader, read_jsonl
-from model import GPT, GPTConfig, H100_BF16_PEAK_FLOPS, gpt_config_from_dict
+from model import GPT, GPTConfig, H100_BF16_PEAK_FLOPS, gpt_config_from_dict, read_checkpoint
 from muon import configure_muon
 from multiple_choice import evaluate, load_examples
 from tokenizer import get_encoding, EOT_TOKEN
@@ -284,7 +284,7 @@ def train(cfg):
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     checkpoint = None
     if os.path.exists(ckpt_path):
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(ckpt_path)
         log(f"resuming from {ckpt_path} at step {checkpoint['step']} ({checkpoint['tokens']:,} tokens seen)")
     log("config:", json.dumps(dataclasses.asdict(cfg)))
     if master:

@@ -199,3 +199,10 @@ def test_a_finished_run_rerun_with_fewer_steps_stops_at_once(corpus, tmp_path):
     assert run(corpus, tmp_path, "--max_steps=3") == 0
     assert run(corpus, tmp_path, "--max_steps=2") == 0  # used to train on forever past max_steps
     assert max(train_losses(tmp_path)) == 3
+
+
+def test_a_damaged_checkpoint_in_out_dir_is_one_clear_line(corpus, tmp_path, capsys):
+    (tmp_path / "ckpt.pt").write_bytes(b"half a checkpoint")  # e.g. copied while still being written
+    assert run(corpus, tmp_path, "--max_steps=1") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "ckpt.pt is not a checkpoint torch can read" in err and err.count("\n") == 1
