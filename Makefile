@@ -96,3 +96,12 @@ train_swiglu: setup ## SwiGLU MLP on top of RoPE and the increased max LR
 .PHONY: train_modern
 train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (muon.py)
 	$(PY) train.py configs/modern.py
+
+# --- GPU checks ---------------------------------------------------------------------------------
+
+.PHONY: bench_gpu smoke
+bench_gpu: setup ## every GPU config for 20 steps on synthetic tokens: tokens/s, MFU, memory, compile time, projected $
+	$(PY) bench_train.py --out media/bench_gpu.md
+
+smoke: setup ## every GPU config at its real 124M shape, one step on the CPU in bf16 (shape/dtype bugs; in make test)
+	$(PY) bench_train.py --smoke
