@@ -50,6 +50,9 @@ test: setup-dev ## run the test suite (CPU, no network)
 
 # --- data ---------------------------------------------------------------------------------------
 
+# make deletes a target whose recipe Ctrl-C interrupted; this one is prepare_data.py's record of the finished shards,
+# which the rerun needs to continue after them
+.PRECIOUS: data/pydoc/manifest.json
 data/pydoc/manifest.json: | setup
 	@# English prose that ships with Python itself (the text of help() topics): no download needed
 	$(PY) get_text.py pydoc --out_dir data/pydoc_text

@@ -12,6 +12,7 @@ get_text.py downloads through a file:// URL. CPU only, no network.
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -197,3 +198,25 @@ def test_make_demo_trains_then_draws_only_after_train_py_succeeded(flag, config,
     assert train_line == f".venv/bin/python train.py {config}"
     assert plot_line.startswith(".venv/bin/python plot.py ") and plot_line.endswith(f"--loss_curve {picture}")
     # make runs the plot only if train.py exits 0; an interrupted run exits 130/143 (train.py), so nothing is redrawn
+
+
+@needs_make
+def test_ctrl_c_while_make_demo_prepares_its_data_keeps_the_manifest_a_rerun_needs(tmp_path):
+    """make deletes the target of an interrupted recipe, unless it is .PRECIOUS: here the record of the finished shards."""
+    for name in ("Makefile", "requirements.txt"):
+        shutil.copy(os.path.join(REPO, name), tmp_path / name)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    fake_python = tmp_path / ".venv" / "bin" / "python"  # prepare_data.py: the manifest of a first shard, then busy
+    fake_python.write_text('#!/bin/sh\ncase "$1" in prepare_data.py) mkdir -p data/pydoc; echo "{}" > data/pydoc/manifest.json;'
+                           ' echo started; sleep 30;; esac\n')
+    fake_python.chmod(0o755)
+    (tmp_path / ".venv" / ".runtime").touch()  # set up already
+    make = subprocess.Popen(["make", "--no-print-directory", "data/pydoc/manifest.json"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    for line in make.stdout:
+        if line.strip() == "started":
+            break
+    os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal: make and its recipe
+    output = make.communicate(timeout=30)[0]
+    assert make.returncode != 0
+    assert (tmp_path / "data" / "pydoc" / "manifest.json").exists(), output
