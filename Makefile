@@ -7,14 +7,32 @@ export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
 # FineWeb-Edu tokens for the GPU variants: 3.1B to train on (5,722 steps of 524,288) + 0.1B of validation.
 FINEWEB_TOKENS ?= 3200000000
 
+# PyTorch's own index of CPU-only wheels: a machine without an NVIDIA GPU gets a torch of a few hundred MB, not the
+# multi-GB CUDA build that plain pip installs on Linux. Bounded waits: an unreachable index fails in seconds.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP_NETWORK ?= --timeout 15 --retries 1
+TORCH_REQUIREMENT := $(shell sed -n 's/^\(torch[^ #]*\).*/\1/p' requirements.txt)
+
 .PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_shakespeare bench_prepare \
-        train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu
+        train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu train_ddp
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-26s %s\n", $$1, $$2}'
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torch first, the build that fits this machine; an installed torch is kept (no import: that takes seconds)
+	@if $(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"; then \
+	  echo "setup: torch is already installed in $(VENV); keeping it"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "setup: NVIDIA GPU found (nvidia-smi): installing PyTorch's CUDA build"; \
+	  $(PY) -m pip install "$(TORCH_REQUIREMENT)"; \
+	else \
+	  echo "setup: no NVIDIA GPU (no nvidia-smi): installing PyTorch's CPU build from $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install $(PIP_NETWORK) --index-url $(TORCH_CPU_INDEX) "$(TORCH_REQUIREMENT)" || { \
+	    echo "setup: $(TORCH_CPU_INDEX) could not be used: installing the torch that pip finds (may be the CUDA build)"; \
+	    $(PY) -m pip install "$(TORCH_REQUIREMENT)"; }; \
+	fi
 	$(PY) -m pip install -r requirements.txt
 	$(PY) tokenizer.py
 	touch $@
@@ -23,7 +41,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install -r requirements-dev.txt
 	touch $@
 
-setup: $(VENV)/.runtime ## create .venv with the runtime dependencies and GPT-2's tokenizer (offline-ready)
+setup: $(VENV)/.runtime ## create .venv: torch (CPU build without an NVIDIA GPU), the runtime dependencies, GPT-2's tokenizer
 
 setup-dev: $(VENV)/.dev ## setup, plus the test-only dependencies (pytest, transformers, lm-eval)
 
@@ -32,14 +50,23 @@ test: setup-dev ## run the test suite (CPU, no network)
 
 # --- data ---------------------------------------------------------------------------------------
 
+# make deletes a target whose recipe Ctrl-C interrupted; this one is prepare_data.py's record of the finished shards,
+# which the rerun needs to continue after them
+.PRECIOUS: data/pydoc/manifest.json
 data/pydoc/manifest.json: | setup
 	@# English prose that ships with Python itself (the text of help() topics): no download needed
-	$(PY) -c "import os, pydoc_data.topics as t; os.makedirs('data/pydoc_text', exist_ok=True); \
-	[open(f'data/pydoc_text/{k}.txt', 'w').write(v) for k, v in t.topics.items()]"
+	$(PY) get_text.py pydoc --out_dir data/pydoc_text
 	$(PY) prepare_data.py --input 'data/pydoc_text/*.txt' --out_dir data/pydoc --prefix pydoc
 
-data_shakespeare: setup ## Tiny Shakespeare from ../shared/data (where it exists) into data/shakespeare
-	$(PY) prepare_data.py --input ../shared/data/tinyshakespeare.txt --out_dir data/shakespeare
+# Tiny Shakespeare: ../shared/data's copy where there is one, else downloaded (sha256-checked); offline, the pydoc text
+SHARED_DATA ?= ../shared/data
+data_shakespeare: setup ## Tiny Shakespeare into data/shakespeare (found or downloaded); offline, make demo's text into data/pydoc
+	@if text=$$($(PY) get_text.py tinyshakespeare --shared $(SHARED_DATA)); then \
+	  $(PY) prepare_data.py --input "$$text" --out_dir data/shakespeare; \
+	else \
+	  echo "data_shakespeare: no Tiny Shakespeare offline; preparing Python's help() text (make demo's) into data/pydoc instead"; \
+	  $(MAKE) --no-print-directory data/pydoc/manifest.json; \
+	fi
 
 data_fineweb: setup ## stream FineWeb-Edu (sample-10BT) from Hugging Face into data/fineweb_edu (needs internet)
 	$(PY) prepare_data.py --dataset HuggingFaceFW/fineweb-edu --name sample-10BT --out_dir data/fineweb_edu \
@@ -63,16 +90,29 @@ variants: setup ## print the README's variants table (parameters per config)
 
 # --- training -----------------------------------------------------------------------------------
 
-demo: data/pydoc/manifest.json ## CPU, no download: train a tiny GPT for ~3 minutes (re-run resumes), plot media/demo_loss.png
-	$(PY) train.py configs/demo_cpu.py
-	$(PY) plot.py out/demo_cpu --loss_curve media/demo_loss.png
+# make demo: the modern recipe (configs/demo_cpu.py); make demo DEMO=baseline: GPT-2's (configs/demo_cpu_baseline.py).
+# train.py exits 130/143 when Ctrl-C or SIGTERM stopped it: make stops there, and the committed picture stays as it is.
+DEMO ?= modern
+DEMO_CONFIG = $(if $(filter baseline,$(DEMO)),configs/demo_cpu_baseline.py,configs/demo_cpu.py)
+DEMO_OUT = $(if $(filter baseline,$(DEMO)),out/demo_cpu_baseline,out/demo_cpu)
+demo: data/pydoc/manifest.json ## CPU, no download: a tiny GPT, modern recipe, a few minutes (DEMO=baseline: GPT-2's); media/demo_loss.png
+	$(if $(filter-out modern baseline,$(DEMO)),$(error DEMO is modern or baseline, not $(DEMO)))
+	$(PY) train.py $(DEMO_CONFIG)
+	$(PY) plot.py $(DEMO_OUT) --loss_curve $(if $(filter baseline,$(DEMO)),$(DEMO_OUT)/loss.png,media/demo_loss.png)
 
-ABLATION_INPUT ?= ../shared/data/tinyshakespeare.txt
+# ABLATION_INPUT=FILE: any text instead of Tiny Shakespeare, tokenized into ABLATION_DATA
+ABLATION_INPUT ?=
 ABLATION_DATA ?= data/shakespeare
 
 ablation_cpu: setup ## every variant at CPU scale, 2 seeds, plus an LR sweep (<1 h on 2 cores): media/ablation_cpu.png/.md
+ifeq ($(ABLATION_INPUT),)
+	@$(MAKE) --no-print-directory data_shakespeare
+	@# offline without Tiny Shakespeare, data_shakespeare prepared the pydoc text instead
+	$(PY) ablation_cpu.py --data_dir $$(test -f data/shakespeare/manifest.json && echo data/shakespeare || echo data/pydoc)
+else
 	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(ABLATION_DATA)
 	$(PY) ablation_cpu.py --data_dir $(ABLATION_DATA)
+endif
 
 # the GPU runs: every out/NAME/ with a log, but the CPU demo (its own picture) and the ablation (out/ablation_cpu/*/)
 PLOT_RUNS = $(filter-out out/demo_cpu/,$(dir $(wildcard out/*/log.jsonl)))
@@ -92,6 +132,11 @@ train_rotational_pos_emb: setup ## RoPE instead of learned positions, with the i
 
 train_swiglu: setup ## SwiGLU MLP on top of RoPE and the increased max LR
 	$(PY) train.py configs/swiglu.py
+
+NPROC ?= 8
+train_ddp: setup ## several GPUs of one machine (DDP): make train_ddp CONFIG=configs/baseline.py NPROC=8
+	$(if $(CONFIG),,$(error give the config: make train_ddp CONFIG=configs/baseline.py NPROC=8))
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) train.py $(CONFIG)
 
 .PHONY: train_modern
 train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (muon.py)

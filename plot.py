@@ -152,21 +152,56 @@ def finish(fig, title, runs, path):
 # -----------------------------------------------------------------------------
 # pictures
 
+TEXT_NAMES = {"pydoc": "Python's help() text", "shakespeare": "Tiny Shakespeare"}  # the CPU targets' data, in words
+
+
+def smooth(values, weight=0.6):
+    """Exponential moving average with bias correction (TensorBoard's smoothing): the trend of a noisy curve."""
+    smoothed, average = [], 0.0
+    for i, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        smoothed.append(average / (1 - weight**i))
+    return smoothed
+
+
+def training_passes(config, tokens):
+    """How many times training has gone over its data by tokens, from data_dir/manifest.json; None where unknown."""
+    try:
+        with open(os.path.join(config.get("data_dir") or "", "manifest.json")) as f:
+            return tokens / json.load(f)["tokens"]["train"]
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
 def plot_loss_curve(run, path):
-    """Training and validation loss against tokens seen, for one run."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """
+    Training and validation loss against tokens seen, for one run: each logged training batch faint, their
+    smoothed trend, and the validation loss; a note under the axes says why the two differ.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     if run["train"]:
-        ax.plot(*zip(*run["train"]), label="train loss", alpha=0.7)
+        tokens, losses = zip(*run["train"])
+        ax.plot(tokens, losses, color="C0", alpha=0.3, linewidth=1, marker="o" if len(tokens) == 1 else None,
+                markersize=3, label="train loss (each logged batch)")
+        if len(tokens) >= 5:
+            ax.plot(tokens, smooth(losses), color="C0", label="train loss, smoothed")
     if run["val"]:
-        ax.plot(*zip(*run["val"]), "o-", label="validation loss")
+        ax.plot(*zip(*run["val"]), "o-", color="C1", markersize=4, label="validation loss (held-out text)")
     cfg = run["config"]
-    ax.set_title(f"{run['name']}: {cfg['n_layer']} layers, {cfg['n_embd']} wide, data {cfg['data_dir']}", fontsize=10)
-    ax.set_xlabel("tokens seen")
+    data = dataset_name(cfg.get("data_dir"))
+    ax.set_title(f"{run['name']}: {describe_variant(cfg)}\ntrained on {TEXT_NAMES.get(data, data)}", fontsize=10)
+    tokens_axis(ax)
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.text(0.99, 0.01, f"hardware: {cfg.get('hardware', 'not recorded')}", ha="right", fontsize=7, color="gray")
-    fig.tight_layout()
+    if ax.get_lines():
+        ax.legend(fontsize=9)
+    passes = training_passes(cfg, run["tokens"])
+    repeats = f" ({passes:.1f} passes over the training text here)" if passes else ""
+    note = ("Train loss: each step's own batch, so it jumps from batch to batch, and it drops below validation once\n"
+            f"batches repeat text already trained on{repeats}. Validation: the same held-out text at every evaluation.\n"
+            f"hardware: {cfg.get('hardware', 'not recorded')}")
+    fig.text(0.01, 0.01, note, ha="left", va="bottom", fontsize=7, color="dimgray")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -201,7 +201,7 @@ def test_loss_curve_mode_draws_one_runs_train_and_val_loss(tmp_path):
     assert plot.main([run_dir, "--loss_curve", str(tmp_path / "demo_loss.png")]) == 0
     assert os.path.getsize(tmp_path / "demo_loss.png") > 0
     fig = plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "again.png"))
-    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train loss", "validation loss"]
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train loss (each logged batch)", "validation loss (held-out text)"]
     assert list(fig.axes[0].get_lines()[1].get_ydata()) == [10.9, 6.0, 5.5]
 
 
@@ -212,3 +212,49 @@ def test_words_for_numbers_and_data():
         ["FineWeb-Edu", "FineWeb", "pydoc"]
     assert plot.describe_variant({"pos_emb": "rope", "mlp": "gelu", "max_lr": 1.8e-3, "n_layer": 4, "n_embd": 128}) == \
         "RoPE, GELU, max lr 1.8e-3, 4 layers x 128"
+
+
+def demo_log(train_losses, tokens_per_step=2048, log_interval=5, eval_interval=10):
+    """A CPU demo's log: train_losses[i] at step (i + 1) * log_interval, val loss every eval_interval steps."""
+    records = [{"step": 0, "tokens": 0, "val_loss": 10.83}]
+    for i, loss in enumerate(train_losses):
+        step = (i + 1) * log_interval
+        records.append({"step": step, "tokens": step * tokens_per_step, "train_loss": loss, "elapsed_seconds": step})
+        if step % eval_interval == 0:
+            records.append({"step": step, "tokens": step * tokens_per_step, "val_loss": loss + 0.5})
+    return records
+
+
+def test_loss_curve_says_what_was_trained_on_what_with_thousands_of_tokens(tmp_path):
+    (tmp_path / "pydoc").mkdir()
+    (tmp_path / "pydoc" / "manifest.json").write_text(json.dumps({"tokens": {"val": 13_901, "train": 125_115}}))
+    run_dir = write_run(tmp_path, "demo_cpu", demo_log([7.0, 6.1, 5.2, 5.6, 4.8] * 4), n_layer=4, n_embd=128,
+                        data_dir=str(tmp_path / "pydoc"), pos_emb="rope", mlp="relu2", optimizer="muon", max_lr=4e-3)
+    fig = plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "demo_loss.png"))
+    ax = fig.axes[0]
+    assert ax.get_title() == "demo_cpu: RoPE, ReLU², Muon, max lr 4.0e-3, 4 layers x 128\ntrained on Python's help() text"
+    ticks = [ax.xaxis.get_major_formatter()(tick, i) for i, tick in enumerate(ax.get_xticks())]
+    assert "100K" in ticks and "200K" in ticks
+    note = " ".join(text.get_text() for text in fig.texts)
+    assert "each step's own batch" in note and "(1.6 passes over the training text here)" in note  # 204,800 / 125,115
+
+
+def test_loss_curve_smooths_the_noisy_train_loss_beside_the_raw_one(tmp_path):
+    pandas = pytest.importorskip("pandas")  # comes with datasets
+    losses = [7.0, 6.1, 5.2, 5.6, 4.8, 5.3, 4.4, 4.9]
+    run_dir = write_run(tmp_path, "demo_cpu", demo_log(losses), n_layer=4, n_embd=128, data_dir="data/pydoc")
+    lines = {line.get_label(): line for line in plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "a.png")).axes[0].get_lines()}
+    assert list(lines) == ["train loss (each logged batch)", "train loss, smoothed", "validation loss (held-out text)"]
+    assert list(lines["train loss (each logged batch)"].get_ydata()) == losses
+    # TensorBoard's debiased exponential moving average is pandas' adjusted one with alpha = 1 - weight
+    reference = pandas.Series(losses).ewm(alpha=0.4, adjust=True).mean()
+    assert list(lines["train loss, smoothed"].get_ydata()) == pytest.approx(list(reference))
+
+
+def test_loss_curve_of_a_run_with_one_train_record_lists_no_empty_series(tmp_path):
+    run_dir = write_run(tmp_path, "demo_cpu", demo_log([7.0]), n_layer=4, n_embd=128, data_dir="data/pydoc")
+    ax = plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "a.png")).axes[0]
+    handles, labels = ax.get_legend_handles_labels()
+    assert labels == ["train loss (each logged batch)", "validation loss (held-out text)"]
+    for line in handles:  # a single point is drawn only as a marker: a line of one point draws nothing
+        assert len(line.get_xdata()) >= 2 or line.get_marker() not in (None, "None", "", " ")
