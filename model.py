@@ -372,12 +372,23 @@ class GPT(nn.Module):
             except Exception as e:
                 raise ValueError(f"could not load {name_or_dir!r}: not a local directory, and downloading it "
                                  f"from Hugging Face failed ({type(e).__name__}); pass a directory saved by transformers") from None
-        with open(os.path.join(model_dir, "config.json")) as f:
-            hf = json.load(f)
+        config_path = os.path.join(model_dir, "config.json")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{config_path} does not exist; pass a directory that transformers saved")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                hf = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{config_path} is not valid JSON ({type(e).__name__}); save the model again with transformers") from None
+        if not isinstance(hf, dict):
+            raise ValueError(f"{config_path} is not a transformers config (a JSON object)")
         if hf.get("model_type") != "gpt2":
             raise ValueError(f"{model_dir} holds a {hf.get('model_type')!r} model; only GPT-2's architecture loads here")
         if hf.get("activation_function", "gelu_new") != "gelu_new" or hf.get("layer_norm_epsilon", 1e-5) != 1e-5:
             raise ValueError(f"{model_dir}: only GPT-2's tanh GELU (gelu_new) and layer_norm_epsilon=1e-5 are supported")
+        missing = [key for key in ("n_positions", "vocab_size", "n_layer", "n_head", "n_embd") if not isinstance(hf.get(key), int)]
+        if missing:
+            raise ValueError(f"{config_path} has no integer {', '.join(missing)}; is it GPT-2's config.json?")
         config = GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
                            n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True)
         model = cls(config)
@@ -434,13 +445,18 @@ def load_hf_state_dict(model_dir):
     """A transformers GPT-2 state dict with every key under 'transformer.' (hub files of GPT2Model have no prefix)."""
     safetensors_path = os.path.join(model_dir, "model.safetensors")
     bin_path = os.path.join(model_dir, "pytorch_model.bin")
-    if os.path.exists(safetensors_path):
-        from safetensors.torch import load_file
-        state = load_file(safetensors_path)
-    elif os.path.exists(bin_path):
-        state = torch.load(bin_path, map_location="cpu", weights_only=True)
-    else:
+    if not os.path.exists(safetensors_path) and not os.path.exists(bin_path):
         raise FileNotFoundError(f"{model_dir} has neither model.safetensors nor pytorch_model.bin")
+    path = safetensors_path if os.path.exists(safetensors_path) else bin_path
+    try:
+        if path == safetensors_path:
+            from safetensors.torch import load_file
+            state = load_file(safetensors_path)
+        else:
+            state = torch.load(bin_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors raises its own SafetensorError; torch.load several kinds
+        raise ValueError(f"{path} is not a weights file we can read ({type(e).__name__}); damaged or incomplete? "
+                         f"save or download the model again") from None
     return {k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k: v for k, v in state.items()}
 
 
