@@ -22,8 +22,8 @@ import torch
 import export
 from model import GPT, GPTConfig
 
-LINE = re.compile(r"prefill (\d+) tokens ([\d.]+) s ([\d.]+) tok/s \| time to first token ([\d.]+) ms \| "
-                  r"decode (\d+) tokens ([\d.]+) s ([\d.]+) tok/s \| peak memory ([\d.]+) MB")
+LINE = re.compile(r"prefill (\d+) tokens ([\d.]+) s ([\d.]+) tok/s \(cpu ([\d.]+) s\) \| time to first token ([\d.]+) ms \| "
+                  r"decode (\d+) tokens ([\d.]+) s ([\d.]+) tok/s \(cpu ([\d.]+) s\) \| peak memory ([\d.]+) MB")
 
 
 def cpu_name():
@@ -44,7 +44,8 @@ def bench_once(binary, path, prompt_len, new_tokens, threads):
     if out.returncode != 0 or match is None:
         raise ValueError(f"{' '.join(cmd)} failed: {out.stderr.strip() or out.stdout.strip()}")
     g = match.groups()
-    return {"prefill": float(g[2]), "ttft_ms": float(g[3]), "decode": float(g[6]), "memory_mb": float(g[7])}
+    return {"prefill": float(g[2]), "prefill_cpu": int(g[0]) / float(g[3]), "ttft_ms": float(g[4]),
+            "decode": float(g[7]), "decode_cpu": int(g[5]) / float(g[8]), "memory_mb": float(g[9])}
 
 
 def main(argv=None):
@@ -80,12 +81,12 @@ def main(argv=None):
         return 1
     print(f"\n{cpu_name()}, {args.threads} threads, {time.strftime('%Y-%m-%d')}, median of {args.runs}; "
           f"prompt {args.prompt_len} tokens, {args.new_tokens} decoded\n")
-    print("| file | size | prefill tok/s | decode tok/s | time to first token | peak memory |")
-    print("|---|---|---|---|---|---|")
+    print("| file | size | prefill tok/s | decode tok/s | time to first token | peak memory | prefill tok/CPU-s | decode tok/CPU-s |")
+    print("|---|---|---|---|---|---|---|---|")
     for dtype, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         print(f"| {dtype} | {os.path.getsize(paths[dtype]) / 1e6:.0f} MB | {med['prefill']:.0f} | {med['decode']:.1f} | "
-              f"{med['ttft_ms']:.0f} ms | {med['memory_mb']:.0f} MB |")
+              f"{med['ttft_ms']:.0f} ms | {med['memory_mb']:.0f} MB | {med['prefill_cpu']:.0f} | {med['decode_cpu']:.1f} |")
     return 0
 
 
