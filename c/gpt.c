@@ -490,6 +490,41 @@ static void rope(float *v, const float *cos_t, const float *sin_t, int hs) {
     }
 }
 
+// out = softmax(q . k_j * scale) weighted sum of v_j over keys j < len (rows `stride` floats apart). Keys go in
+// blocks of 64 with a running max and sum (flash-attention style): no buffer as long as the context.
+static void attend(float *restrict out, const float *restrict q, const float *restrict k, const float *restrict v,
+                   int len, int hs, int stride, float scale) {
+    float max = -INFINITY, sum = 0.0f, p[64];
+    for (int i = 0; i < hs; i++) out[i] = 0.0f;
+    for (int j0 = 0; j0 < len; j0 += 64) {
+        int nb = len - j0 < 64 ? len - j0 : 64;
+        float block_max = -INFINITY;
+        for (int j = 0; j < nb; j++) {
+            const float *kj = k + (size_t)(j0 + j) * stride;
+            float score = 0.0f;
+            #pragma omp simd reduction(+:score)
+            for (int i = 0; i < hs; i++) score += q[i] * kj[i];
+            p[j] = score * scale;
+            block_max = fmaxf(block_max, p[j]);
+        }
+        if (block_max > max) {  // rescale what was summed under the old maximum
+            float rescale = expf(max - block_max);
+            sum *= rescale;
+            for (int i = 0; i < hs; i++) out[i] *= rescale;
+            max = block_max;
+        }
+        for (int j = 0; j < nb; j++) {
+            p[j] = expf(p[j] - max);
+            sum += p[j];
+        }
+        for (int j = 0; j < nb; j++) {
+            const float *vj = v + (size_t)(j0 + j) * stride;
+            for (int i = 0; i < hs; i++) out[i] += p[j] * vj[i];
+        }
+    }
+    for (int i = 0; i < hs; i++) out[i] /= sum;
+}
+
 // ----------------------------------------------------------------------------
 // the forward pass of n tokens at positions s->pos .. s->pos + n - 1 (all inside block_size)
 
@@ -532,32 +567,12 @@ static void forward(const GPTModel *m, GPTState *s, const int *tokens, int n, fl
                 memcpy(vc + (size_t)(pos + t) * C + h * hs, v, hs * sizeof(float));
             }
         }
-        // causal attention, one (token, head) at a time, with a running max and sum (no scores buffer)
+        // causal attention, one (token, head) at a time
         #pragma omp parallel for collapse(2) schedule(dynamic, 4)
-        for (int t = 0; t < n; t++) {
-            for (int h = 0; h < nh; h++) {
-                const float *q = s->qkv + (size_t)t * 3 * C + h * hs;
-                float *out = s->xb + (size_t)t * C + h * hs;
-                float max = -INFINITY, sum = 0.0f;
-                for (int i = 0; i < hs; i++) out[i] = 0.0f;
-                for (int j = 0; j <= pos + t; j++) {
-                    const float *k = kc + (size_t)j * C + h * hs, *v = vc + (size_t)j * C + h * hs;
-                    float score = 0.0f;
-                    for (int i = 0; i < hs; i++) score += q[i] * k[i];
-                    score *= att_scale;
-                    if (score > max) {
-                        float rescale = expf(max - score);
-                        sum *= rescale;
-                        for (int i = 0; i < hs; i++) out[i] *= rescale;
-                        max = score;
-                    }
-                    float p = expf(score - max);
-                    sum += p;
-                    for (int i = 0; i < hs; i++) out[i] += p * v[i];
-                }
-                for (int i = 0; i < hs; i++) out[i] /= sum;
-            }
-        }
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < nh; h++)
+                attend(s->xb + (size_t)t * C + h * hs, s->qkv + (size_t)t * 3 * C + h * hs, kc + h * hs, vc + h * hs,
+                       pos + t + 1, hs, C, att_scale);
         matmul(m, s, s->xb2, s->xb, &L->attn_proj, L->attn_proj_b, n);
         for (size_t i = 0; i < (size_t)n * C; i++) s->x[i] += s->xb2[i];
 
