@@ -96,3 +96,16 @@ train_swiglu: setup ## SwiGLU MLP on top of RoPE and the increased max LR
 .PHONY: train_modern
 train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (muon.py)
 	$(PY) train.py configs/modern.py
+
+# --- quantized inference ------------------------------------------------------------------------
+
+QUANT_CKPT ?= out/quant_cpu/ckpt.pt
+QUANT_DATA ?= data/shakespeare
+
+.PHONY: train_quant_cpu bench_inference
+train_quant_cpu: setup ## the model bench_inference reports on: the modern recipe, 4L 128w, 1024 context, Tiny Shakespeare (~25 min, 2 cores)
+	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(QUANT_DATA)
+	OMP_NUM_THREADS=2 $(PY) train.py configs/quant_cpu.py
+
+bench_inference: setup ## every quantization scheme's quality, speed and memory: media/bench_inference.md (QUANT_CKPT=..., QUANT_DATA=...)
+	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA)
