@@ -58,6 +58,15 @@ eval: setup ## score a checkpoint on both benchmarks: make eval CKPT=out/swiglu/
 	$(PY) eval_commonsense_qa.py $(CKPT) --out $(dir $(CKPT))commonsense_qa.json
 	$(PY) eval_hellaswag.py $(CKPT) --out $(dir $(CKPT))hellaswag.json
 
+CKPT ?= out/demo_cpu/ckpt.pt
+PROMPT ?= The for statement
+.PHONY: sample bench_sample
+sample: setup ## stream text from a checkpoint: make sample CKPT=out/demo_cpu/ckpt.pt PROMPT="The for statement"
+	$(PY) sample.py $(CKPT) --prompt "$(PROMPT)"
+
+bench_sample: setup ## tokens/s of generation with and without the KV cache, 124M-shaped model on the CPU (minutes)
+	$(PY) bench_sample.py
+
 variants: setup ## print the README's variants table (parameters per config)
 	$(PY) variants.py
 
