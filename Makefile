@@ -58,6 +58,15 @@ eval: setup ## score a checkpoint on both benchmarks: make eval CKPT=out/swiglu/
 	$(PY) eval_commonsense_qa.py $(CKPT) --out $(dir $(CKPT))commonsense_qa.json
 	$(PY) eval_hellaswag.py $(CKPT) --out $(dir $(CKPT))hellaswag.json
 
+CKPT ?= out/demo_cpu/ckpt.pt
+PROMPT ?= The for statement
+.PHONY: sample bench_sample
+sample: setup ## stream text from a checkpoint: make sample CKPT=out/demo_cpu/ckpt.pt PROMPT="The for statement"
+	$(PY) sample.py $(CKPT) --prompt "$(PROMPT)"
+
+bench_sample: setup ## tokens/s of generation with and without the KV cache, 124M-shaped model on the CPU (minutes)
+	$(PY) bench_sample.py
+
 variants: setup ## print the README's variants table (parameters per config)
 	$(PY) variants.py
 
@@ -96,6 +105,19 @@ train_swiglu: setup ## SwiGLU MLP on top of RoPE and the increased max LR
 .PHONY: train_modern
 train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (muon.py)
 	$(PY) train.py configs/modern.py
+
+# --- quantized inference ------------------------------------------------------------------------
+
+QUANT_CKPT ?= out/quant_cpu/ckpt.pt
+QUANT_DATA ?= data/shakespeare
+
+.PHONY: train_quant_cpu bench_inference
+train_quant_cpu: setup ## the model bench_inference reports on: the modern recipe, 4L 128w, 1024 context, Tiny Shakespeare (~25 min, 2 cores)
+	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(QUANT_DATA)
+	OMP_NUM_THREADS=2 $(PY) train.py configs/quant_cpu.py
+
+bench_inference: setup ## every quantization scheme's quality, speed and memory: media/bench_inference.md (QUANT_CKPT=..., QUANT_DATA=...)
+	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA)
 
 # --- the C engine -------------------------------------------------------------------------------
 

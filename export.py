@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from model import RMS_NORM_EPS
+from quantize import q8_0_quantize
 
 MAGIC = 0x43545047  # "GPTC" in a little-endian file
 VERSION = 1
@@ -33,16 +34,13 @@ LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which model.py uses
 
 
 def quantize_q8_0(w, group_size):
-    """(int8 values, fp32 scales) of a 2-D weight, INTERFACES.md's q8_0: per group of group_size inputs,
-    scale = max|w|/127, q = round-half-even(w/scale) clamped to [-127, 127]; a group of zeros gets scale 0."""
+    """(int8 values, fp32 scales) of a 2-D weight: quantize.py's q8_0, INTERFACES.md's scheme (per group of group_size
+    inputs, scale = max|w|/127, q = round-half-even(w/scale) in [-127, 127])."""
     rows, cols = w.shape
     if cols % group_size != 0:
         raise ValueError(f"q8_0 needs in_features divisible by group_size: a {rows}x{cols} weight and group_size "
                          f"{group_size}; pick --group_size 32 or a model whose widths are multiples of it")
-    g = w.float().reshape(rows, cols // group_size, group_size)
-    scale = g.abs().amax(dim=-1, keepdim=True) / 127
-    q = torch.where(scale > 0, torch.round(g / torch.where(scale > 0, scale, 1)), 0).clamp(-127, 127)
-    return q.to(torch.int8).reshape(rows, cols), scale.reshape(rows, cols // group_size)
+    return q8_0_quantize(w.detach(), group_size)
 
 
 @functools.lru_cache(maxsize=2)

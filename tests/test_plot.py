@@ -121,6 +121,20 @@ def test_commonsense_qa_plot_draws_accuracy_with_chance_dashed(two_runs, tmp_pat
     assert sorted(line.get_ydata()[0] for line in dashed(fig.axes[0])) == [0.2, 0.3]
 
 
+def test_commonsense_qa_plot_draws_gpt2s_line_for_the_plain_format_with_its_source(tmp_path):
+    log = training_log([10.9, 4.0], csqa=[0.2, 0.25])
+    plain = [plot.read_run(write_run(tmp_path, name, log, csqa_format="plain")) for name in ("a", "b")]
+    fig = plot.plot_commonsense_qa(plain, str(tmp_path / "plain.png"))
+    (gpt2,) = [line for line in dashed(fig.axes[0]) if "chance" not in line.get_label()]
+    assert gpt2.get_ydata()[0] == pytest.approx(0.2826, abs=5e-5)
+    assert "28.26%" in gpt2.get_label() and "golark/train_gpt" in gpt2.get_label()
+    # another format (cloze: runs from before csqa_format), or a mix: no GPT-2 line, as no number is known for it
+    cloze = plot.read_run(write_run(tmp_path, "old", log))
+    for runs in ([cloze], [plain[0], cloze]):
+        fig = plot.plot_commonsense_qa(runs, str(tmp_path / "other.png"))
+        assert [line.get_ydata()[0] for line in dashed(fig.axes[0])] == [0.2]
+
+
 def test_commonsense_qa_plot_is_skipped_when_no_run_logged_accuracy(tmp_path, capsys):
     run_dir = write_run(tmp_path, "baseline", training_log([10.9, 3.5]))
     assert plot.plot_commonsense_qa([plot.read_run(run_dir)], str(tmp_path / "csqa.png")) is None
