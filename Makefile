@@ -129,7 +129,8 @@ C_FLAG_OK = $(shell $(CC) $(1) -x c -c /dev/null -o /dev/null 2>/dev/null && ech
 CFLAGS ?= -O3 $(call C_FLAG_OK,-march=native) $(call C_FLAG_OK,-fopenmp)
 
 c: ## build the C inference engine c/gpt (C11, libc, libm, OpenMP where available; CFLAGS overridable)
-	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -o $(C_OUT) $(C_SOURCES) -lm
+	@# -Wno-unknown-pragmas: built without OpenMP, its pragmas are meant to be ignored
+	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Wno-unknown-pragmas -o $(C_OUT) $(C_SOURCES) -lm
 
 bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (bench_c.py; ~10 minutes)
 	$(PY) bench_c.py

@@ -746,10 +746,11 @@ int gpt_sample(GPTSampler *s, const float *logits) {
         sort_desc(s->index, count, s->probs);
         float total = 0.0f;
         for (int i = 0; i < count; i++) total += s->probs[s->index[i]];
-        if (s->top_p < 1.0f) {  // the smallest prefix whose probability (within the top k) reaches top_p
-            float cumulative = 0.0f;
+        if (s->top_p < 1.0f) {  // the smallest prefix whose probability (renormalized within the top k) reaches top_p
+            // with top-p alone the candidates are only those above the cut: their share is of the whole distribution
+            float mass = s->top_k > 0 && s->top_k < n ? total : 1.0f, cumulative = 0.0f;
             for (int i = 0; i < count; i++) {
-                cumulative += s->probs[s->index[i]] / total;
+                cumulative += s->probs[s->index[i]] / mass;
                 if (cumulative >= s->top_p) {
                     count = i + 1;
                     break;
