@@ -14,7 +14,7 @@ PIP_NETWORK ?= --timeout 15 --retries 1
 TORCH_REQUIREMENT := $(shell sed -n 's/^\(torch[^ #]*\).*/\1/p' requirements.txt)
 
 .PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_shakespeare bench_prepare \
-        train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu train_ddp
+        train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu train_ddp c bench_c
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-26s %s\n", $$1, $$2}'
@@ -159,3 +159,32 @@ bench_gpu: setup ## every GPU config for 20 steps on synthetic tokens: tokens/s,
 
 smoke: setup ## every GPU config at its real 124M shape, one step on the CPU in bf16 (shape/dtype bugs; in make test)
 	$(PY) bench_train.py --smoke
+
+# --- quantized inference ------------------------------------------------------------------------
+
+QUANT_CKPT ?= out/quant_cpu/ckpt.pt
+QUANT_DATA ?= data/shakespeare
+
+.PHONY: train_quant_cpu bench_inference
+train_quant_cpu: setup ## the model bench_inference reports on: the modern recipe, 4L 128w, 1024 context, Tiny Shakespeare (~25 min, 2 cores)
+	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(QUANT_DATA)
+	OMP_NUM_THREADS=2 $(PY) train.py configs/quant_cpu.py
+
+bench_inference: setup ## every quantization scheme's quality, speed and memory: media/bench_inference.md (QUANT_CKPT=..., QUANT_DATA=...)
+	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA)
+
+# --- the C engine -------------------------------------------------------------------------------
+
+CC ?= cc
+C_OUT ?= c/gpt
+C_SOURCES := c/run.c c/gpt.c c/bpe.c
+# each of -march=native and -fopenmp where the compiler takes it (asked when a C target runs), plain -O3 where not
+C_FLAG_OK = $(shell $(CC) $(1) -x c -c /dev/null -o /dev/null 2>/dev/null && echo $(1))
+CFLAGS ?= -O3 $(call C_FLAG_OK,-march=native) $(call C_FLAG_OK,-fopenmp)
+
+c: ## build the C inference engine c/gpt (C11, libc, libm, OpenMP where available; CFLAGS overridable)
+	@# -Wno-unknown-pragmas: built without OpenMP, its pragmas are meant to be ignored
+	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Wno-unknown-pragmas -o $(C_OUT) $(C_SOURCES) -lm
+
+bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (bench_c.py; ~10 minutes)
+	$(PY) bench_c.py

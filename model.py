@@ -303,7 +303,7 @@ class GPT(nn.Module):
 
     def new_kv_cache(self, batch_size):
         """An empty KVCache for forward_cached, in the model's dtype and on its device."""
-        cfg, weight = self.config, self.lm_head.weight
+        cfg, weight = self.config, self.transformer.ln_f.weight  # not lm_head: quantize.py replaces it (no fp32 .weight)
         return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head,
                        dtype=weight.dtype, device=weight.device)
 

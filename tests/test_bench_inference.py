@@ -1,0 +1,88 @@
+"""bench_inference.py: its quality metrics against a direct computation, and its table end to end on a tiny model."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bench_inference
+from data import write_shard
+from model import GPT, GPTConfig
+from quantize import quantize
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, vocab_size=97, n_layer=2, n_head=4, n_embd=128, pos_emb="rope")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05) if p.dim() == 2 else p.normal_(1.0, 0.1)
+    return model
+
+
+def test_quality_metrics_equal_a_direct_computation():
+    model = tiny_model()
+    quantized = quantize(model, "int4wo-g32")  # coarse enough that KL and top-1 are far from trivial
+    tokens = torch.randint(0, 97, (3 * 64 + 1,), generator=torch.Generator().manual_seed(1))
+    inputs, targets = tokens[:-1].view(3, 64), tokens[1:].view(3, 64)
+    runners = {"none": bench_inference.Runner(model), "int4": bench_inference.Runner(quantized)}
+    quality = bench_inference.measure_quality(runners, inputs, targets)
+
+    with torch.no_grad():
+        reference_logits, reference_loss = model(inputs, targets)
+        logits, loss = quantized(inputs, targets)
+    log_p_reference, log_p = F.log_softmax(reference_logits, -1), F.log_softmax(logits, -1)
+    kl = F.kl_div(log_p.view(-1, 97), log_p_reference.view(-1, 97), log_target=True, reduction="batchmean")
+    top1 = (reference_logits.argmax(-1) == logits.argmax(-1)).float().mean()
+    assert quality["none"]["loss"] == pytest.approx(reference_loss.item(), rel=1e-5)
+    assert quality["int4"]["loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert quality["int4"]["ppl_ratio"] == pytest.approx(math.exp(loss.item()) / math.exp(reference_loss.item()), rel=1e-5)
+    assert quality["int4"]["kl"] == pytest.approx(kl.item(), rel=1e-4)
+    assert quality["int4"]["top1"] == pytest.approx(top1.item())
+    assert 0 < quality["int4"]["kl"] and 0 < quality["int4"]["top1"] < 1  # the comparison is not vacuous
+    assert quality["none"]["kl"] == 0 and quality["none"]["top1"] == 1 and quality["none"]["ppl_ratio"] == 1
+
+
+@pytest.fixture
+def checkpoint_and_data(tmp_path):
+    model = tiny_model()
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, path)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    tokens = torch.randint(0, 97, (300,), generator=torch.Generator().manual_seed(2)).numpy()
+    write_shard(str(data_dir / "tiny_val_000000.bin"), tokens)
+    return str(path), str(data_dir)
+
+
+def test_the_table_has_a_row_per_scheme_and_compile_setting(checkpoint_and_data, tmp_path, capsys):
+    checkpoint, data_dir = checkpoint_and_data
+    out = tmp_path / "bench.md"
+    argv = [checkpoint, "--data_dir", data_dir, "--schemes", "none,q8_0", "--eval_tokens", "128", "--prompt_tokens", "16",
+            "--decode_tokens", "4,8", "--runs", "1", "--compile", "off", "--no_rss", "--out", str(out)]
+    assert bench_inference.main(argv) == 0
+    table = out.read_text()
+    assert table in capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| pytorch")]
+    assert [row.split(" | ")[1:3] for row in rows] == [["none", "off"], ["q8_0", "off"]]
+    assert "1.0000 | 0.00000 | 100.00%" in rows[0]
+    header = next(line for line in table.splitlines() if line.startswith("| backend")).strip("| ").split(" | ")
+    for row in rows:  # every figure filled in, but the peak memory that --no_rss skips
+        cells = dict(zip(header, row.strip("| ").split(" | ")))
+        assert [column for column, cell in cells.items() if cell == "—"] == ["peak RSS MB"], cells
+    assert "2.0.0" in table or "torch " + torch.__version__ in table
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--schemes", "none,int3"], "unknown scheme 'int3'"),
+    (["--schemes", "q8_0,none"], "must start with none"),
+    (["--compile", "maybe"], "--compile takes off and/or on"),
+    (["--prompt_tokens", "60"], "pass the model's block_size=64"),
+])
+def test_bad_options_are_one_clear_line(checkpoint_and_data, capsys, flag, message):
+    checkpoint, data_dir = checkpoint_and_data
+    assert bench_inference.main([checkpoint, "--data_dir", data_dir, "--out", "", *flag]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err

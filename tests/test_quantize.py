@@ -1,0 +1,209 @@
+"""quantize.py: each scheme's error bound, q8_0 against a direct re-implementation, and quantized models of every variant."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from model import GPT, GPTConfig
+from quantize import (SCHEMES, Int4Linear, Int8Linear, int4_dequantize, int4_quantize, q8_0_dequantize, q8_0_matmul,
+                      q8_0_quantize, quantize)
+
+# every model variant: positions, MLP, norm, QK-norm, head tied or not, soft-cap (n_embd 128: groups of 32-128 fit)
+VARIANTS = {
+    "gpt2": dict(),
+    "rope_swiglu": dict(pos_emb="rope", mlp="swiglu"),
+    "modern": dict(pos_emb="rope", mlp="relu2", norm="rmsnorm", qk_norm=True, tie_embeddings=False,
+                   logit_softcap=15.0, bias=False),
+}
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = GPTConfig(**{**dict(block_size=64, vocab_size=97, n_layer=2, n_head=4, n_embd=128), **overrides})
+    return GPT(config).eval()
+
+
+def random_matrix(rows, cols, seed):
+    """Gaussian values with a few outliers and one all-zero group, the cases a quantizer gets wrong."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g)
+    w[0, 3] = 40.0  # an outlier sets its group's scale
+    w[1, :128] = 0.0  # an all-zero group (of 32, 64 or 128): scale 0, q 0
+    return w
+
+
+# -----------------------------------------------------------------------------
+# q8_0
+
+def reference_q8_0_quantize(v, group_size):
+    """One row (numpy float32) in the INTERFACES.md words: per group scale = max|v| / 127, q = rint(v / scale)."""
+    groups = v.reshape(-1, group_size)
+    scale = np.abs(groups).max(axis=1) / np.float32(127)
+    safe = np.where(scale == 0, np.float32(1), scale)
+    return np.clip(np.rint(groups / safe[:, None]), -127, 127).astype(np.int64), scale
+
+
+def reference_q8_0_matmul(x, w, group_size):
+    """y = x @ w.T one output at a time, as the C engine loops: integer dot per group, then fp32 in group order."""
+    x, w = x.numpy(), w.numpy()
+    y = np.zeros((x.shape[0], w.shape[0]), dtype=np.float32)
+    quantized_rows = [reference_q8_0_quantize(row, group_size) for row in w]
+    for n in range(x.shape[0]):
+        qx, sx = reference_q8_0_quantize(x[n], group_size)
+        for o, (qw, sw) in enumerate(quantized_rows):
+            acc = np.float32(0)
+            for g in range(len(sw)):
+                dot = int(qx[g] @ qw[g])  # exact in int64, as int32 in C
+                acc = np.float32(acc + np.float32(dot) * sw[g] * sx[g])
+            y[n, o] = acc
+    return torch.from_numpy(y)
+
+
+@pytest.mark.parametrize("group_size", [32, 64])
+def test_q8_0_round_trip_is_within_half_a_step_of_each_group(group_size):
+    w = random_matrix(48, 256, seed=1)
+    q, scale = q8_0_quantize(w, group_size)
+    assert q.dtype == torch.int8 and scale.shape == (48, 256 // group_size)
+    assert q.abs().max() <= 127 and (q.reshape(48, -1, group_size).abs().amax(-1) == 127).sum() == scale.gt(0).sum()
+    error = (q8_0_dequantize(q, scale) - w).reshape(48, -1, group_size).abs().amax(-1)
+    assert (error <= scale / 2 * (1 + 1e-5)).all()  # rounding to nearest: at most half a step, in fp32
+    assert (q[1, :64] == 0).all() and scale[1, 0] == 0
+
+
+@pytest.mark.parametrize("group_size", [32, 64])
+def test_q8_0_matmul_equals_a_direct_reimplementation_exactly(group_size):
+    w = random_matrix(24, 128, seed=2)
+    x = random_matrix(3, 128, seed=3) * 0.1
+    y = q8_0_matmul(x, *q8_0_quantize(w, group_size), group_size)
+    assert torch.equal(y, reference_q8_0_matmul(x, w, group_size))
+    assert torch.allclose(y, x @ w.t(), rtol=0.02, atol=0.05 * (x @ w.t()).abs().max())
+
+
+def test_q8_0_rounds_half_to_even():
+    # with scale 1 (max 127): 2.5 -> 2, 3.5 -> 4, -0.5 -> 0, as rintf in the default rounding mode
+    row = torch.tensor([[127.0, 2.5, 3.5, -0.5] + [0.0] * 28])
+    q, scale = q8_0_quantize(row, 32)
+    assert scale.item() == 1.0 and q[0, :4].tolist() == [127, 2, 4, 0]
+
+
+def test_q8_0_rejects_a_row_that_does_not_split_into_groups():
+    with pytest.raises(ValueError, match="does not split into groups of 64"):
+        q8_0_quantize(torch.randn(4, 96), 64)
+
+
+def test_q8_0_model_ties_the_embedding_to_the_quantized_head():
+    model = quantize(tiny_model(), "q8_0")
+    idx = torch.tensor([[5, 0, 96]])
+    expected = q8_0_dequantize(*q8_0_quantize(tiny_model().lm_head.weight.detach(), 64))[idx]
+    assert torch.equal(model.transformer.wte(idx), expected)
+
+
+# -----------------------------------------------------------------------------
+# every scheme on every variant
+
+# the main schemes on every variant; their siblings (other group sizes, per-tensor, torchao) on one each
+SCHEME_VARIANTS = [(scheme, variant) for scheme in ("int8wo", "int8dq", "int4wo-g64", "q8_0") for variant in VARIANTS] + [
+    ("int8dq-pertensor", "modern"), ("int4wo-g32", "rope_swiglu"), ("int4wo-g128", "modern"), ("q8_0-g32", "modern"),
+    ("torchao-int8wo", "gpt2"), ("torchao-int8dq", "modern")]
+
+
+def test_every_scheme_is_tested_on_a_model():
+    assert {scheme for scheme, _ in SCHEME_VARIANTS} == set(SCHEMES) - {"none"}
+
+
+@pytest.mark.parametrize("scheme, variant", SCHEME_VARIANTS)
+def test_quantized_model_follows_the_original_and_generates(variant, scheme):
+    if scheme.startswith("torchao"):
+        pytest.importorskip("torchao", reason="torchao is optional (requirements-dev.txt pins it)")
+    original = tiny_model(**VARIANTS[variant])
+    # trained-like weights: zero-init projections would make every scheme trivially exact
+    with torch.no_grad():
+        for p in original.parameters():
+            p.normal_(0, 0.05) if p.dim() == 2 else p.normal_(1.0, 0.1)
+    model = quantize(original, scheme)
+    idx = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(0))
+    logits, loss = model(idx, idx)
+    reference_logits, reference_loss = original(idx, idx)
+    assert logits.shape == reference_logits.shape
+    assert abs(loss.item() - reference_loss.item()) < 0.05
+    # 4 bits leave about 10% noise on each weight of a Gaussian matrix; 8 bits under 1%
+    tolerance = 0.3 if scheme.startswith("int4") else 0.1
+    assert (logits - reference_logits).abs().max() < tolerance * reference_logits.abs().max()
+    out = model.generate(idx[:1, :5], max_new_tokens=6, temperature=0)
+    assert out.shape == (1, 11) and torch.equal(out[:, :5], idx[:1, :5])
+    weights = [m.weight for m in model.transformer.h.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(type(w) is not torch.nn.Parameter for w in weights)  # none left in fp32 (torchao: tensor subclasses)
+    assert any(isinstance(m, torch.nn.Linear) for m in original.transformer.h.modules())  # the original is kept
+
+
+def test_unknown_scheme_is_one_clear_error():
+    with pytest.raises(ValueError, match="unknown quantization scheme 'int3'; choose one of none, "):
+        quantize(tiny_model(), "int3")
+
+
+# -----------------------------------------------------------------------------
+# int8 per channel, int4 in groups
+
+def test_int8_per_channel_round_trip_and_weight_only_matmul():
+    w = random_matrix(40, 96, seed=4)
+    linear = torch.nn.Linear(96, 40)
+    linear.weight.data.copy_(w)
+    layer = Int8Linear(linear)
+    assert layer.qweight.dtype == torch.int8 and layer.wscale.shape == (40,)
+    dequantized = layer.dequantize_rows(torch.arange(40))
+    assert ((dequantized - w).abs().amax(1) <= layer.wscale / 2 * (1 + 1e-5)).all()
+    assert layer.wscale[0] == 40.0 / 127  # the outlier row: its max sets its scale alone
+    x = torch.randn(5, 96)
+    assert torch.allclose(layer(x), x @ dequantized.t() + linear.bias, atol=1e-4)
+
+
+@pytest.mark.parametrize("activations", ["token", "tensor"])
+def test_int8_dynamic_activations_equal_a_direct_computation(activations):
+    w, x = random_matrix(40, 96, seed=5), torch.randn(6, 96)
+    x[2] *= 50  # one token far larger than the rest, as GPT-2's first token
+    linear = torch.nn.Linear(96, 40, bias=False)
+    linear.weight.data.copy_(w)
+    layer = Int8Linear(linear, activations)
+    xscale = (x.abs().amax(1, keepdim=True) if activations == "token" else x.abs().max()) / 127
+    qx = torch.round(x / xscale).clamp(-127, 127).double()
+    expected = (qx @ layer.qweight.double().t()).float() * xscale * layer.wscale  # integer sums exact in float64
+    assert torch.allclose(layer(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_per_token_activation_scales_keep_the_small_tokens_that_one_scale_loses():
+    w, x = random_matrix(40, 96, seed=6), torch.randn(6, 96)
+    x[0] *= 100  # a massive-activation token
+    linear = torch.nn.Linear(96, 40, bias=False)
+    linear.weight.data.copy_(w)
+    exact = linear(x)[1:]
+    error = {a: ((Int8Linear(linear, a)(x)[1:] - exact).norm() / exact.norm()).item() for a in ("token", "tensor")}
+    assert error["token"] < 0.02 < 0.2 < error["tensor"]
+
+
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+def test_int4_round_trip_is_within_half_a_step_and_the_kernel_computes_it(group_size):
+    w = random_matrix(32, 256, seed=7)
+    q, scale, zero = int4_quantize(w, group_size)
+    assert q.max() <= 15 and scale.shape == zero.shape == (32, 256 // group_size)
+    dequantized = int4_dequantize(q, scale, zero)
+    error = (dequantized - w).reshape(32, -1, group_size).abs().amax(-1)
+    assert (error <= scale / 2 + 1e-5).all()
+    assert torch.equal(dequantized[1, :128], torch.zeros(128))  # a constant group comes back exactly
+    linear = torch.nn.Linear(256, 32)
+    linear.weight.data.copy_(w)
+    x = torch.randn(3, 256)
+    assert torch.allclose(Int4Linear(linear, group_size)(x), x @ dequantized.t() + linear.bias, atol=1e-3)
+
+
+def test_int4_rejects_a_row_that_does_not_split_into_groups():
+    with pytest.raises(ValueError, match="does not split into groups of 128"):
+        quantize(tiny_model(n_embd=64), "int4wo-g128")
+
+
+def test_missing_torchao_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao then raises ImportError
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)
+    with pytest.raises(ValueError, match=r"scheme torchao-int8wo needs torchao: pip install torchao==\S+ \(or use int8wo"):
+        quantize(tiny_model(), "torchao-int8wo")
