@@ -417,7 +417,7 @@ static void generate(Server *s, GPTState *state, Job *job) {
         if (http_send_all(r.fd, head, sizeof head - 1) != 0) r.gone = 1;
     }
     const char *finish = "length", *error = NULL;
-    int generated = 0, stop_hit = 0;
+    int generated = 0, stop_hit = 0, cut = 0;
     size_t sent = 0;
     const float *logits = NULL;
     if (c->max_tokens > 0 && !r.gone) {
@@ -425,7 +425,7 @@ static void generate(Server *s, GPTState *state, Job *job) {
         if (!logits) error = gpt_state_error(state);
     }
     for (int i = 0; i < c->max_tokens && logits && !r.gone; i++) {
-        if (stop_requested) break;  // cut short by SIGTERM: what was made so far, finish_reason "length"
+        if (stop_requested) { cut = 1; break; }  // SIGTERM: end with what was made so far, finish_reason "length"
         if (http_peer_closed(r.fd)) { r.gone = 1; break; }
         int token = gpt_sample(&sampler, logits);
         generated++;
@@ -486,7 +486,7 @@ static void generate(Server *s, GPTState *state, Job *job) {
     }
     fprintf(stderr, "POST /v1/completions %s: %d prompt + %d completion tokens, %s, %lld ms%s\n", error ? "500" : "200",
             c->prompt_tokens, generated, error ? error : finish, now_ms() - t0,
-            r.gone ? " (client went away)" : stop_requested ? " (cut by shutdown)" : "");
+            r.gone ? " (client went away)" : cut ? " (cut by shutdown)" : "");
     gpt_sampler_free(&sampler);
     buf_free(&text);
     buf_free(&r.answer);
