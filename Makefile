@@ -7,7 +7,7 @@ export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
 # FineWeb-Edu tokens for the GPU variants: 3.1B to train on (5,722 steps of 524,288) + 0.1B of validation.
 FINEWEB_TOKENS ?= 3200000000
 
-.PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_shakespeare bench_prepare \
+.PHONY: help setup setup-dev test demo c bench_c eval eval_gpt2 variants data_fineweb data_shakespeare bench_prepare \
         train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu
 
 help: ## list the targets
@@ -96,3 +96,18 @@ train_swiglu: setup ## SwiGLU MLP on top of RoPE and the increased max LR
 .PHONY: train_modern
 train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (muon.py)
 	$(PY) train.py configs/modern.py
+
+# --- the C engine -------------------------------------------------------------------------------
+
+CC ?= cc
+C_OUT ?= c/gpt
+C_SOURCES := c/run.c c/gpt.c c/bpe.c
+# each of -march=native and -fopenmp where the compiler takes it (asked when a C target runs), plain -O3 where not
+C_FLAG_OK = $(shell $(CC) $(1) -x c -c /dev/null -o /dev/null 2>/dev/null && echo $(1))
+CFLAGS ?= -O3 $(call C_FLAG_OK,-march=native) $(call C_FLAG_OK,-fopenmp)
+
+c: ## build the C inference engine c/gpt (C11, libc, libm, OpenMP where available; CFLAGS overridable)
+	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -o $(C_OUT) $(C_SOURCES) -lm
+
+bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (bench_c.py; ~10 minutes)
+	$(PY) bench_c.py

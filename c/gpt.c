@@ -1,0 +1,738 @@
+/*
+ * gpt.c: the forward pass of model.py's GPT (every variant) over a memory-mapped file, in fp32 or q8_0.
+ *
+ * The plain structure of karpathy/llama2.c's run.c (config, weights pointing into the mapped file, a run
+ * state with the KV cache, the forward pass written as the math reads), with two changes: a prompt goes
+ * through as one batch (matrix-matrix, each weight read once for many tokens), and every field read from
+ * the file is checked before it is used. The q8_0 scheme is INTERFACES.md's (quantize.py is its reference).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "gpt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define GPT_MAGIC 0x43545047u  // "GPTC" read as a little-endian uint32
+#define GPT_VERSION 1u
+#define HEADER_SIZE 256
+#define ALIGN 64
+
+static void set_error(char *err, size_t err_size, const char *fmt, ...) {
+    if (err == NULL || err_size == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+}
+
+static uint32_t read_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static int32_t read_i32(const unsigned char *p) { int32_t v; memcpy(&v, p, 4); return v; }
+static float read_f32(const unsigned char *p) { float v; memcpy(&v, p, 4); return v; }
+static uint64_t read_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+// ----------------------------------------------------------------------------
+// the file: header, then the tensors in a fixed order, each 64-byte aligned (c/FORMAT.md)
+
+typedef struct {
+    uint64_t offset;  // where the next tensor goes
+    uint64_t size;    // the file's size, to check every tensor against
+    const unsigned char *base;
+} Layout;
+
+static const void *take(Layout *l, uint64_t bytes) {
+    l->offset = (l->offset + ALIGN - 1) / ALIGN * ALIGN;
+    const void *p = l->base ? l->base + l->offset : NULL;
+    l->offset += bytes;
+    return p;
+}
+
+static const float *take_f32(Layout *l, uint64_t n) { return (const float *)take(l, n * 4); }
+
+static GPTMatrix take_matrix(Layout *l, const GPTConfig *c, int rows, int cols) {
+    GPTMatrix m = {0};
+    m.rows = rows;
+    m.cols = cols;
+    if (c->dtype == GPT_DTYPE_Q8_0) {
+        m.q = (const int8_t *)take(l, (uint64_t)rows * cols);
+        m.s = take_f32(l, (uint64_t)rows * (cols / c->group_size));
+    } else {
+        m.f = take_f32(l, (uint64_t)rows * cols);
+    }
+    return m;
+}
+
+// Walk the tensors in file order; with l->base NULL it only measures (used to check the file's size first).
+static void layout_weights(GPTModel *m, Layout *l) {
+    const GPTConfig *c = &m->config;
+    int C = c->n_embd, V = c->padded_vocab_size;
+    int layernorm_bias = c->norm == GPT_NORM_LAYERNORM && c->bias;
+    m->wte = (c->tie_embeddings && c->dtype == GPT_DTYPE_Q8_0) ? NULL : take_f32(l, (uint64_t)V * C);
+    m->wpe = c->pos_emb == GPT_POS_LEARNED ? take_f32(l, (uint64_t)c->block_size * C) : NULL;
+    for (int i = 0; i < c->n_layer; i++) {
+        GPTLayer *L = &m->layers[i];
+        memset(L, 0, sizeof *L);
+        L->ln_1_w = take_f32(l, C);
+        if (layernorm_bias) L->ln_1_b = take_f32(l, C);
+        L->c_attn = take_matrix(l, c, 3 * C, C);
+        if (c->bias) L->c_attn_b = take_f32(l, 3 * C);
+        L->attn_proj = take_matrix(l, c, C, C);
+        if (c->bias) L->attn_proj_b = take_f32(l, C);
+        L->ln_2_w = take_f32(l, C);
+        if (layernorm_bias) L->ln_2_b = take_f32(l, C);
+        L->c_fc = take_matrix(l, c, c->hidden, C);
+        if (c->bias) L->c_fc_b = take_f32(l, c->hidden);
+        if (c->mlp == GPT_MLP_SWIGLU) {
+            L->c_gate = take_matrix(l, c, c->hidden, C);
+            if (c->bias) L->c_gate_b = take_f32(l, c->hidden);
+        }
+        L->mlp_proj = take_matrix(l, c, C, c->hidden);
+        if (c->bias) L->mlp_proj_b = take_f32(l, C);
+    }
+    m->ln_f_w = take_f32(l, C);
+    m->ln_f_b = layernorm_bias ? take_f32(l, C) : NULL;
+    if (!c->tie_embeddings || c->dtype == GPT_DTYPE_Q8_0) {
+        m->lm_head = take_matrix(l, c, V, C);
+    } else {
+        m->lm_head = (GPTMatrix){.f = m->wte, .rows = V, .cols = C};
+    }
+}
+
+static int finite_positive(float x) { return isfinite(x) && x > 0.0f; }
+
+// Every header field in range, so that no size computed from them can overflow (all in uint64 below).
+static int check_config(const GPTConfig *c, const char *path, char *err, size_t err_size) {
+#define BAD(...) do { set_error(err, err_size, __VA_ARGS__); return -1; } while (0)
+    if (c->n_layer < 1 || c->n_layer > 4096) BAD("%s: n_layer %d is out of range (corrupted header?)", path, c->n_layer);
+    if (c->n_head < 1 || c->n_embd < 1 || c->n_embd > 1 << 16 || c->n_embd % c->n_head != 0)
+        BAD("%s: n_embd %d with n_head %d is not a valid shape (corrupted header?)", path, c->n_embd, c->n_head);
+    if (c->block_size < 1 || c->block_size > 1 << 20) BAD("%s: block_size %d is out of range (corrupted header?)", path, c->block_size);
+    if (c->padded_vocab_size < 1 || c->padded_vocab_size > 1 << 24 || c->vocab_size < 1 || c->vocab_size > c->padded_vocab_size)
+        BAD("%s: vocab_size %d / padded %d are out of range (corrupted header?)", path, c->vocab_size, c->padded_vocab_size);
+    if (c->pos_emb != GPT_POS_LEARNED && c->pos_emb != GPT_POS_ROPE) BAD("%s: unknown pos_emb %d", path, c->pos_emb);
+    if (c->mlp < GPT_MLP_GELU || c->mlp > GPT_MLP_RELU2) BAD("%s: unknown mlp %d", path, c->mlp);
+    if (c->norm != GPT_NORM_LAYERNORM && c->norm != GPT_NORM_RMSNORM) BAD("%s: unknown norm %d", path, c->norm);
+    if (c->hidden < 1 || c->hidden > 1 << 20) BAD("%s: MLP hidden size %d is out of range", path, c->hidden);
+    if ((c->qk_norm | c->tie_embeddings | c->bias) & ~1) BAD("%s: a flag (qk_norm, tie_embeddings, bias) is neither 0 nor 1", path);
+    if (c->dtype == GPT_DTYPE_Q8_0) {
+        if (c->group_size != 32 && c->group_size != 64) BAD("%s: q8_0 group_size %d is not 32 or 64", path, c->group_size);
+        if (c->n_embd % c->group_size || c->hidden % c->group_size)
+            BAD("%s: widths %d and %d are not multiples of group_size %d", path, c->n_embd, c->hidden, c->group_size);
+    } else if (c->dtype != GPT_DTYPE_FP32) {
+        BAD("%s: unknown dtype %d (this engine knows fp32 and q8_0)", path, c->dtype);
+    }
+    if (c->pos_emb == GPT_POS_ROPE && (c->n_embd / c->n_head) % 2) BAD("%s: RoPE needs an even head size", path);
+    if (!isfinite(c->logit_softcap) || c->logit_softcap < 0) BAD("%s: logit_softcap is not 0 or positive", path);
+    if (!finite_positive(c->rope_theta) || !finite_positive(c->norm_eps) || !finite_positive(c->qk_norm_eps))
+        BAD("%s: rope_theta or a norm epsilon is not a positive number", path);
+    if (c->eot_token < 0) BAD("%s: eot_token %d is negative", path, c->eot_token);
+    return 0;
+#undef BAD
+}
+
+GPTModel *gpt_open(const char *path, char *err, size_t err_size) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        set_error(err, err_size, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        set_error(err, err_size, "%s is not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < HEADER_SIZE) {
+        set_error(err, err_size, "%s is not a model file: %llu bytes, shorter than the %d-byte header", path,
+                  (unsigned long long)size, HEADER_SIZE);
+        close(fd);
+        return NULL;
+    }
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        set_error(err, err_size, "cannot map %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    const unsigned char *h = map;
+    GPTModel *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        set_error(err, err_size, "out of memory");
+        munmap(map, size);
+        return NULL;
+    }
+    m->map = map;
+    m->map_size = size;
+    if (read_u32(h) != GPT_MAGIC) {
+        set_error(err, err_size, "%s is not a c/gpt model file (wrong magic number); write one with export.py", path);
+        goto fail;
+    }
+    uint32_t version = read_u32(h + 4);
+    if (version != GPT_VERSION) {
+        set_error(err, err_size, "%s has format version %u, this engine reads version %u; %s", path, version, GPT_VERSION,
+                  version > GPT_VERSION ? "update c/gpt" : "export the model again");
+        goto fail;
+    }
+    GPTConfig *c = &m->config;
+    int32_t f[16];
+    for (int i = 0; i < 16; i++) f[i] = read_i32(h + 8 + 4 * i);
+    c->n_layer = f[0]; c->n_head = f[1]; c->n_embd = f[2]; c->block_size = f[3];
+    c->vocab_size = f[4]; c->padded_vocab_size = f[5]; c->pos_emb = f[6]; c->mlp = f[7]; c->hidden = f[8];
+    c->norm = f[9]; c->qk_norm = f[10]; c->tie_embeddings = f[11]; c->bias = f[12]; c->dtype = f[13];
+    c->group_size = f[14]; c->eot_token = f[15];
+    c->logit_softcap = read_f32(h + 72);
+    c->rope_theta = read_f32(h + 76);
+    c->norm_eps = read_f32(h + 80);
+    c->qk_norm_eps = read_f32(h + 84);
+    uint64_t tokenizer_offset = read_u64(h + 88), tokenizer_size = read_u64(h + 96), file_size = read_u64(h + 104);
+    if (check_config(c, path, err, err_size) != 0) goto fail;
+    if (file_size != size) {
+        set_error(err, err_size, "%s is %s: the header says %llu bytes, the file has %llu", path,
+                  size < file_size ? "truncated" : "damaged", (unsigned long long)file_size, (unsigned long long)size);
+        goto fail;
+    }
+    m->layers = calloc((size_t)c->n_layer, sizeof(GPTLayer));
+    if (m->layers == NULL) {
+        set_error(err, err_size, "out of memory");
+        goto fail;
+    }
+    Layout measure = {HEADER_SIZE, size, NULL};
+    layout_weights(m, &measure);
+    uint64_t expected_tokenizer = (measure.offset + ALIGN - 1) / ALIGN * ALIGN;
+    if (tokenizer_offset != expected_tokenizer || tokenizer_size > size || tokenizer_offset + tokenizer_size != size) {
+        set_error(err, err_size, "%s: the tensors for this config end at %llu and the tokenizer should span %llu..%llu, "
+                  "but the file has %llu bytes (damaged or written by another exporter)", path,
+                  (unsigned long long)measure.offset, (unsigned long long)tokenizer_offset,
+                  (unsigned long long)(tokenizer_offset + tokenizer_size), (unsigned long long)size);
+        goto fail;
+    }
+    Layout l = {HEADER_SIZE, size, h};
+    layout_weights(m, &l);
+    m->tokenizer = h + tokenizer_offset;
+    m->tokenizer_size = (size_t)tokenizer_size;
+
+    if (c->pos_emb == GPT_POS_ROPE) {
+        // model.rope_cos_sin: float32 angles t * theta^(-2i/hs), dimension i and i + hs/2 share an angle
+        int hs = c->n_embd / c->n_head;
+        size_t n = (size_t)c->block_size * hs;
+        m->rope_cos = malloc(n * sizeof(float));
+        m->rope_sin = malloc(n * sizeof(float));
+        if (m->rope_cos == NULL || m->rope_sin == NULL) {
+            set_error(err, err_size, "out of memory");
+            goto fail;
+        }
+        for (int i = 0; i < hs / 2; i++) {
+            float inv_freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)hs);
+            for (int t = 0; t < c->block_size; t++) {
+                float angle = (float)t * inv_freq;
+                size_t at = (size_t)t * hs;
+                m->rope_cos[at + i] = m->rope_cos[at + i + hs / 2] = cosf(angle);
+                m->rope_sin[at + i] = m->rope_sin[at + i + hs / 2] = sinf(angle);
+            }
+        }
+    }
+    return m;
+fail:
+    gpt_close(m);
+    return NULL;
+}
+
+void gpt_close(GPTModel *m) {
+    if (m == NULL) return;
+    if (m->map) munmap(m->map, m->map_size);
+    free(m->layers);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    free(m);
+}
+
+void gpt_set_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+// ----------------------------------------------------------------------------
+// the state of one generation
+
+struct GPTState {
+    int length;        // tokens seen so far
+    int pos;           // positions held in the KV cache (<= block_size)
+    int *window;       // the last min(length, block_size) tokens
+    float *key_cache;  // (n_layer, block_size, n_embd)
+    float *value_cache;
+    // activations for up to block_size tokens at once
+    float *x, *xb, *xb2, *qkv, *hb, *hb2;
+    int8_t *xq;        // q8_0 activations and their scales
+    float *xs;
+    float *logits;     // padded_vocab_size: the last token's
+    char error[256];
+};
+
+GPTState *gpt_state_new(const GPTModel *m, char *err, size_t err_size) {
+    const GPTConfig *c = &m->config;
+    size_t T = (size_t)c->block_size, C = (size_t)c->n_embd, H = (size_t)c->hidden;
+    size_t widest = 3 * C > H ? 3 * C : H;
+    GPTState *s = calloc(1, sizeof *s);
+    if (s == NULL) goto oom;
+    s->window = malloc(T * sizeof(int));
+    s->key_cache = malloc((size_t)c->n_layer * T * C * sizeof(float));
+    s->value_cache = malloc((size_t)c->n_layer * T * C * sizeof(float));
+    s->x = malloc(T * C * sizeof(float));
+    s->xb = malloc(T * C * sizeof(float));
+    s->xb2 = malloc(T * C * sizeof(float));
+    s->qkv = malloc(T * 3 * C * sizeof(float));
+    s->hb = malloc(T * H * sizeof(float));
+    s->hb2 = malloc(T * H * sizeof(float));
+    s->xq = malloc(T * widest);
+    s->xs = malloc(T * widest * sizeof(float));  // one scale per group; generous
+    s->logits = malloc((size_t)c->padded_vocab_size * sizeof(float));
+    if (!s->window || !s->key_cache || !s->value_cache || !s->x || !s->xb || !s->xb2 || !s->qkv || !s->hb ||
+        !s->hb2 || !s->xq || !s->xs || !s->logits) goto oom;
+    return s;
+oom:
+    set_error(err, err_size, "out of memory for the KV cache and activations (block_size %d)", c->block_size);
+    gpt_state_free(s);
+    return NULL;
+}
+
+void gpt_state_free(GPTState *s) {
+    if (s == NULL) return;
+    free(s->window); free(s->key_cache); free(s->value_cache); free(s->x); free(s->xb); free(s->xb2);
+    free(s->qkv); free(s->hb); free(s->hb2); free(s->xq); free(s->xs); free(s->logits);
+    free(s);
+}
+
+void gpt_state_reset(GPTState *s) { s->length = 0; s->pos = 0; s->error[0] = '\0'; }
+int gpt_state_length(const GPTState *s) { return s->length; }
+const char *gpt_state_error(const GPTState *s) { return s->error; }
+
+// ----------------------------------------------------------------------------
+// the building blocks
+
+static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    float mean = 0.0f, var = 0.0f;
+    for (int i = 0; i < n; i++) mean += x[i];
+    mean /= n;
+    for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    var /= n;
+    float rstd = 1.0f / sqrtf(var + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] - mean) * rstd * w[i] + (b ? b[i] : 0.0f);
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / n + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * r * (w ? w[i] : 1.0f);
+}
+
+static void norm_rows(const GPTConfig *c, float *out, const float *x, const float *w, const float *b, int n) {
+    #pragma omp parallel for
+    for (int t = 0; t < n; t++) {
+        size_t at = (size_t)t * c->n_embd;
+        if (c->norm == GPT_NORM_RMSNORM) rmsnorm(out + at, x + at, w, c->n_embd, c->norm_eps);
+        else layernorm(out + at, x + at, w, b, c->n_embd, c->norm_eps);
+    }
+}
+
+// y (n, out) = x (n, in) @ w (out, in)^T + b, fp32. Tiles of 4 weight rows x 4 tokens: each weight row is read
+// once per 4 tokens from cache; tiles at the edges repeat the last row/token and keep only the real results.
+static void matmul_f32(float *y, const float *x, const float *w, const float *b, int n, int in, int out) {
+    if (n < 4) {
+        #pragma omp parallel for schedule(static)
+        for (int o = 0; o < out; o++) {
+            const float *wr = w + (size_t)o * in;
+            for (int t = 0; t < n; t++) {
+                const float *xr = x + (size_t)t * in;
+                float sum = 0.0f;
+                #pragma omp simd reduction(+:sum)
+                for (int i = 0; i < in; i++) sum += wr[i] * xr[i];
+                y[(size_t)t * out + o] = sum + (b ? b[o] : 0.0f);
+            }
+        }
+        return;
+    }
+    int row_tiles = (out + 3) / 4;
+    #pragma omp parallel for schedule(static)
+    for (int rt = 0; rt < row_tiles; rt++) {
+        int o = rt * 4;
+        const float *w0 = w + (size_t)o * in;
+        const float *w1 = w + (size_t)(o + 1 < out ? o + 1 : out - 1) * in;
+        const float *w2 = w + (size_t)(o + 2 < out ? o + 2 : out - 1) * in;
+        const float *w3 = w + (size_t)(o + 3 < out ? o + 3 : out - 1) * in;
+        for (int t = 0; t < n; t += 4) {
+            const float *x0 = x + (size_t)t * in;
+            const float *x1 = x + (size_t)(t + 1 < n ? t + 1 : n - 1) * in;
+            const float *x2 = x + (size_t)(t + 2 < n ? t + 2 : n - 1) * in;
+            const float *x3 = x + (size_t)(t + 3 < n ? t + 3 : n - 1) * in;
+            float s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+            float s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
+            #pragma omp simd reduction(+:s00,s01,s02,s03,s10,s11,s12,s13,s20,s21,s22,s23,s30,s31,s32,s33)
+            for (int i = 0; i < in; i++) {
+                float a0 = w0[i], a1 = w1[i], a2 = w2[i], a3 = w3[i];
+                float b0 = x0[i], b1 = x1[i], b2 = x2[i], b3 = x3[i];
+                s00 += a0 * b0; s01 += a0 * b1; s02 += a0 * b2; s03 += a0 * b3;
+                s10 += a1 * b0; s11 += a1 * b1; s12 += a1 * b2; s13 += a1 * b3;
+                s20 += a2 * b0; s21 += a2 * b1; s22 += a2 * b2; s23 += a2 * b3;
+                s30 += a3 * b0; s31 += a3 * b1; s32 += a3 * b2; s33 += a3 * b3;
+            }
+            float s[4][4] = {{s00, s01, s02, s03}, {s10, s11, s12, s13}, {s20, s21, s22, s23}, {s30, s31, s32, s33}};
+            for (int r = 0; r < 4 && o + r < out; r++)
+                for (int k = 0; k < 4 && t + k < n; k++)
+                    y[(size_t)(t + k) * out + o + r] = s[r][k] + (b ? b[o + r] : 0.0f);
+        }
+    }
+}
+
+// q8_0 activations (INTERFACES.md): per group of gs inputs, scale = max|x|/127, q = round-half-even(x/scale)
+static void quantize_rows(int8_t *q, float *scales, const float *x, int n, int in, int gs) {
+    #pragma omp parallel for
+    for (int t = 0; t < n; t++) {
+        for (int g = 0; g < in / gs; g++) {
+            const float *xg = x + (size_t)t * in + (size_t)g * gs;
+            int8_t *qg = q + (size_t)t * in + (size_t)g * gs;
+            float amax = 0.0f;
+            for (int i = 0; i < gs; i++) amax = fmaxf(amax, fabsf(xg[i]));
+            float scale = amax / 127.0f;
+            scales[(size_t)t * (in / gs) + g] = scale;
+            for (int i = 0; i < gs; i++) {
+                float v = scale > 0.0f ? rintf(xg[i] / scale) : 0.0f;
+                qg[i] = (int8_t)fminf(127.0f, fmaxf(-127.0f, v));
+            }
+        }
+    }
+}
+
+static int32_t dot_q8(const int8_t *a, const int8_t *b, int n) {
+    int32_t sum = 0;
+    #pragma omp simd reduction(+:sum)
+    for (int i = 0; i < n; i++) sum += (int16_t)a[i] * (int16_t)b[i];
+    return sum;
+}
+
+// y (n, out) = dequantized x (n, in) @ w^T + b: int32 dot products per group, scaled and summed in fp32 in group order
+static void matmul_q8(float *y, const int8_t *xq, const float *xs, const GPTMatrix *w, const float *b, int n, int gs) {
+    int in = w->cols, out = w->rows, groups = in / gs;
+    int row_tiles = (out + 1) / 2;
+    #pragma omp parallel for schedule(static)
+    for (int rt = 0; rt < row_tiles; rt++) {
+        int o0 = rt * 2, o1 = o0 + 1 < out ? o0 + 1 : out - 1;
+        const int8_t *w0 = w->q + (size_t)o0 * in, *w1 = w->q + (size_t)o1 * in;
+        const float *ws0 = w->s + (size_t)o0 * groups, *ws1 = w->s + (size_t)o1 * groups;
+        for (int t = 0; t < n; t++) {
+            const int8_t *xr = xq + (size_t)t * in;
+            const float *xsr = xs + (size_t)t * groups;
+            float y0 = 0.0f, y1 = 0.0f;
+            for (int g = 0; g < groups; g++) {
+                y0 += (float)dot_q8(w0 + g * gs, xr + g * gs, gs) * ws0[g] * xsr[g];
+                y1 += (float)dot_q8(w1 + g * gs, xr + g * gs, gs) * ws1[g] * xsr[g];
+            }
+            y[(size_t)t * out + o0] = y0 + (b ? b[o0] : 0.0f);
+            if (o0 + 1 < out) y[(size_t)t * out + o1] = y1 + (b ? b[o1] : 0.0f);
+        }
+    }
+}
+
+static void matmul(const GPTModel *m, GPTState *s, float *y, const float *x, const GPTMatrix *w, const float *b, int n) {
+    if (w->f) {
+        matmul_f32(y, x, w->f, b, n, w->cols, w->rows);
+    } else {
+        quantize_rows(s->xq, s->xs, x, n, w->cols, m->config.group_size);
+        matmul_q8(y, s->xq, s->xs, w, b, n, m->config.group_size);
+    }
+}
+
+static float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+static void rope(float *v, const float *cos_t, const float *sin_t, int hs) {
+    int half = hs / 2;
+    for (int i = 0; i < half; i++) {
+        float a = v[i], b = v[i + half];
+        v[i] = a * cos_t[i] - b * sin_t[i];
+        v[i + half] = b * cos_t[i + half] + a * sin_t[i + half];
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the forward pass of n tokens at positions s->pos .. s->pos + n - 1 (all inside block_size)
+
+static void forward(const GPTModel *m, GPTState *s, const int *tokens, int n, float *all_logits) {
+    const GPTConfig *c = &m->config;
+    int C = c->n_embd, nh = c->n_head, hs = C / nh, T = c->block_size, H = c->hidden, V = c->padded_vocab_size;
+    int pos = s->pos;
+    for (int t = 0; t < n; t++) {
+        float *x = s->x + (size_t)t * C;
+        if (m->wte) {
+            memcpy(x, m->wte + (size_t)tokens[t] * C, C * sizeof(float));
+        } else {  // a tied q8_0 head is the embedding too: dequantize the row
+            const int8_t *q = m->lm_head.q + (size_t)tokens[t] * C;
+            const float *sc = m->lm_head.s + (size_t)tokens[t] * (C / c->group_size);
+            for (int i = 0; i < C; i++) x[i] = q[i] * sc[i / c->group_size];
+        }
+        if (m->wpe)
+            for (int i = 0; i < C; i++) x[i] += m->wpe[(size_t)(pos + t) * C + i];
+    }
+    float att_scale = 1.0f / sqrtf((float)hs);
+    for (int l = 0; l < c->n_layer; l++) {
+        const GPTLayer *L = &m->layers[l];
+        float *kc = s->key_cache + (size_t)l * T * C, *vc = s->value_cache + (size_t)l * T * C;
+        norm_rows(c, s->xb, s->x, L->ln_1_w, L->ln_1_b, n);
+        matmul(m, s, s->qkv, s->xb, &L->c_attn, L->c_attn_b, n);
+        #pragma omp parallel for collapse(2)
+        for (int t = 0; t < n; t++) {
+            for (int h = 0; h < nh; h++) {
+                float *q = s->qkv + (size_t)t * 3 * C + h * hs, *k = q + C, *v = q + 2 * C;
+                if (c->qk_norm) {
+                    rmsnorm(q, q, NULL, hs, c->qk_norm_eps);
+                    rmsnorm(k, k, NULL, hs, c->qk_norm_eps);
+                }
+                if (c->pos_emb == GPT_POS_ROPE) {
+                    const float *cs = m->rope_cos + (size_t)(pos + t) * hs, *sn = m->rope_sin + (size_t)(pos + t) * hs;
+                    rope(q, cs, sn, hs);
+                    rope(k, cs, sn, hs);
+                }
+                memcpy(kc + (size_t)(pos + t) * C + h * hs, k, hs * sizeof(float));
+                memcpy(vc + (size_t)(pos + t) * C + h * hs, v, hs * sizeof(float));
+            }
+        }
+        // causal attention, one (token, head) at a time, with a running max and sum (no scores buffer)
+        #pragma omp parallel for collapse(2) schedule(dynamic, 4)
+        for (int t = 0; t < n; t++) {
+            for (int h = 0; h < nh; h++) {
+                const float *q = s->qkv + (size_t)t * 3 * C + h * hs;
+                float *out = s->xb + (size_t)t * C + h * hs;
+                float max = -INFINITY, sum = 0.0f;
+                for (int i = 0; i < hs; i++) out[i] = 0.0f;
+                for (int j = 0; j <= pos + t; j++) {
+                    const float *k = kc + (size_t)j * C + h * hs, *v = vc + (size_t)j * C + h * hs;
+                    float score = 0.0f;
+                    for (int i = 0; i < hs; i++) score += q[i] * k[i];
+                    score *= att_scale;
+                    if (score > max) {
+                        float rescale = expf(max - score);
+                        sum *= rescale;
+                        for (int i = 0; i < hs; i++) out[i] *= rescale;
+                        max = score;
+                    }
+                    float p = expf(score - max);
+                    sum += p;
+                    for (int i = 0; i < hs; i++) out[i] += p * v[i];
+                }
+                for (int i = 0; i < hs; i++) out[i] /= sum;
+            }
+        }
+        matmul(m, s, s->xb2, s->xb, &L->attn_proj, L->attn_proj_b, n);
+        for (size_t i = 0; i < (size_t)n * C; i++) s->x[i] += s->xb2[i];
+
+        norm_rows(c, s->xb, s->x, L->ln_2_w, L->ln_2_b, n);
+        matmul(m, s, s->hb, s->xb, &L->c_fc, L->c_fc_b, n);
+        if (c->mlp == GPT_MLP_SWIGLU) {
+            matmul(m, s, s->hb2, s->xb, &L->c_gate, L->c_gate_b, n);
+            for (size_t i = 0; i < (size_t)n * H; i++) {
+                float g = s->hb2[i];
+                s->hb[i] *= g / (1.0f + expf(-g));
+            }
+        } else if (c->mlp == GPT_MLP_RELU2) {
+            for (size_t i = 0; i < (size_t)n * H; i++) {
+                float r = s->hb[i] > 0.0f ? s->hb[i] : 0.0f;
+                s->hb[i] = r * r;
+            }
+        } else {
+            for (size_t i = 0; i < (size_t)n * H; i++) s->hb[i] = gelu_tanh(s->hb[i]);
+        }
+        matmul(m, s, s->xb2, s->hb, &L->mlp_proj, L->mlp_proj_b, n);
+        for (size_t i = 0; i < (size_t)n * C; i++) s->x[i] += s->xb2[i];
+    }
+    // the head: every row only when asked, else the last token's
+    int first = all_logits ? 0 : n - 1;
+    norm_rows(c, s->xb, s->x + (size_t)first * C, m->ln_f_w, m->ln_f_b, n - first);
+    float *logits = all_logits ? all_logits : s->logits;
+    matmul(m, s, logits, s->xb, &m->lm_head, NULL, n - first);
+    if (c->logit_softcap > 0.0f) {
+        float cap = c->logit_softcap;
+        for (size_t i = 0; i < (size_t)(n - first) * V; i++) logits[i] = cap * tanhf(logits[i] / cap);
+    }
+    if (all_logits) memcpy(s->logits, all_logits + (size_t)(n - 1) * V, V * sizeof(float));
+    s->pos += n;
+}
+
+const float *gpt_prefill(const GPTModel *m, GPTState *s, const int *tokens, int n, float *all_logits) {
+    const GPTConfig *c = &m->config;
+    int T = c->block_size;
+    if (n < 1) {
+        snprintf(s->error, sizeof s->error, "prefill of %d tokens: give at least one", n);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->padded_vocab_size) {
+            snprintf(s->error, sizeof s->error, "token %d is outside the model's vocabulary [0, %d)", tokens[i], c->padded_vocab_size);
+            return NULL;
+        }
+    }
+    if (s->pos + n <= T) {  // fits: extend the cache
+        memcpy(s->window + s->pos, tokens, n * sizeof(int));
+        s->length += n;
+        forward(m, s, tokens, n, all_logits);
+        return s->logits;
+    }
+    if (all_logits) {
+        snprintf(s->error, sizeof s->error, "logits of every token only while they fit in block_size %d", T);
+        return NULL;
+    }
+    // past block_size: the model conditions on the last block_size tokens (model.generate's idx[:, -block_size:]),
+    // at positions 0.. again, so the window is recomputed from scratch
+    if (n >= T) {
+        memcpy(s->window, tokens + n - T, T * sizeof(int));
+    } else {
+        int keep = T - n;
+        memmove(s->window, s->window + s->pos - keep, keep * sizeof(int));
+        memcpy(s->window + keep, tokens, n * sizeof(int));
+    }
+    s->length += n;
+    s->pos = 0;
+    forward(m, s, s->window, T, NULL);
+    return s->logits;
+}
+
+const float *gpt_decode(const GPTModel *m, GPTState *s, int token) { return gpt_prefill(m, s, &token, 1, NULL); }
+
+// ----------------------------------------------------------------------------
+// sampling
+
+int gpt_sampler_init(GPTSampler *s, int n, float temperature, int top_k, float top_p, uint64_t seed) {
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    s->temperature = temperature;
+    s->top_k = top_k;
+    s->top_p = top_p;
+    s->rng = seed ? seed : 0x9E3779B97F4A7C15ull;  // xorshift must not start at 0
+    s->probs = malloc((size_t)n * sizeof(float));
+    s->index = malloc((size_t)n * sizeof(int));
+    if (n < 1 || s->probs == NULL || s->index == NULL) {
+        gpt_sampler_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+void gpt_sampler_free(GPTSampler *s) {
+    free(s->probs);
+    free(s->index);
+    s->probs = NULL;
+    s->index = NULL;
+}
+
+static float random_f32(uint64_t *state) {  // xorshift64*, the top 24 bits as a float in [0, 1)
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (float)((*state * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;  // the first of equal maxima, as torch.argmax
+    return best;
+}
+
+static int by_prob_desc(const void *a, const void *b, void *probs) {
+    float pa = ((const float *)probs)[*(const int *)a], pb = ((const float *)probs)[*(const int *)b];
+    return (pa < pb) - (pa > pb);
+}
+
+static void sort_desc(int *idx, int n, const float *probs) {
+    // shell sort: no qsort_r (not C11) and no global pointer for the comparison
+    for (int gap = n / 2; gap > 0; gap /= 2)
+        for (int i = gap; i < n; i++) {
+            int v = idx[i], j = i;
+            while (j >= gap && by_prob_desc(&idx[j - gap], &v, (void *)probs) > 0) {
+                idx[j] = idx[j - gap];
+                j -= gap;
+            }
+            idx[j] = v;
+        }
+}
+
+int gpt_sample(GPTSampler *s, const float *logits) {
+    int n = s->n;
+    if (s->temperature <= 0.0f) return argmax(logits, n);
+    float max = logits[argmax(logits, n)], sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        s->probs[i] = expf((logits[i] - max) / s->temperature);
+        sum += s->probs[i];
+    }
+    for (int i = 0; i < n; i++) s->probs[i] /= sum;
+    int count = n;
+    for (int i = 0; i < n; i++) s->index[i] = i;
+    if ((s->top_k > 0 && s->top_k < n) || s->top_p < 1.0f) {
+        if (s->top_k <= 0 || s->top_k >= n) {
+            // top-p alone: a token below (1 - p) / (n - 1) can't be in the nucleus (llama2.c's cut), fewer to sort
+            float cutoff = (1.0f - s->top_p) / (n - 1);
+            count = 0;
+            for (int i = 0; i < n; i++)
+                if (s->probs[i] >= cutoff) s->index[count++] = i;
+            if (count == 0) return argmax(logits, n);
+        } else {
+            // top-k: keep the k most likely, found by a partial pass before the sort
+            int k = s->top_k;
+            count = 0;
+            for (int i = 0; i < n; i++) {
+                if (count < k) {
+                    s->index[count++] = i;
+                    if (count == k) sort_desc(s->index, count, s->probs);
+                } else if (s->probs[i] > s->probs[s->index[k - 1]]) {
+                    int j = k - 1;
+                    while (j > 0 && s->probs[s->index[j - 1]] < s->probs[i]) {
+                        s->index[j] = s->index[j - 1];
+                        j--;
+                    }
+                    s->index[j] = i;
+                }
+            }
+        }
+        sort_desc(s->index, count, s->probs);
+        float total = 0.0f;
+        for (int i = 0; i < count; i++) total += s->probs[s->index[i]];
+        if (s->top_p < 1.0f) {  // the smallest prefix whose probability (within the top k) reaches top_p
+            float cumulative = 0.0f;
+            for (int i = 0; i < count; i++) {
+                cumulative += s->probs[s->index[i]] / total;
+                if (cumulative >= s->top_p) {
+                    count = i + 1;
+                    break;
+                }
+            }
+            total = 0.0f;
+            for (int i = 0; i < count; i++) total += s->probs[s->index[i]];
+        }
+        float r = random_f32(&s->rng) * total, cdf = 0.0f;
+        for (int i = 0; i < count; i++) {
+            cdf += s->probs[s->index[i]];
+            if (r < cdf) return s->index[i];
+        }
+        return s->index[count - 1];  // rounding
+    }
+    float r = random_f32(&s->rng), cdf = 0.0f;
+    for (int i = 0; i < n; i++) {
+        cdf += s->probs[i];
+        if (r < cdf) return i;
+    }
+    return argmax(logits, n);  // rounding, or NaN logits from a damaged file: still a valid token
+}

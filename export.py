@@ -1,0 +1,183 @@
+"""
+Export a model to the C engine's file (c/FORMAT.md): a 256-byte header, every tensor 64-byte aligned so that
+c/gpt memory-maps the file as it is, and GPT-2's tokenizer tables at the end. As llama2.c's export.py, but
+for every variant of model.py, in fp32 or in the q8_0 int8 scheme (INTERFACES.md, quantize.py).
+
+    python export.py out/demo_cpu/ckpt.pt model.bin                  # fp32
+    python export.py out/demo_cpu/ckpt.pt model_q8.bin --dtype q8_0  # int8 weights in groups of 64
+    python export.py --hf gpt2 gpt2.bin                              # OpenAI's GPT-2 (a hub id or a transformers directory)
+"""
+
+import argparse
+import functools
+import os
+import struct
+import sys
+import unicodedata
+
+import numpy as np
+import torch
+
+from model import RMS_NORM_EPS
+
+MAGIC = 0x43545047  # "GPTC" in a little-endian file
+VERSION = 1
+HEADER_SIZE = 256
+ALIGN = 64
+TOKENIZER_MAGIC = 0x31455042  # "BPE1"
+DTYPES = {"fp32": 0, "q8_0": 1}
+POS_EMB = {"learned": 0, "rope": 1}
+MLPS = {"gelu": 0, "swiglu": 1, "relu2": 2}
+NORMS = {"layernorm": 0, "rmsnorm": 1}
+LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which model.py uses
+
+
+def quantize_q8_0(w, group_size):
+    """(int8 values, fp32 scales) of a 2-D weight, INTERFACES.md's q8_0: per group of group_size inputs,
+    scale = max|w|/127, q = round-half-even(w/scale) clamped to [-127, 127]; a group of zeros gets scale 0."""
+    rows, cols = w.shape
+    if cols % group_size != 0:
+        raise ValueError(f"q8_0 needs in_features divisible by group_size: a {rows}x{cols} weight and group_size "
+                         f"{group_size}; pick --group_size 32 or a model whose widths are multiples of it")
+    g = w.float().reshape(rows, cols // group_size, group_size)
+    scale = g.abs().amax(dim=-1, keepdim=True) / 127
+    q = torch.where(scale > 0, torch.round(g / torch.where(scale > 0, scale, 1)), 0).clamp(-127, 127)
+    return q.to(torch.int8).reshape(rows, cols), scale.reshape(rows, cols // group_size)
+
+
+@functools.lru_cache(maxsize=2)
+def tokenizer_section(enc):
+    """GPT-2's tokens as bytes (id order) and the Unicode ranges of \\p{L} and \\p{N} the C pre-tokenizer needs."""
+    n_vocab = enc.n_vocab
+    token_bytes = [enc.decode_single_token_bytes(i) for i in range(n_vocab)]
+    ranks = enc._mergeable_ranks
+    if len(ranks) != n_vocab - 1 or any(ranks.get(token_bytes[i]) != i for i in range(n_vocab - 1)):
+        raise ValueError(f"{enc.name}: expected ids 0..{n_vocab - 2} to be the BPE ranks and {n_vocab - 1} <|endoftext|>")
+
+    def ranges(prefix):
+        out, start = [], None
+        for cp in range(0x110000 + 1):
+            inside = cp < 0x110000 and unicodedata.category(chr(cp)).startswith(prefix)
+            if inside and start is None:
+                start = cp
+            elif not inside and start is not None:
+                out.append((start, cp - 1))
+                start = None
+        return out
+
+    letters, numbers = ranges("L"), ranges("N")
+    offsets = np.cumsum([0] + [len(b) for b in token_bytes]).astype(np.uint32)
+    parts = [struct.pack("<5i", TOKENIZER_MAGIC, n_vocab, n_vocab - 1, len(letters), len(numbers)),
+             np.array(letters, dtype=np.uint32).tobytes(), np.array(numbers, dtype=np.uint32).tobytes(),
+             offsets.tobytes(), b"".join(token_bytes)]
+    return b"".join(parts)
+
+
+def model_tensors(model, dtype, group_size):
+    """The tensors in the file's order: a list of numpy arrays (a q8_0 matrix is its int8 values then its scales)."""
+    cfg = model.config
+    sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    out = []
+
+    def matrix(name):
+        if dtype == "q8_0":
+            q, s = quantize_q8_0(sd[name], group_size)
+            out.extend([q.numpy(), s.numpy()])
+        else:
+            out.append(sd[name].numpy())
+
+    def vector(name):
+        out.append(sd[name].numpy())
+
+    layernorm_bias = cfg.norm == "layernorm" and cfg.bias
+    if not (cfg.tie_embeddings and dtype == "q8_0"):  # a tied q8_0 head is also the embedding
+        vector("transformer.wte.weight")
+    if cfg.pos_emb == "learned":
+        vector("transformer.wpe.weight")
+    for i in range(cfg.n_layer):
+        p = f"transformer.h.{i}."
+        vector(p + "ln_1.weight")
+        if layernorm_bias:
+            vector(p + "ln_1.bias")
+        for lin in ["attn.c_attn", "attn.c_proj", None, "mlp.c_fc"] + (["mlp.c_gate"] if cfg.mlp == "swiglu" else []) + ["mlp.c_proj"]:
+            if lin is None:
+                vector(p + "ln_2.weight")
+                if layernorm_bias:
+                    vector(p + "ln_2.bias")
+                continue
+            matrix(p + lin + ".weight")
+            if cfg.bias:
+                vector(p + lin + ".bias")
+    vector("transformer.ln_f.weight")
+    if layernorm_bias:
+        vector("transformer.ln_f.bias")
+    if not cfg.tie_embeddings or dtype == "q8_0":
+        matrix("lm_head.weight")
+    return out
+
+
+def export(model, path, dtype="fp32", group_size=64, enc=None):
+    """Write model (a model.GPT) to path in the C engine's format, atomically (temp file + rename)."""
+    from tokenizer import get_encoding
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if dtype == "q8_0" and group_size not in (32, 64):
+        raise ValueError(f"--group_size must be 32 or 64 (INTERFACES.md's q8_0), got {group_size}")
+    cfg = model.config
+    enc = enc or get_encoding()
+    tensors = model_tensors(model, dtype, group_size)
+    tokenizer = tokenizer_section(enc)
+    hidden = cfg.swiglu_hidden if cfg.mlp == "swiglu" else 4 * cfg.n_embd
+    norm_eps = LAYER_NORM_EPS if cfg.norm == "layernorm" else RMS_NORM_EPS
+
+    body, offset = [], HEADER_SIZE
+    for t in tensors + [np.frombuffer(tokenizer, dtype=np.uint8)]:
+        pad = -offset % ALIGN
+        body.append(b"\0" * pad)
+        offset += pad
+        data = np.ascontiguousarray(t).tobytes()
+        body.append(data)
+        tokenizer_offset = offset  # the last item is the tokenizer
+        offset += len(data)
+    file_size = offset
+
+    header = struct.pack("<2I16i4f3Q", MAGIC, VERSION, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size,
+                         min(cfg.vocab_size, enc.n_vocab), cfg.vocab_size, POS_EMB[cfg.pos_emb], MLPS[cfg.mlp], hidden,
+                         NORMS[cfg.norm], int(cfg.qk_norm), int(cfg.tie_embeddings), int(cfg.bias), DTYPES[dtype],
+                         group_size if dtype == "q8_0" else 0, enc.eot_token,
+                         cfg.logit_softcap, cfg.rope_theta, norm_eps, RMS_NORM_EPS,
+                         tokenizer_offset, len(tokenizer), file_size)
+    header += b"\0" * (HEADER_SIZE - len(header))
+    tmp_path = path + ".tmp"
+    with open(tmp_path, "wb") as f:
+        f.write(header)
+        for part in body:
+            f.write(part)
+    os.replace(tmp_path, path)
+    return file_size
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Export a checkpoint to the C engine's memory-mappable file (c/FORMAT.md).")
+    parser.add_argument("checkpoint", nargs="?", help="a ckpt.pt written by train.py (or give --hf)")
+    parser.add_argument("out", help="the file to write, e.g. model.bin")
+    parser.add_argument("--hf", metavar="ID_OR_DIR", help="export GPT-2 weights instead: a Hugging Face id (gpt2, ...) or a directory saved by transformers")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="fp32 (default), or q8_0: int8 weights in groups with fp32 scales")
+    parser.add_argument("--group_size", type=int, default=64, help="q8_0 group size, 32 or 64 (default 64)")
+    args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (args.hf is None):
+        print("error: give a checkpoint path or --hf ID_OR_DIR (exactly one of them)", file=sys.stderr)
+        return 1
+    try:
+        from multiple_choice import load_model
+        model = load_model(checkpoint=args.checkpoint, hf=args.hf)
+        size = export(model, args.out, args.dtype, args.group_size)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {size / 1e6:.1f} MB, {args.dtype}, {model.config.n_layer} layers, {model.config.n_embd} wide")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
