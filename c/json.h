@@ -19,7 +19,7 @@
 #include <stddef.h>
 
 #define JSON_MAX_DEPTH 32
-#define JSON_MAX_VALUES 100000
+#define JSON_MAX_VALUES 10000
 
 typedef enum { JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } JsonType;
 
