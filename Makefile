@@ -117,6 +117,7 @@ bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (
 SERVER_SOURCES := c/server.c c/http.c c/json.c c/gpt.c c/bpe.c
 HOST ?= 127.0.0.1
 PORT ?= 8080
+SERVE_ARGS ?=
 
 c: c/gpt-server
 
@@ -126,6 +127,6 @@ c/gpt-server: $(SERVER_SOURCES) c/gpt.h c/bpe.h c/http.h c/json.h
 .PHONY: server serve
 server: c/gpt-server ## build the OpenAI-compatible HTTP server c/gpt-server (also part of make c)
 
-serve: c/gpt-server ## serve a model file over HTTP on 127.0.0.1:8080: make serve MODEL=model.bin [PORT=8080]
+serve: c/gpt-server ## serve a model over HTTP on 127.0.0.1:8080: make serve MODEL=model.bin [PORT=8080] [SERVE_ARGS=...]
 	@test -n "$(MODEL)" || { echo "error: give the model file: make serve MODEL=model.bin (written by export.py)"; exit 1; }
-	./c/gpt-server $(MODEL) --host $(HOST) --port $(PORT)
+	./c/gpt-server $(MODEL) --host $(HOST) --port $(PORT) $(SERVE_ARGS)
