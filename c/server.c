@@ -650,7 +650,7 @@ static void usage(FILE *f) {
             "usage: gpt-server model.bin [options]\n"
             "Serves a model written by export.py over HTTP, OpenAI-compatible: POST /v1/completions,\n"
             "GET /v1/models, GET /health.\n"
-            "  --host ADDR           address to listen on (default 127.0.0.1: this machine only)\n"
+            "  --host ADDR           numeric address to listen on, or localhost (default 127.0.0.1: this machine only)\n"
             "  --port N              port (default 8080; 0: any free port, printed at start)\n"
             "  --threads N           threads of one generation (default: the number of CPU cores)\n"
             "  --max_tokens_cap N    largest max_tokens a request may ask for; more is a 400 (default 1024)\n"
@@ -717,6 +717,7 @@ int main(int argc, char **argv) {
     socklen_t addr_len;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
+    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
     if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
         v4->sin_family = AF_INET;
         v4->sin_port = htons((uint16_t)port);
