@@ -417,33 +417,54 @@ static void quantize_rows(int8_t *q, float *scales, const float *x, int n, int i
     }
 }
 
-static int32_t dot_q8(const int8_t *a, const int8_t *b, int n) {
-    int32_t sum = 0;
-    #pragma omp simd reduction(+:sum)
-    for (int i = 0; i < n; i++) sum += (int16_t)a[i] * (int16_t)b[i];
-    return sum;
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+// One weight row against one token's activations. Per 32 bytes: |w| (unsigned) times x * sign(w) (signed),
+// the pairs summed into int32 lanes (exact: |q| <= 127), so each group's int32 dot product is exact as in the
+// portable loop; the group's scale product is applied lane-wise and the lanes are summed once at the end.
+static float dot_row_q8(const int8_t *w, const float *ws, const int8_t *x, const float *xs, int in, int gs) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int g = 0; g < in / gs; g++) {
+        __m256i sum = _mm256_setzero_si256();
+        for (int i = g * gs; i < (g + 1) * gs; i += 32) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(w + i));
+            __m256i b = _mm256_loadu_si256((const __m256i *)(x + i));
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+            sum = _mm256_dpbusd_epi32(sum, _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+#else
+            __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));  // <= 2*127*127
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#endif
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(ws[g] * xs[g]), acc);
+    }
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
 }
+#else
+// INTERFACES.md as written: per group an int32 dot product, times both scales, summed over groups in order
+static float dot_row_q8(const int8_t *w, const float *ws, const int8_t *x, const float *xs, int in, int gs) {
+    float y = 0.0f;
+    for (int g = 0; g < in / gs; g++) {
+        int32_t sum = 0;
+        for (int i = g * gs; i < (g + 1) * gs; i++) sum += (int32_t)w[i] * (int32_t)x[i];
+        y += (float)sum * ws[g] * xs[g];
+    }
+    return y;
+}
+#endif
 
-// y (n, out) = dequantized x (n, in) @ w^T + b: int32 dot products per group, scaled and summed in fp32 in group order
+// y (n, out) = q8_0 x (n, in) @ w^T + b; each weight row (in bytes) stays in cache while every token passes it
 static void matmul_q8(float *y, const int8_t *xq, const float *xs, const GPTMatrix *w, const float *b, int n, int gs) {
     int in = w->cols, out = w->rows, groups = in / gs;
-    int row_tiles = (out + 1) / 2;
     #pragma omp parallel for schedule(static)
-    for (int rt = 0; rt < row_tiles; rt++) {
-        int o0 = rt * 2, o1 = o0 + 1 < out ? o0 + 1 : out - 1;
-        const int8_t *w0 = w->q + (size_t)o0 * in, *w1 = w->q + (size_t)o1 * in;
-        const float *ws0 = w->s + (size_t)o0 * groups, *ws1 = w->s + (size_t)o1 * groups;
-        for (int t = 0; t < n; t++) {
-            const int8_t *xr = xq + (size_t)t * in;
-            const float *xsr = xs + (size_t)t * groups;
-            float y0 = 0.0f, y1 = 0.0f;
-            for (int g = 0; g < groups; g++) {
-                y0 += (float)dot_q8(w0 + g * gs, xr + g * gs, gs) * ws0[g] * xsr[g];
-                y1 += (float)dot_q8(w1 + g * gs, xr + g * gs, gs) * ws1[g] * xsr[g];
-            }
-            y[(size_t)t * out + o0] = y0 + (b ? b[o0] : 0.0f);
-            if (o0 + 1 < out) y[(size_t)t * out + o1] = y1 + (b ? b[o1] : 0.0f);
-        }
+    for (int o = 0; o < out; o++) {
+        const int8_t *wr = w->q + (size_t)o * in;
+        const float *ws = w->s + (size_t)o * groups;
+        for (int t = 0; t < n; t++)
+            y[(size_t)t * out + o] = dot_row_q8(wr, ws, xq + (size_t)t * in, xs + (size_t)t * groups, in, gs) + (b ? b[o] : 0.0f);
     }
 }
 

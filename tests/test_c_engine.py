@@ -1,0 +1,475 @@
+"""The C engine (c/gpt, export.py) against its references: model.py for the logits and greedy continuations of
+every variant, the q8_0 scheme of INTERFACES.md for int8, tiktoken for the tokenizer; and bad files/arguments
+(under -fsanitize=address,undefined) end in one error line, never a crash.
+
+    python -m pytest -q tests/test_c_engine.py
+    python -m pytest -q tests/test_c_engine.py -k tokenizer
+"""
+
+import argparse
+import itertools
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import export
+from model import GPT, GPTConfig
+from test_model import randomize_
+from tokenizer import get_encoding
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+       "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+PROMPT_LEN, NEW_TOKENS = 20, 64
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which(os.environ.get("CC", "cc")) is None,
+                                reason="needs make and a C compiler")
+
+
+def build(out_path, cflags=None):
+    cmd = ["make", "-s", "-C", REPO, "c", f"C_OUT={out_path}"] + ([f"CFLAGS={cflags}"] if cflags else [])
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr, result.stderr  # -Wall -Wextra clean
+    return str(out_path)
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("c") / "gpt")
+
+
+@pytest.fixture(scope="session")
+def engine_asan(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("c") / "gpt_asan", "-O1 -g -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The reference forwards are tiny: one thread is faster than two on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(binary, *args, stdin=None, check=True):
+    result = subprocess.run([binary, *map(str, args)], input=stdin, capture_output=True, env=ENV, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return result
+
+
+def config(**overrides):
+    return GPTConfig(**{**dict(block_size=32, vocab_size=96, n_layer=2, n_head=4, n_embd=64), **overrides})
+
+
+def random_model(cfg, seed=0):
+    model = GPT(cfg).eval()
+    randomize_(model, seed)  # biases and norm gains random too: a mis-read tensor cannot hide
+    return model
+
+
+def c_generate(engine, path, prompt, tmp_path, dump=True, extra=()):
+    """(generated ids, logits of every prompt position then of every decode step) from c/gpt, greedy."""
+    dump_path = tmp_path / "logits.f32"
+    args = [path, "--tokens", " ".join(map(str, prompt)), "-n", NEW_TOKENS, "-t", 0, "--print_ids", "--no_stop", *extra]
+    out = run(engine, *args, *(["--dump_logits", dump_path] if dump else []))
+    ids = [int(t) for t in out.stdout.split()]
+    logits = np.fromfile(dump_path, dtype=np.float32) if dump else None
+    return ids, logits
+
+
+@torch.no_grad()
+def reference_logits(model, tokens, n_prompt):
+    """model.py's logits for what c/gpt dumps: every prompt position, then for each generated token the next-token
+    logits given everything so far; past block_size, given the last block_size tokens (model.generate's idx_cond).
+    Causal attention makes row p of one forward the logits given tokens[:p+1], so two forwards give them all."""
+    T = model.config.block_size
+    assert n_prompt <= T
+    rows = [model(torch.tensor([tokens[:T]]))[0][0]]  # (min(len, T), vocab)
+    windows = [tokens[end - T:end] for end in range(T + 1, len(tokens))]
+    if windows:
+        rows.append(model(torch.tensor(windows))[0][:, -1])  # (len(windows), vocab)
+    return torch.cat(rows).numpy()
+
+
+def greedy_path(ref_logits, n_prompt):
+    """The tokens model.generate(temperature=0) picks along the reference rows: argmax of each next-token row."""
+    return ref_logits[n_prompt - 1:].argmax(axis=-1).tolist()
+
+
+def assert_close(c_logits, ref, rtol, what):
+    c_logits = c_logits.reshape(ref.shape)
+    diff = np.abs(c_logits - ref).max()
+    scale = max(1.0, np.abs(ref).max())
+    assert diff <= rtol * scale, f"{what}: max|C - PyTorch| = {diff:.3g}, allowed {rtol * scale:.3g}"
+
+
+OPTION_GRID = list(itertools.product(("learned", "rope"), ("gelu", "swiglu", "relu2"), ("layernorm", "rmsnorm"),
+                                     (False, True), (True, False), (True, False), (0.0, 3.0)))
+
+
+@pytest.mark.parametrize("pos_emb,mlp,norm,qk_norm,tie,bias,softcap", OPTION_GRID,
+                         ids=lambda v: str(v))
+def test_fp32_logits_and_greedy_continuation_match_model_py(engine, tmp_path, pos_emb, mlp, norm, qk_norm, tie, bias, softcap):
+    cfg = config(pos_emb=pos_emb, mlp=mlp, norm=norm, qk_norm=qk_norm, tie_embeddings=tie, bias=bias, logit_softcap=softcap)
+    model = random_model(cfg, seed=OPTION_GRID.index((pos_emb, mlp, norm, qk_norm, tie, bias, softcap)))
+    path = str(tmp_path / "model.bin")
+    export.export(model, path)
+    prompt = torch.randint(0, cfg.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(1)).tolist()
+    # the prompt goes through one batched prefill, the rest through cached decode, past block_size (32) too
+    ids, c_logits = c_generate(engine, path, prompt, tmp_path)
+    ref = reference_logits(model, prompt + ids, PROMPT_LEN)
+    assert_close(c_logits, ref, 1e-4, "fp32 logits")
+    # every greedy pick of model.generate is the argmax of one of these rows (test_greedy_path_is_model_generate)
+    assert ids == greedy_path(ref, PROMPT_LEN)[:NEW_TOKENS], "greedy continuation differs from model.generate(temperature=0)"
+
+
+@pytest.mark.parametrize("pos_emb,mlp,norm", [("learned", "gelu", "layernorm"), ("rope", "relu2", "rmsnorm"), ("rope", "swiglu", "layernorm")])
+def test_greedy_continuation_is_model_generate(engine, tmp_path, pos_emb, mlp, norm):
+    """model.generate(temperature=0) itself, 64 tokens from a 20-token prompt with block_size 32."""
+    model = random_model(config(pos_emb=pos_emb, mlp=mlp, norm=norm, qk_norm=True, logit_softcap=3.0), seed=5)
+    path = str(tmp_path / "model.bin")
+    export.export(model, path)
+    prompt = list(range(3, 3 + PROMPT_LEN))
+    ids, c_logits = c_generate(engine, path, prompt, tmp_path)
+    expected = model.generate(torch.tensor([prompt]), NEW_TOKENS, temperature=0)[0, PROMPT_LEN:].tolist()
+    assert ids == expected
+    assert greedy_path(reference_logits(model, prompt + ids, PROMPT_LEN), PROMPT_LEN)[:NEW_TOKENS] == expected
+
+
+def test_prompt_longer_than_block_size_keeps_its_last_tokens(engine, tmp_path):
+    """A prompt past block_size is cut to its last block_size tokens, as model.generate does."""
+    model = random_model(config(block_size=16))
+    path = str(tmp_path / "model.bin")
+    export.export(model, path)
+    prompt = list(range(1, 41))
+    ids, _ = c_generate(engine, path, prompt, tmp_path, dump=False)
+    assert ids == model.generate(torch.tensor([prompt]), NEW_TOKENS, temperature=0)[0, len(prompt):].tolist()
+
+
+# ----------------------------------------------------------------------------
+# q8_0: the kernel against the scheme in PyTorch (INTERFACES.md), not against fp32
+
+
+def q8_0_reference(model, group_size):
+    """A copy of model whose block Linears and head compute INTERFACES.md's q8_0 (quantized weights and activations,
+    int32 group dot products, fp32 scale and sum over groups in order); a tied embedding reads the dequantized head."""
+    import copy
+    model = copy.deepcopy(model)
+
+    def quantize_activations(x):
+        g = x.reshape(*x.shape[:-1], -1, group_size)
+        scale = g.abs().amax(dim=-1, keepdim=True) / 127
+        q = torch.where(scale > 0, torch.round(g / torch.where(scale > 0, scale, 1)), 0).clamp(-127, 127)
+        return q, scale.squeeze(-1)
+
+    def make_forward(linear):
+        qw, sw = export.quantize_q8_0(linear.weight.detach(), group_size)
+        qw = qw.double().reshape(qw.shape[0], -1, group_size)  # (out, groups, gs)
+
+        def forward(x):
+            qx, sx = quantize_activations(x.float())  # (..., groups, gs), (..., groups)
+            dots = torch.einsum("...gi,ogi->...og", qx.double(), qw).float()  # exact: |sum| < 2^24
+            terms = dots * sw.float() * sx.unsqueeze(-2)  # (..., out, groups)
+            y = torch.zeros(terms.shape[:-1])
+            for g in range(terms.shape[-1]):  # fp32, group by group in order
+                y = y + terms[..., g]
+            return y + linear.bias if linear.bias is not None else y
+        return forward
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            module.forward = make_forward(module)
+    if model.config.tie_embeddings:
+        qw, sw = export.quantize_q8_0(model.lm_head.weight.detach(), group_size)
+        deq = (qw.float().reshape(qw.shape[0], -1, group_size) * sw.unsqueeze(-1)).reshape(qw.shape)
+        model.transformer.wte = torch.nn.Embedding.from_pretrained(deq)
+    return model
+
+
+@pytest.mark.parametrize("pos_emb,mlp,norm,tie,group_size", [
+    ("learned", "gelu", "layernorm", True, 64), ("rope", "swiglu", "rmsnorm", False, 32),
+    ("rope", "relu2", "rmsnorm", True, 32), ("learned", "swiglu", "layernorm", False, 64)])
+def test_q8_0_logits_match_the_scheme_in_pytorch(engine, tmp_path, pos_emb, mlp, norm, tie, group_size):
+    cfg = config(pos_emb=pos_emb, mlp=mlp, norm=norm, tie_embeddings=tie, qk_norm=norm == "rmsnorm",
+                 logit_softcap=3.0 if not tie else 0.0)
+    model = random_model(cfg, seed=3)
+    path = str(tmp_path / "model_q8.bin")
+    export.export(model, path, dtype="q8_0", group_size=group_size)
+    prompt = torch.randint(0, cfg.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(2)).tolist()
+    ids, c_logits = c_generate(engine, path, prompt, tmp_path)
+    ref = reference_logits(q8_0_reference(model, group_size), prompt + ids, PROMPT_LEN)
+    # An activation whose x/scale sits within float32 noise of a .5 rounds either way (the two sides sum in different
+    # orders): that moves the logits of that one position by up to a quantization step. Every other row: <= 1e-3.
+    scale = max(1.0, np.abs(ref).max())
+    row_diff = np.abs(c_logits.reshape(ref.shape) - ref).max(axis=1)
+    assert (row_diff > 1e-3 * scale).sum() <= 1, f"q8_0 logits: rows over 1e-3: {np.flatnonzero(row_diff > 1e-3 * scale)}, max {row_diff.max():.3g}"
+    assert row_diff.max() <= 2e-2 * scale, f"q8_0 logits: max|C - PyTorch| = {row_diff.max():.3g}"
+    fp32 = reference_logits(model, prompt + ids, PROMPT_LEN)
+    assert np.abs(c_logits.reshape(fp32.shape) - fp32).max() > 1e-4, "q8_0 file gave fp32 logits: was it quantized?"
+
+
+def test_q8_0_export_refuses_widths_not_divisible_by_group_size(tmp_path):
+    model = random_model(config(n_embd=48, n_head=4))
+    with pytest.raises(ValueError, match="divisible by group_size"):
+        export.export(model, str(tmp_path / "m.bin"), dtype="q8_0", group_size=32)
+
+
+# ----------------------------------------------------------------------------
+# the tokenizer against tiktoken
+
+
+def varied_lines(n_lines, seed=0):
+    """n_lines of bytes: English prose, Python source, many scripts and numerals, emoji, whitespace runs,
+    contractions, and random bytes (invalid UTF-8), mixed."""
+    import inspect
+    import pydoc_data.topics
+    rng = random.Random(seed)
+    prose = [line for text in pydoc_data.topics.topics.values() for line in text.splitlines() if line.strip()]
+    code = [line for module in (inspect, random, subprocess, argparse) for line in inspect.getsource(module).splitlines()]
+    blocks = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x530, 0x58F), (0x590, 0x5FF),
+              (0x600, 0x6FF), (0x900, 0x97F), (0x980, 0x9FF), (0xE00, 0xE7F), (0x10A0, 0x10FF), (0x1100, 0x11FF),
+              (0x3040, 0x30FF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0x1F300, 0x1FAFF), (0x2000, 0x206F),
+              (0x2150, 0x218B), (0x2460, 0x24FF), (0xFF00, 0xFFEF), (0x300, 0x36F), (0x1D400, 0x1D7FF)]
+    numerals = "0123456789٠١٢٣٤٥٦٧٨٩०१२३४५६७८९০১২৩৪৫৬৭৮৯๐๑๒๓๔๕๖๗๘๙０１２３４５６７８９ⅠⅡⅢⅫↁ½¾²³¹①②⑳"
+    spaces = [" ", "  ", "\t", "\n", "\n\n", "\r\n", "\u00a0", "\u3000", "\u2028", "\x0b", "\x0c", "\x1c", "\x85", "\u200b", "   \n "]
+    contractions = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "''", "'x"]
+    emoji = ["😀", "👍🏽", "👨‍👩‍👧", "🇫🇷", "❤️", "🚀", "🤖"]
+
+    def random_text():
+        parts = []
+        for _ in range(rng.randint(1, 12)):
+            kind = rng.random()
+            if kind < 0.35:
+                lo, hi = rng.choice(blocks)
+                parts.append("".join(chr(rng.randint(lo, hi)) for _ in range(rng.randint(1, 8))))
+            elif kind < 0.5:
+                parts.append("".join(rng.choice(numerals) for _ in range(rng.randint(1, 6))))
+            elif kind < 0.7:
+                parts.append(rng.choice(spaces) * rng.randint(1, 3))
+            elif kind < 0.8:
+                parts.append(rng.choice(contractions))
+            elif kind < 0.9:
+                parts.append(rng.choice(emoji))
+            else:
+                parts.append(rng.choice(prose).split(" ", 1)[-1][:20])
+        return "".join(parts).encode("utf-8", errors="surrogatepass")
+
+    lines = []
+    for i in range(n_lines):
+        kind = i % 6
+        if kind == 0:
+            lines.append(rng.choice(prose).encode())
+        elif kind == 1:
+            lines.append("\n".join(rng.choice(code) for _ in range(rng.randint(1, 4))).encode())
+        elif kind in (2, 3):
+            lines.append(random_text())
+        elif kind == 4:
+            lines.append(rng.randbytes(rng.randint(1, 40)))
+        else:  # valid text with invalid bytes in it
+            text = random_text()
+            cut = rng.randint(0, len(text))
+            lines.append(text[:cut] + rng.randbytes(rng.randint(1, 3)) + text[cut:])
+    return lines
+
+
+@pytest.fixture(scope="module")
+def tokenizer_model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tok") / "model.bin")
+    export.export(random_model(config()), path)
+    return path
+
+
+def test_tokenizer_matches_tiktoken_on_varied_text(engine, tokenizer_model):
+    enc = get_encoding()
+    lines = varied_lines(12000)
+    out = run(engine, tokenizer_model, "--encode", stdin=b"".join(line.hex().encode() + b"\n" for line in lines))
+    results = out.stdout.decode().split("\n")[:-1]
+    assert len(results) == len(lines)
+    mismatches = []
+    for line, result in zip(lines, results):
+        ids_text, decoded_hex = result.split("\t")
+        ids = [int(t) for t in ids_text.split()]
+        # tiktoken's encode takes str; its byte-level entry point (valid UTF-8: the same as encode_ordinary) is _encode_bytes
+        expected = enc._encode_bytes(line)
+        if ids != expected or bytes.fromhex(decoded_hex) != line:
+            mismatches.append((line, ids, expected))
+    assert not mismatches, f"{len(mismatches)} of {len(lines)} lines differ, first: {mismatches[0]}"
+
+
+def test_tokenizer_edge_cases(engine, tokenizer_model):
+    enc = get_encoding()
+    cases = [b"", b" ", b"  ", b"a  b", b"a \n b", b"\n\n\n", b"<|endoftext|>", b"don't I'll we've", b"x" * 3000,
+             b"  \xff", b"\xff", b"hello \xff\xfe world", b"abc\xe2\x82", b"\xf0\x9f\x98", b"1234567890" * 20,
+             "é".encode("utf-8") * 100, b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"]
+    out = run(engine, tokenizer_model, "--encode", stdin=b"".join(c.hex().encode() + b"\n" for c in cases))
+    for case, result in zip(cases, out.stdout.decode().split("\n")):
+        ids = [int(t) for t in result.split("\t")[0].split()]
+        assert ids == enc._encode_bytes(case), case
+
+
+def test_text_prompt_is_encoded_as_tiktoken_does(engine, tmp_path):
+    """-p goes through the C tokenizer: the greedy continuation of a text prompt equals the ids prompt's."""
+    enc = get_encoding()
+    model = random_model(config(vocab_size=enc.n_vocab, n_embd=32, block_size=64))
+    path = str(tmp_path / "model.bin")
+    export.export(model, path)
+    text = "Hello, world! It's 2024 and ünïcödé works."
+    by_text = run(engine, path, "-p", text, "-n", 8, "-t", 0, "--print_ids", "--no_stop").stdout.split()
+    by_ids = run(engine, path, "--tokens", " ".join(map(str, enc.encode(text))), "-n", 8, "-t", 0, "--print_ids", "--no_stop").stdout.split()
+    assert by_text == by_ids
+
+
+# ----------------------------------------------------------------------------
+# sampling, the command line, and bad input
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("small") / "model.bin")
+    export.export(random_model(config(vocab_size=300)), path)
+    return path
+
+
+def sample_ids(engine, path, *flags):
+    return run(engine, path, "--tokens", "1 2 3", "-n", 30, "--print_ids", "--no_stop", *flags).stdout.split()
+
+
+def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(engine, small_model):
+    a = sample_ids(engine, small_model, "-t", 1.0, "-s", 7)
+    assert a == sample_ids(engine, small_model, "-t", 1.0, "-s", 7)
+    assert a != sample_ids(engine, small_model, "-t", 1.0, "-s", 8)
+    greedy = sample_ids(engine, small_model, "-t", 0)
+    assert sample_ids(engine, small_model, "-t", 1.0, "-k", 1, "-s", 3) == greedy
+    assert sample_ids(engine, small_model, "-t", 1.0, "--top_p", 1e-6, "-s", 3) == greedy
+
+
+def test_sampling_follows_the_distribution(engine, tmp_path):
+    """With a one-position model the next-token distribution is fixed: temperature, top-k and top-p
+    frequencies over many samples match softmax(logits / T) restricted as specified."""
+    model = random_model(config(vocab_size=8, block_size=2, n_layer=1, n_embd=16, n_head=2))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(3)
+    path = str(tmp_path / "model.bin")
+    export.export(model, path)
+    logits = model(torch.tensor([[0]]))[0][0, 0].detach().double()
+    for flags, keep in [((), None), (("-k", 3), 3), (("--top_p", 0.6), "p")]:
+        probs = torch.softmax(logits / 0.7, -1)
+        order = probs.argsort(descending=True)
+        if keep == 3:
+            mask = torch.zeros(8, dtype=torch.bool)
+            mask[order[:3]] = True
+        elif keep == "p":
+            cum = probs[order].cumsum(0)
+            n = int((cum < 0.6).sum()) + 1
+            mask = torch.zeros(8, dtype=torch.bool)
+            mask[order[:n]] = True
+        else:
+            mask = torch.ones(8, dtype=torch.bool)
+        expected = torch.where(mask, probs, 0)
+        expected /= expected.sum()
+        counts = np.zeros(8)
+        for seed in range(40):  # one token per run: the context, and so the distribution, stays the same
+            out = run(engine, path, "--tokens", "0", "-n", 1, "-t", 0.7, "-s", seed, "--print_ids", "--no_stop", *flags)
+            counts[int(out.stdout.split()[0])] += 1
+        assert counts[~mask.numpy()].sum() == 0, (flags, counts)
+        assert np.abs(counts / counts.sum() - expected.numpy()).max() < 0.25, (flags, counts, expected)
+
+
+def test_stops_at_end_of_text(engine, tmp_path):
+    """Without --no_stop, generation ends at <|endoftext|>: a model that always predicts it prints nothing."""
+    model = random_model(config(vocab_size=50304, n_embd=32, n_layer=1, block_size=8, tie_embeddings=False))
+    with torch.no_grad():  # the final LayerNorm outputs ones, and only <|endoftext|>'s head row sees them
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[50256] = 1.0
+    path = str(tmp_path / "model.bin")
+    export.export(model, path)
+    assert run(engine, path, "-p", "Hi", "-n", 10, "-t", 0, "--print_ids").stdout.split() == []
+    assert len(run(engine, path, "-p", "Hi", "-n", 10, "-t", 0, "--print_ids", "--no_stop").stdout.split()) == 10
+
+
+def test_bench_reports_speeds_and_memory(engine, small_model):
+    out = run(engine, small_model, "--bench", "--prompt_len", 20, "-n", 16).stdout.decode()
+    for field in ("prefill 20 tokens", "tok/s", "time to first token", "decode 15 tokens", "peak memory"):
+        assert field in out, out
+
+
+def assert_one_error_line(result):
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 1, (result.returncode, stderr)
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert "Sanitizer" not in stderr and "runtime error" not in stderr, stderr
+
+
+def test_truncated_and_corrupted_files_give_one_error_line(engine_asan, tmp_path):
+    model = random_model(config(pos_emb="rope", mlp="swiglu"))
+    good = tmp_path / "good.bin"
+    export.export(model, str(good))
+    data = good.read_bytes()
+    bad = tmp_path / "bad.bin"
+    rng = random.Random(0)
+    cases = [data[:n] for n in (0, 3, 100, 255, 256, 300, len(data) // 2, len(data) - 1)]
+    cases.append(b"\x7fELF" + data[4:])  # wrong magic
+    cases.append(data[:4] + (2).to_bytes(4, "little") + data[8:])  # a newer version
+    cases.append(data + b"\0" * 64)  # longer than the header says
+    for field in range(16):  # every int field of the header set to nonsense
+        for value in (0, -1, 2**31 - 1, 7):
+            offset = 8 + 4 * field
+            candidate = data[:offset] + value.to_bytes(4, "little", signed=True) + data[offset + 4:]
+            if candidate != data:
+                cases.append(candidate)
+    for offset in (72, 76, 80, 84, 88, 96, 104):  # floats and 64-bit offsets
+        cases.append(data[:offset] + b"\xff\xff\xff\x7f" + data[offset + 4:])
+    tokenizer_offset = int.from_bytes(data[88:96], "little")
+    for offset in range(tokenizer_offset, tokenizer_offset + 24, 4):  # the tokenizer table's header
+        cases.append(data[:offset] + b"\xff\xff\xff\x0f" + data[offset + 4:])
+    for case in cases:
+        bad.write_bytes(case)
+        result = run(engine_asan, bad, "--tokens", "1 2", "-n", 3, "-t", 0, check=False)
+        if result.returncode == 0:  # a change the format can't see (say n_head 7 -> still valid? no): must not crash
+            assert b"Sanitizer" not in result.stderr and b"runtime error" not in result.stderr
+            continue
+        assert_one_error_line(result)
+    # random damage anywhere in the weights: no check can see it, but nothing may crash
+    for _ in range(3):
+        damaged = bytearray(data)
+        for _ in range(200):
+            damaged[rng.randrange(256, tokenizer_offset)] = rng.randrange(256)
+        bad.write_bytes(bytes(damaged))
+        result = run(engine_asan, bad, "--tokens", "1 2 3", "-n", 5, check=False)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
+def test_generation_under_sanitizers(engine_asan, tmp_path):
+    model = random_model(config(pos_emb="rope", mlp="swiglu", norm="rmsnorm", qk_norm=True, tie_embeddings=False,
+                                vocab_size=50304, n_embd=32, n_layer=1))
+    for dtype in ("fp32", "q8_0"):
+        path = str(tmp_path / f"{dtype}.bin")
+        export.export(model, path, dtype=dtype, group_size=32)
+        run(engine_asan, path, "--tokens", "1 2 3 4 5", "-n", 40, "-t", 0.9, "-k", 5, "--top_p", 0.9, "-s", 1, "--no_stop", "--threads", 2)
+        run(engine_asan, path, "-p", "Hello \xff world", "-n", 40, "-t", 0, "--no_stop")
+
+
+@pytest.mark.parametrize("args", [[], ["MISSING.bin"], ["{model}", "-n", "many"], ["{model}", "-t", "-1"],
+                                  ["{model}", "--top_p", "2"], ["{model}", "--frobnicate"], ["{model}", "-n"],
+                                  ["{model}", "--tokens", "1 x"], ["{model}", "--tokens", "5000"], ["{dir}"],
+                                  ["{model}", "{model}"], ["{model}", "--threads", "0"]])
+def test_bad_arguments_give_one_error_line(engine_asan, small_model, tmp_path, args):
+    args = [a.format(model=small_model, dir=tmp_path) for a in args]
+    assert_one_error_line(run(engine_asan, *args, check=False))
+
+
+def test_export_cli_errors_and_writes_a_file(tmp_path, capsys):
+    assert export.main([str(tmp_path / "missing.pt"), str(tmp_path / "out.bin")]) == 1
+    assert "error:" in capsys.readouterr().err
+    assert export.main([str(tmp_path / "out.bin")]) == 1  # neither checkpoint nor --hf
