@@ -188,3 +188,22 @@ c: ## build the C inference engine c/gpt (C11, libc, libm, OpenMP where availabl
 
 bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (bench_c.py; ~10 minutes)
 	$(PY) bench_c.py
+
+# --- the HTTP server ----------------------------------------------------------------------------
+
+SERVER_SOURCES := c/server.c c/http.c c/json.c c/gpt.c c/bpe.c
+HOST ?= 127.0.0.1
+PORT ?= 8080
+SERVE_ARGS ?=
+
+c: c/gpt-server
+
+c/gpt-server: $(SERVER_SOURCES) c/gpt.h c/bpe.h c/http.h c/json.h
+	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -o $@ $(SERVER_SOURCES) -lm -lpthread
+
+.PHONY: server serve
+server: c/gpt-server ## build the OpenAI-compatible HTTP server c/gpt-server (also part of make c)
+
+serve: c/gpt-server ## serve a model over HTTP on 127.0.0.1:8080: make serve MODEL=model.bin [PORT=8080] [SERVE_ARGS=...]
+	@test -n "$(MODEL)" || { echo "error: give the model file: make serve MODEL=model.bin (written by export.py)"; exit 1; }
+	./c/gpt-server $(MODEL) --host $(HOST) --port $(PORT) $(SERVE_ARGS)
