@@ -197,7 +197,8 @@ class HeadLoss(torch.autograd.Function):
         valid_count = (targets != -1).sum()
         loss_sum = torch.zeros((), device=h.device, dtype=torch.float32)
         grad_h = torch.zeros_like(h) if with_grad and ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight) if with_grad and ctx.needs_input_grad[1] else None
+        # float32 sums over the chunks, whatever the weight's dtype (FSDP's bfloat16 copy)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if with_grad and ctx.needs_input_grad[1] else None
         for start in range(0, h.size(0), chunk_rows):
             h_chunk, target_chunk = h[start:start + chunk_rows], targets[start:start + chunk_rows]
             logits = F.linear(h_chunk, weight)  # (rows, vocab_size), in the autocast dtype where autocast is on
@@ -223,6 +224,7 @@ class HeadLoss(torch.autograd.Function):
             if grad_weight is not None:
                 grad_weight += grad_logits.t() @ h_chunk.to(logits.dtype)
         ctx.save_for_backward(grad_h, grad_weight, valid_count)
+        ctx.weight_dtype = weight.dtype
         return loss_sum / valid_count
 
     @staticmethod
@@ -230,7 +232,7 @@ class HeadLoss(torch.autograd.Function):
         grad_h, grad_weight, valid_count = ctx.saved_tensors
         scale = grad_loss / valid_count
         return (grad_h * scale if grad_h is not None else None,
-                grad_weight * scale if grad_weight is not None else None, None, None, None, None)
+                (grad_weight * scale).to(ctx.weight_dtype) if grad_weight is not None else None, None, None, None, None)
 
 
 class GPT(nn.Module):

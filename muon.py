@@ -82,7 +82,7 @@ class Muon(torch.optim.Optimizer):
             else newton_schulz
 
     @torch.no_grad()
-    def step(self):
+    def step(self, closure=None):  # closure: torch.optim's signature (distributed.checkpoint calls it so); unused
         for group in self.param_groups:
             beta = group["momentum"]
             params, updates = [], []
