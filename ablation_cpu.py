@@ -16,6 +16,7 @@ import argparse
 import concurrent.futures
 import datetime
 import os
+import signal
 import subprocess
 import sys
 
@@ -62,10 +63,10 @@ def train_one(name, config, extra, seed, data_dir):
     with open(os.path.join(out_dir, "train.txt"), "a") as output:
         # one thread per run: two small runs side by side use 2 cores better than one run on two threads
         result = subprocess.run(argv, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if result.returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # train.py checkpointed and stopped
+        raise ValueError(f"{name} (seed {seed}) was stopped; run the same command to resume")
     if result.returncode != 0:
         raise ValueError(f"training {name} (seed {seed}) failed; see {out_dir}/train.txt")
-    if plot.read_run(out_dir)["tokens"] < MAX_STEPS * TOKENS_PER_STEP:  # SIGTERM/Ctrl-C stopped it
-        raise ValueError(f"{name} (seed {seed}) was stopped; run the same command to resume")
     print(f"done: {name}, seed {seed}", flush=True)
 
 

@@ -16,6 +16,7 @@ ShardLoader reads one split of them through numpy.memmap, so a shard is never lo
     state = loader.state_dict()       # save beside the checkpoint; load_state_dict(state) resumes
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -44,20 +45,28 @@ def write_shard(path, tokens):
     write_atomically(path, header.tobytes(), np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE).data)
 
 
-def write_atomically(path, *parts):
-    """Write the bytes of parts to path under a temporary name, then rename: path is whole or untouched."""
+@contextlib.contextmanager
+def atomic_write(path):
+    """A binary file object for path's temporary twin; on success it is synced and renamed over path, on any
+    failure (full disk, Ctrl-C) removed: path is always whole or untouched, and no temporary file stays behind."""
     tmp_path = path + ".tmp"
     try:
         with open(tmp_path, "wb") as f:
-            for part in parts:
-                f.write(part)
+            yield f
             f.flush()
             os.fsync(f.fileno())  # the rename must never expose a file whose bytes are not on disk yet
         os.replace(tmp_path, path)
-    except BaseException:  # full disk, Ctrl-C: remove the partial file, then let the error through
+    except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def write_atomically(path, *parts):
+    """Write the bytes of parts to path under a temporary name, then rename: path is whole or untouched."""
+    with atomic_write(path) as f:
+        for part in parts:
+            f.write(part)
 
 
 def read_header(path):
@@ -96,10 +105,11 @@ class ShardLoader:
     target), the loader moves to the next shard, and after the last shard back to the first (a new
     epoch); the tokens left over at a shard's end are skipped, and so is a shard smaller than one
     step. A fresh or reset() loader always yields the same batches, so evaluating on the val split
-    after reset() sees the same tokens.
+    after reset() sees the same tokens. Given vocab_size, each shard is checked once, when first opened,
+    for token ids the model has no embedding for (a shard of another tokenizer).
     """
 
-    def __init__(self, data_dir, split, batch_size, block_size, rank=0, world_size=1):
+    def __init__(self, data_dir, split, batch_size, block_size, rank=0, world_size=1, vocab_size=None):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', not {split!r}")
         if not 0 <= rank < world_size:
@@ -108,6 +118,7 @@ class ShardLoader:
         if not self.files:
             raise FileNotFoundError(f"no *_{split}_*.bin shards in {data_dir}; run prepare_data.py first")
         self.batch_size, self.block_size, self.rank = batch_size, block_size, rank
+        self.vocab_size, self.checked_shards = vocab_size, set()
         self.tokens_per_step = batch_size * block_size * world_size
         self.shard_tokens = [read_header(f) for f in self.files]  # validates every header up front
         # a step at position p reads tokens [p, p + tokens_per_step + 1) of the shard
@@ -135,7 +146,19 @@ class ShardLoader:
             raise ValueError(f"loader state points at shard {state['shard']}, but there are {len(self.files)} "
                              f"shards ({self.files[0]}, ...); resume with the data the run started with")
         self.shard, self.position, self.epoch = state["shard"], state["position"], state["epoch"]
-        self.tokens = read_shard(self.files[self.shard])
+        self.tokens = self.open_shard(self.shard)
+
+    def open_shard(self, index):
+        """The tokens of shard index; the first time, checked against vocab_size (one pass: ~0.1 s per 100M tokens)."""
+        tokens = read_shard(self.files[index])
+        if self.vocab_size is not None and index not in self.checked_shards:
+            largest = int(tokens.max()) if len(tokens) else 0
+            if largest >= self.vocab_size:
+                raise ValueError(f"{self.files[index]} holds token id {largest}, but the model's vocabulary has "
+                                 f"{self.vocab_size} entries: it was written with another tokenizer; prepare the "
+                                 f"data again with prepare_data.py (GPT-2's BPE)")
+            self.checked_shards.add(index)
+        return tokens
 
     def next_batch(self):
         """(x, y): CPU int64 tensors of shape (B, T), y[b, t] being the token after x[b, t]."""
@@ -145,7 +168,7 @@ class ShardLoader:
             if self.shard == len(self.files):
                 self.shard, self.epoch = 0, self.epoch + 1
             self.position = 0
-            self.tokens = read_shard(self.files[self.shard])
+            self.tokens = self.open_shard(self.shard)
         start = self.position + self.rank * B * T
         buf = torch.from_numpy(self.tokens[start : start + B * T + 1].astype(np.int64))
         self.position += self.tokens_per_step

@@ -33,16 +33,16 @@ RMS_NORM_EPS = 1e-6  # Llama's; torch's default, the dtype's machine epsilon, wo
 
 @dataclass
 class GPTConfig:
-    block_size: int = 1024
+    block_size: int = 1024  # context length in tokens
     vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64, for faster matmuls
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
+    n_layer: int = 12  # transformer blocks
+    n_head: int = 12  # attention heads per block; n_embd / n_head is the head size
+    n_embd: int = 768  # width of the residual stream
+    dropout: float = 0.0  # dropout probability (0 for pretraining on one pass of the data)
     bias: bool = True  # biases in Linear layers and LayerNorms, as GPT-2
     pos_emb: str = "learned"  # "learned": GPT-2's position table; "rope": rotary embeddings on q, k
     mlp: str = "gelu"  # "gelu": GPT-2's 4x MLP; "swiglu": gated SiLU MLP with the same parameter count; "relu2": 4x MLP, relu(x)^2
-    rope_theta: float = 10000.0
+    rope_theta: float = 10000.0  # RoPE base frequency (RoFormer's)
     norm: str = "layernorm"  # "layernorm": GPT-2's; "rmsnorm": RMSNorm with a gain and no bias (Llama's)
     qk_norm: bool = False  # RMS-normalise each head's queries and keys (no gain) before attention
     tie_embeddings: bool = True  # False: the input embedding and the output head are separate matrices

@@ -3,83 +3,89 @@ Train GPT-2 or one of its variants: one GPU, several through torchrun (DDP), or 
 
     python train.py configs/baseline.py
     python train.py configs/demo_cpu.py --max_steps=100 --out_dir=out/demo
-    torchrun --standalone --nproc_per_node=8 train.py configs/rotational_pos_emb.py
+    .venv/bin/torchrun --standalone --nproc_per_node=8 train.py configs/rotational_pos_emb.py
 
 A config file is flat Python assignments (`max_lr = 1.8e-3`) over the defaults of TrainConfig below;
 `--key=value` overrides it. Re-running the same command resumes from out_dir/ckpt.pt. SIGTERM or
-Ctrl-C finishes the current step, writes the checkpoint and exits 0.
+Ctrl-C finishes the current step, writes the checkpoint and exits 130/143 (128 + the signal), so that
+a Makefile or a job script stops there; a run that reached max_steps exits 0.
 """
 
-import argparse
-import ast
-import dataclasses
-import difflib
-import json
-import math
-import os
-import platform
-import random
-import signal
-import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, fields
 
-import numpy as np
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
+LAUNCH_TIME = time.time()  # before the slow imports: the cost of a run counts from its launch
 
-from data import ShardLoader, read_jsonl
-from model import GPT, GPTConfig, H100_BF16_PEAK_FLOPS, gpt_config_from_dict, read_checkpoint
-from muon import configure_muon
-from multiple_choice import evaluate, load_examples
-from tokenizer import get_encoding, EOT_TOKEN
+import argparse  # noqa: E402
+import ast  # noqa: E402
+import dataclasses  # noqa: E402
+import difflib  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+from dataclasses import dataclass, fields  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+from data import ShardLoader, atomic_write  # noqa: E402
+from model import GPT, GPTConfig, H100_BF16_PEAK_FLOPS, gpt_config_from_dict, read_checkpoint  # noqa: E402
+from muon import configure_muon  # noqa: E402
+from multiple_choice import evaluate, load_examples  # noqa: E402
+from tokenizer import get_encoding, EOT_TOKEN  # noqa: E402
 
 
 @dataclass
 class TrainConfig(GPTConfig):
     """Every training key; the model's keys (GPTConfig's fields, validated there) come first."""
-    out_dir: str = "out/baseline"
-    data_dir: str = "data/fineweb_edu"
+    out_dir: str = "out/baseline"  # checkpoint, log.jsonl and config.json; rerunning resumes from it
+    data_dir: str = "data/fineweb_edu"  # token shards written by prepare_data.py
     init_from: str = "scratch"  # "scratch", or a GPT-2 Hugging Face id / local transformers directory
     # batch: micro-batch of batch_size x block_size tokens, accumulated up to total_batch_size tokens per step
-    batch_size: int = 64
-    total_batch_size: int = 524288  # 2**19 tokens, GPT-3 paper's 0.5M for 125M models
+    batch_size: int = 64  # sequences per micro-batch on each GPU; lower it if memory runs out (steps stay the same)
+    total_batch_size: int = 524288  # tokens per optimizer step: 2**19, GPT-3 paper's 0.5M for 125M models
     # optimisation
-    max_steps: int = 5722  # 3.0B tokens at 524,288 tokens per step
-    max_lr: float = 6e-4
+    max_steps: int = 5722  # optimizer steps: 3.0B tokens at 524,288 tokens per step
+    max_lr: float = 6e-4  # peak learning rate of AdamW (with muon: of the head and the gains)
     min_lr_ratio: float = 0.1  # the schedule ends at max_lr * min_lr_ratio
-    warmup_steps: int = 715
+    warmup_steps: int = 715  # steps of linear warmup from max_lr/warmup_steps to max_lr
     lr_schedule: str = "cosine"  # "cosine", or "wsd": warmup, constant, then linear decay
     wsd_decay_fraction: float = 0.2  # wsd: the last fraction of max_steps decays linearly
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # 0 turns clipping off
+    weight_decay: float = 0.1  # decoupled weight decay of the 2-D weights (AdamW's and Muon's)
+    beta1: float = 0.9  # AdamW's first-moment decay
+    beta2: float = 0.95  # AdamW's second-moment decay
+    grad_clip: float = 1.0  # clip the gradient norm to this; 0 turns clipping off
     optimizer: str = "adamw"  # "adamw"; "muon": Muon for the blocks' matrices, AdamW at max_lr for the rest (muon.py)
     muon_lr: float = 0.02  # muon: the peak learning rate of the Muon matrices, scheduled like max_lr
     muon_momentum: float = 0.95  # muon: Nesterov momentum of Muon
     embedding_lr: float = 6e-4  # muon: the AdamW peak learning rate of an untied input embedding and position table
     # evaluation, logging, checkpoints
-    eval_interval: int = 250
+    eval_interval: int = 250  # steps between validation losses (and benchmarks)
     eval_tokens: int = 10485760  # validation loss on this many tokens from the start of the val shards
     # zero-shot benchmarks at every eval: "" skips, "hf" streams the Hugging Face copy, else a local .jsonl
-    csqa_data: str = ""  # logged as csqa_acc: CommonsenseQA's cloze format (the lettered one sits at chance when small)
-    hellaswag_data: str = ""  # logged as hellaswag_acc_norm
+    csqa_data: str = ""  # CommonsenseQA ("", "hf" or a .jsonl), logged as csqa_acc (cloze format: the lettered one sits at chance when small)
+    hellaswag_data: str = ""  # HellaSwag ("", "hf" or a .jsonl), logged as hellaswag_acc_norm
     eval_limit: int = 1000  # questions per benchmark (the first ones; 0: all)
-    log_interval: int = 10
-    ckpt_interval: int = 500
-    sample_prompt: str = "Hello, I'm a language model,"
-    sample_tokens: int = 64  # 0: no sample at the end
+    log_interval: int = 10  # steps between log lines; the only steps that wait for the GPU
+    ckpt_interval: int = 500  # steps between checkpoints (and always at the end and on SIGTERM)
+    sample_prompt: str = "Hello, I'm a language model,"  # the text continued at the end of training
+    sample_tokens: int = 64  # tokens sampled after sample_prompt at the end; 0: none
     wandb_project: str = ""  # log to Weights & Biases too when set and wandb is installed
     # system
-    seed: int = 1337
+    seed: int = 1337  # initial weights and data order follow from it
     device: str = "auto"  # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1", ...
     dtype: str = "bfloat16"  # autocast dtype on CUDA and CPU; "float32" turns autocast off
-    compile: bool = True
-    gpu_hourly_cost: float = 3.0  # dollars per GPU-hour, for the cost column
-    peak_flops: float = H100_BF16_PEAK_FLOPS  # per device, for MFU
+    compile: bool = True  # torch.compile the model (minutes at start, faster steps)
+    gpu_hourly_cost: float = 3.0  # dollars per GPU-hour: cost = wall-clock hours since launch x GPUs x this
+    peak_flops: float = H100_BF16_PEAK_FLOPS  # the accelerator's peak FLOP/s (H100 bf16 dense), for MFU
 
     def __post_init__(self):
         super().__post_init__()
@@ -104,10 +110,18 @@ class TrainConfig(GPTConfig):
 
 def parse_config_file(path):
     """{key: value} from a file of `key = literal` lines; anything else is an error naming the line."""
+    if os.path.isdir(path):
+        raise ValueError(f"config file {path} is a directory; pass a file such as configs/baseline.py")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path} does not exist; see configs/ for the variants")
-    with open(path) as f:
-        tree = ast.parse(f.read(), filename=path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                         f"a config is `key = value` lines") from None
+    except SyntaxError as e:
+        raise ValueError(f"{path}:{e.lineno}: syntax error ({e.msg}); a config is `key = value` lines") from None
     values = {}
     for node in tree.body:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
@@ -168,7 +182,9 @@ def load_config(path=None, overrides=()):
 # pure pieces of the loop
 
 def learning_rate(step, cfg):
-    """Linear warmup, then cosine or warmup-stable-decay (wsd) down to max_lr * min_lr_ratio at max_steps."""
+    """The learning rate of optimizer step `step` (0-based): linear warmup, then cosine or warmup-stable-decay
+    (wsd). Either reaches max_lr * min_lr_ratio at step max_steps, just after the last step, so that the last
+    step still learns (with min_lr_ratio 0, a schedule ending at step max_steps - 1 would waste it at lr 0)."""
     min_lr = cfg.max_lr * cfg.min_lr_ratio
     if step < cfg.warmup_steps:
         return cfg.max_lr * (step + 1) / cfg.warmup_steps
@@ -178,31 +194,75 @@ def learning_rate(step, cfg):
     decay_start = max(cfg.warmup_steps, cfg.max_steps - round(cfg.wsd_decay_fraction * cfg.max_steps))
     if step < decay_start:
         return cfg.max_lr
-    progress = min(1.0, (step + 1 - decay_start) / max(1, cfg.max_steps - decay_start))
+    progress = min(1.0, (step - decay_start) / max(1, cfg.max_steps - decay_start))
     return cfg.max_lr + progress * (min_lr - cfg.max_lr)
 
 
-def rng_state():
-    """Every random generator a resumed run needs, as tensors and plain values (loadable with weights_only)."""
+def rng_state(device):
+    """Every random generator a resumed run needs, as tensors and plain values (loadable with weights_only).
+    Of CUDA only this process's device: a checkpoint must resume on any number of GPUs, or none."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
+    cuda = torch.cuda.get_rng_state(device) if torch.device(device).type == "cuda" else None
     return {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
-            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+            "torch": torch.get_rng_state(), "cuda": cuda}
 
 
-def set_rng_state(state):
+def set_rng_state(state, device):
+    """Restore rng_state()'s generators; a CUDA state only onto this process's CUDA device, if it runs on one."""
     random.setstate(state["python"])
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state["cuda"]
+    if isinstance(cuda, (list, tuple)):  # checkpoints before 2026-11-25 held every visible GPU's state
+        cuda = cuda[0] if cuda else None
+    if cuda is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(cuda.cpu(), device)
+
+
+def resolve_device(name, local_rank, ddp, cuda_available):
+    """The torch device a process trains on: "auto" picks CUDA when present; under torchrun "cuda" means this
+    process's own GPU, cuda:LOCAL_RANK (else every rank would share GPU 0)."""
+    if name == "auto":
+        name = "cuda" if cuda_available else "cpu"
+    if name.startswith("cuda") and not cuda_available:
+        raise ValueError(f"--device={name}, but {cuda_missing_reason()}; --device=cpu forces the CPU")
+    if name == "cuda" and ddp:
+        name = f"cuda:{local_rank}"
+    return name
+
+
+def cuda_missing_reason():
+    """Why torch sees no GPU, in one clause, with the command that shows it."""
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is a CPU build: on a GPU machine `make setup` installs the CUDA build"
+    return (f"CUDA was not found (torch {torch.__version__} for CUDA {torch.version.cuda}: torch.cuda.is_available() is "
+            f"False); usually the NVIDIA driver is older than this torch wheel needs: compare the CUDA version "
+            f"`nvidia-smi` prints with `python -c 'import torch; print(torch.version.cuda)'`")
+
+
+# a step of more FLOPs than this is for a GPU: about 20 minutes on a CPU's ~100 GFLOP/s (the baseline's is 4e17)
+GPU_SIZED_FLOPS_PER_STEP = 1e14
+
+
+def check_cpu_can_train(cfg, device):
+    """device="auto" found no GPU: refuse a GPU-sized config rather than train it for weeks on the CPU."""
+    with torch.device("meta"):  # shapes only
+        flops_per_step = GPT(cfg.model_config()).flops_per_token() * cfg.total_batch_size
+    if cfg.device == "auto" and device == "cpu" and flops_per_step > GPU_SIZED_FLOPS_PER_STEP:
+        raise ValueError(f"{cuda_missing_reason()}, and this config is for a GPU ({flops_per_step:.1e} FLOPs per step, "
+                         f"hours per step on a CPU); --device=cpu forces the CPU")
 
 
 def save_checkpoint(path, checkpoint):
-    """Atomic: a preemption mid-write leaves the previous checkpoint intact."""
-    tmp_path = path + ".tmp"
-    torch.save(checkpoint, tmp_path)
-    os.replace(tmp_path, path)
+    """Atomic: a preemption or a full disk mid-write leaves the previous checkpoint intact and no temporary file."""
+    try:
+        with atomic_write(path) as f:
+            torch.save(checkpoint, f)
+    except OSError as e:
+        kept = "the previous checkpoint is intact" if os.path.exists(path) else "no checkpoint was kept"
+        raise OSError(f"could not write the checkpoint {path} ({e.strerror or e}); {kept}; "
+                      f"free some disk space and rerun the same command to resume") from None
 
 
 def check_resumable(checkpoint, cfg, path):
@@ -220,12 +280,26 @@ def check_resumable(checkpoint, cfg, path):
                          f"use another out_dir, or delete the checkpoint to start over")
 
 
+def first_nonfinite(history):
+    """(step, loss, grad_norm) of the first recorded step whose loss or gradient norm is not finite, or None.
+    history holds (step, loss, grad_norm) since the last check, the numbers still on the device: one transfer."""
+    values = torch.stack([torch.stack([loss, norm.float()]) for _, loss, norm in history]).tolist()
+    for (step, _, _), (loss, norm) in zip(history, values):
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            return step, loss, norm
+    return None
+
+
 class StopFlag:
     """Set by SIGTERM/SIGINT; the loop finishes its step, checkpoints and exits (spot preemption)."""
 
     def __init__(self):
-        self.requested = False
+        self.signal = None
         self.previous_handlers = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    @property
+    def requested(self):
+        return self.signal is not None
 
     def restore(self):
         for sig, handler in self.previous_handlers.items():
@@ -233,18 +307,43 @@ class StopFlag:
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.requested = True
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (main says so in one line)
+        self.signal = signum
         print(f"\n{signal.Signals(signum).name}: finishing this step, then writing the checkpoint", flush=True)
+
+
+class Diverged(ValueError):
+    """The loss or gradient norm stopped being finite; nothing after the last good checkpoint was saved."""
+
+
+# Under DDP, how often the ranks agree on a requested stop (an all-reduce, so a wait for the GPU): every this many
+# steps and on every checkpoint step. A single process reads its flag every step for free.
+STOP_CHECK_INTERVAL = 10
 
 
 # -----------------------------------------------------------------------------
 
+def field_comments(cls):
+    """{field name: its comment} from the dataclasses' source, the one place the keys are explained (for --help)."""
+    comments = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            for line in inspect.getsource(klass).splitlines():
+                match = re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line)
+                if match:
+                    comments[match.group(1)] = match.group(2)
+    return comments
+
+
 def main(argv=None):
+    comments = field_comments(TrainConfig)
     parser = argparse.ArgumentParser(
-        description="Train GPT-2 or a variant. Overrides: --key=value for any key below.",
+        description="Train GPT-2 or a variant. Every key below can be set in a config file (key = value) or "
+                    "overridden as --key=value. Rerunning the same command resumes from out_dir/ckpt.pt.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="keys and defaults:\n" + "\n".join(f"  {f.name} = {f.default!r}" for f in fields(TrainConfig)))
+        epilog="keys, defaults and what they mean:\n" + "\n".join(
+            f"  {f.name + ' = ' + repr(f.default):<38} {comments.get(f.name, '')}" for f in fields(TrainConfig)) + "\n\nexit status: 0 finished, 1 error, 130/143 stopped by SIGINT/SIGTERM "
+                                            "after writing the checkpoint (rerun to resume)")
     parser.add_argument("config", nargs="?", help="a config file from configs/, e.g. configs/baseline.py")
     args, overrides = parser.parse_known_args(argv)
     try:
@@ -253,24 +352,84 @@ def main(argv=None):
             raise ValueError(f"cannot parse {spaced[0]!r}: overrides are written --key=value")
         cfg = load_config(args.config, overrides)
         return train(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted again: stopped at once, without a new checkpoint; the last checkpoint is kept, "
+              "rerun the same command to resume from it", file=sys.stderr)
+        return 130
 
 
 def train(cfg):
-    # --- distributed setup: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK
-    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.device == "auto":
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
-    else:
-        device = cfg.device
+    """Train (or resume) the run cfg describes; 0 when it reached max_steps, 128 + signal when a requested stop
+    ended it early after writing the checkpoint. Errors raise ValueError/OSError with one line to print."""
+    # --- distributed setup: torchrun sets RANK/LOCAL_RANK/WORLD_SIZE
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    ddp = world_size > 1
+    device = resolve_device(cfg.device, local_rank, ddp, torch.cuda.is_available())
+    check_cpu_can_train(cfg, device)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     if ddp:
         if device_type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    stop = StopFlag()
+    try:
+        return run(cfg, device, rank, world_size, stop)
+    finally:
+        stop.restore()
+        if ddp:
+            dist.destroy_process_group()
+
+
+def build_model(cfg, checkpoint=None):
+    """The GPT to train: a checkpoint's architecture, GPT-2 weights to fine-tune, or a fresh one from cfg."""
+    if checkpoint is not None:
+        return GPT(gpt_config_from_dict(checkpoint["model_config"]))
+    if cfg.init_from != "scratch":
+        return GPT.from_pretrained(cfg.init_from)  # fine-tuning: the weights set the model's shape
+    return GPT(cfg.model_config())
+
+
+def build_optimizer(model, cfg, device_type):
+    if cfg.optimizer == "muon":
+        return configure_muon(model, cfg.muon_lr, cfg.muon_momentum, cfg.max_lr, cfg.embedding_lr,
+                              cfg.weight_decay, (cfg.beta1, cfg.beta2), device_type)
+    return model.configure_optimizer(cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2), device_type)
+
+
+def train_step(model, optimizer, next_batch, grad_accum_steps, device, autocast, grad_clip, ddp):
+    """One optimizer step over grad_accum_steps micro-batches; returns (mean loss, gradient norm) as tensors on
+    the device, without waiting for it. model may be compiled and DDP-wrapped; ddp all-reduces on the last
+    micro-step only."""
+    loss_sum = torch.zeros((), device=device)
+    for micro_step in range(grad_accum_steps):
+        x, y = next_batch()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        sync = nullcontext() if not ddp or micro_step == grad_accum_steps - 1 else model.no_sync()
+        with sync:
+            with autocast:
+                loss = model(x, y)[1] / grad_accum_steps
+            loss.backward()
+        loss_sum += loss.detach()
+    if ddp:
+        dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
+
+
+def synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(cfg, device, rank, world_size, stop):
+    ddp = world_size > 1
+    device_type = torch.device(device).type
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
 
@@ -280,62 +439,67 @@ def train(cfg):
                          f"= {cfg.batch_size}*{cfg.block_size}*{world_size}; change batch_size or total_batch_size")
     grad_accum_steps = cfg.total_batch_size // tokens_per_micro_step
 
-    # --- resume, or start fresh
+    # --- resume, or start fresh; nothing is written to out_dir until everything below has been checked
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-    checkpoint = None
-    if os.path.exists(ckpt_path):
-        checkpoint = read_checkpoint(ckpt_path)
-        log(f"resuming from {ckpt_path} at step {checkpoint['step']} ({checkpoint['tokens']:,} tokens seen)")
-    log("config:", json.dumps(dataclasses.asdict(cfg)))
-    if master:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-        with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:  # plus where it ran, for the plots
-            json.dump({**dataclasses.asdict(cfg), "hardware": describe_hardware(device_type, world_size)}, f, indent=2)
-
+    checkpoint = read_checkpoint(ckpt_path) if os.path.exists(ckpt_path) else None
+    if checkpoint is not None:
+        check_resumable(checkpoint, cfg, ckpt_path)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     if device_type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls that remain
-    if checkpoint is not None:
-        check_resumable(checkpoint, cfg, ckpt_path)
-        model = GPT(gpt_config_from_dict(checkpoint["model_config"]))
-    elif cfg.init_from != "scratch":
-        model = GPT.from_pretrained(cfg.init_from)  # fine-tuning: the weights set the model's shape
-    else:
-        model = GPT(cfg.model_config())
-    model.to(device)
-    if cfg.optimizer == "muon":
-        optimizer = configure_muon(model, cfg.muon_lr, cfg.muon_momentum, cfg.max_lr, cfg.embedding_lr,
-                                   cfg.weight_decay, (cfg.beta1, cfg.beta2), device_type)
-    else:
-        optimizer = model.configure_optimizer(cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2), device_type)
-    train_loader = ShardLoader(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, rank, world_size)
-    val_loader = ShardLoader(cfg.data_dir, "val", cfg.batch_size, cfg.block_size, rank, world_size)
-    start_step, tokens_seen, elapsed_seconds = 0, 0, 0.0
+    model = build_model(cfg, checkpoint).to(device)
+    optimizer = build_optimizer(model, cfg, device_type)
+    vocab_size = model.config.vocab_size
+    train_loader = ShardLoader(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, rank, world_size, vocab_size)
+    val_loader = ShardLoader(cfg.data_dir, "val", cfg.batch_size, cfg.block_size, rank, world_size, vocab_size)
+    start_step, tokens_seen, wall_seconds_before, train_seconds = 0, 0, 0.0, 0.0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         train_loader.load_state_dict(checkpoint["train_loader"])
-        set_rng_state(checkpoint["rng"])
-        start_step, tokens_seen, elapsed_seconds = checkpoint["step"], checkpoint["tokens"], checkpoint["elapsed_seconds"]
+        set_rng_state(checkpoint["rng"], device)
+        start_step, tokens_seen = checkpoint["step"], checkpoint["tokens"]
+        wall_seconds_before = checkpoint["elapsed_seconds"]
+        train_seconds = checkpoint.get("train_seconds", wall_seconds_before)  # older checkpoints: step time only
+    benchmarks = load_benchmarks(cfg)  # {log key: (examples, metric)}; every rank scores its share
+
+    # --- the run starts: now out_dir may be written
+    log_path = os.path.join(cfg.out_dir, "log.jsonl")
+    if master:
+        make_out_dir(cfg.out_dir)
+        config_record = {**dataclasses.asdict(cfg), "hardware": describe_hardware(device_type, world_size)}
+        with atomic_write(os.path.join(cfg.out_dir, "config.json")) as f:  # what the plots label the run with
+            f.write(json.dumps(config_record, indent=2).encode())
+        if checkpoint is not None:
+            log(f"resuming from {ckpt_path} at step {start_step} ({tokens_seen:,} tokens seen)")
+            drop_log_records_after(log_path, start_step)  # a resumed run re-logs the steps after its checkpoint
+    log("config:", json.dumps(dataclasses.asdict(cfg)))
     raw_model = model  # the uncompiled, unwrapped module: its state_dict has no _orig_mod./module. prefix
     if cfg.compile:
         model = torch.compile(model)
     if ddp:
-        model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
+        # broadcast_buffers=False: the only buffers are the RoPE tables, derived from the config on every rank
+        model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None,
+                    broadcast_buffers=False)
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
-
-    benchmarks = load_benchmarks(cfg) if master else {}  # {log key: (examples, metric)}
-    log_path = os.path.join(cfg.out_dir, "log.jsonl")
-    if master:
-        drop_log_records_after(log_path, start_step)  # a resumed run re-logs the steps after its checkpoint
     wandb_run = start_wandb(cfg) if master and cfg.wandb_project else None
+
+    def elapsed_seconds():  # wall-clock since this run's first launch: start-up, compiling, evals, checkpoints too
+        return wall_seconds_before + time.time() - LAUNCH_TIME
+
+    def dollars():
+        return elapsed_seconds() / 3600 * cfg.gpu_hourly_cost * world_size
 
     def write_log(record):
         if master:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                raise OSError(f"could not append to {log_path} ({e.strerror or e}); the checkpoint {ckpt_path} is "
+                              f"intact: free some disk space and rerun the same command to resume") from None
             if wandb_run:
                 wandb_run.log(record, step=record["step"])
 
@@ -360,84 +524,138 @@ def train(cfg):
             save_checkpoint(ckpt_path, {
                 "model": raw_model.state_dict(), "model_config": dataclasses.asdict(raw_model.config),
                 "train_config": dataclasses.asdict(cfg), "optimizer": optimizer.state_dict(),
-                "step": step, "tokens": tokens_seen, "elapsed_seconds": elapsed_seconds,
-                "train_loader": train_loader.state_dict(), "rng": rng_state(),
+                "step": step, "tokens": tokens_seen, "elapsed_seconds": elapsed_seconds(),
+                "train_seconds": train_seconds, "train_loader": train_loader.state_dict(), "rng": rng_state(device),
             })
 
     log(f"{raw_model.num_params():,} parameters | {grad_accum_steps} micro-steps of {cfg.batch_size}x{cfg.block_size} "
         f"tokens x {world_size} process(es) per step | device {device} | {max(0, cfg.max_steps - start_step)} steps to go")
-    stop = StopFlag()
     step = start_step
+    last_checkpoint_step = start_step if checkpoint is not None else None
     val_loss = None
+    history = []  # (step, loss, grad norm) since the last check, still on the device: read only when checked
+    timer = StepTimer(device, train_seconds)
+
+    def check_history():
+        """Stop on a non-finite loss or gradient norm before anything of it is evaluated or saved."""
+        nonlocal history
+        diverged = first_nonfinite(history) if history else None
+        history = []
+        if diverged is not None:
+            kept = (f"{ckpt_path} (step {last_checkpoint_step}) is kept" if last_checkpoint_step is not None
+                    else "no checkpoint had been written yet")
+            raise Diverged(f"the run diverged at step {diverged[0]}: loss {diverged[1]}, gradient norm {diverged[2]}; "
+                           f"nothing after it was saved and {kept}; lower max_lr (or raise warmup_steps) and rerun")
+
     while True:
         if step % cfg.eval_interval == 0 or step >= cfg.max_steps:
+            timer.pause()
+            check_history()
             val_loss = evaluate_val_loss()
             record = {"step": step, "tokens": tokens_seen, "val_loss": val_loss}
-            if master:  # the benchmarks are small: rank 0 scores them on the uncompiled model
-                for key, (examples, metric) in benchmarks.items():
-                    record[key] = evaluate(raw_model, examples, device, batch_size=cfg.batch_size)[metric]
+            for key, (examples, metric) in benchmarks.items():  # on the uncompiled model, a share on every rank
+                record[key] = benchmark_accuracy(raw_model, examples, metric, device, cfg.batch_size, rank, world_size)
             log(f"step {step:5d} | " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
                                                  if k not in ("step", "tokens")))
             write_log(record)
+            timer.resume()
         if step >= cfg.max_steps:  # a checkpoint past a lowered max_steps stops here too
             break
 
-        t0 = time.time()
         lr = learning_rate(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # muon: each group's peak over max_lr
-        loss_sum = torch.zeros((), device=device)
-        for micro_step in range(grad_accum_steps):
-            x, y = train_loader.next_batch()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            # DDP: all-reduce gradients only on the last micro-step
-            sync = nullcontext() if not ddp or micro_step == grad_accum_steps - 1 else model.no_sync()
-            with sync:
-                with autocast:
-                    loss = model(x, y)[1] / grad_accum_steps
-                loss.backward()
-            loss_sum += loss.detach()
-        if ddp:
-            dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        train_loss = loss_sum.item()  # waits for the device, so the timing below is real
-        step_seconds = time.time() - t0
+        loss, grad_norm = train_step(model, optimizer, train_loader.next_batch, grad_accum_steps, device, autocast,
+                                     cfg.grad_clip, ddp)
         step += 1
         tokens_seen += cfg.total_batch_size
-        elapsed_seconds += step_seconds
+        history.append((step, loss, grad_norm))
+        timer.steps += 1
 
-        if step % cfg.log_interval == 0 or step == cfg.max_steps:
-            tok_per_s = cfg.total_batch_size / step_seconds
+        log_now = step % cfg.log_interval == 0 or step == cfg.max_steps
+        checkpoint_step = step % cfg.ckpt_interval == 0 or step == cfg.max_steps
+        stop_now = stop.requested
+        if ddp:  # every rank must stop at the same step: agree every few steps, at the cost of a wait
+            stop_now = False
+            if step % STOP_CHECK_INTERVAL == 0 or checkpoint_step:
+                flag = torch.tensor(float(stop.requested), device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop_now = bool(flag.item())
+        if not (log_now or checkpoint_step or stop_now):
+            continue  # no wait for the device: the CPU queues the next step at once
+
+        timer.pause()  # waits for the device, so the times below are real
+        last = history[-1]
+        check_history()
+        if log_now:
+            seconds, steps = timer.take_interval()
+            tok_per_s = steps * cfg.total_batch_size / seconds
             mfu = raw_model.estimate_mfu(tok_per_s / world_size, cfg.peak_flops)
-            dollars = elapsed_seconds / 3600 * cfg.gpu_hourly_cost * world_size
+            train_loss, norm = last[1].item(), last[2].item()
             mfu_text = f" | MFU {mfu * 100:.1f}%" if device_type == "cuda" else ""  # peak_flops is a GPU's
-            log(f"step {step:5d}/{cfg.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | norm {grad_norm:.3f} | "
-                f"{step_seconds * 1000:.0f} ms | {tok_per_s:,.0f} tok/s{mfu_text} | ${dollars:.2f}")
-            write_log({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr,
-                       "grad_norm": grad_norm.item(), "tok_per_s": tok_per_s, "mfu": mfu,
-                       "elapsed_seconds": elapsed_seconds, "dollars": dollars})
-        stop_now = torch.tensor(float(stop.requested), device=device)
-        if ddp:  # every rank stops at the same step
-            dist.all_reduce(stop_now, op=dist.ReduceOp.MAX)
-        if stop_now.item() or step % cfg.ckpt_interval == 0 or step == cfg.max_steps:
+            log(f"step {step:5d}/{cfg.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | norm {norm:.3f} | "
+                f"{seconds / steps * 1000:.0f} ms | {tok_per_s:,.0f} tok/s{mfu_text} | ${dollars():.2f}")
+            write_log({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "grad_norm": norm,
+                       "tok_per_s": tok_per_s, "mfu": mfu, "elapsed_seconds": elapsed_seconds(),
+                       "train_seconds": timer.total, "dollars": dollars()})
+        train_seconds = timer.total
+        if checkpoint_step or stop_now:
             checkpoint_now(step)
-        if stop_now.item():
+            last_checkpoint_step = step
+        timer.resume()
+        if stop_now:
             log(f"stopped at step {step}; checkpoint in {ckpt_path}; run the same command to resume")
             break
 
     if step >= cfg.max_steps and master:
         log(f"done: {step} steps, {tokens_seen:,} tokens, final val loss {val_loss:.4f}, "
-            f"{elapsed_seconds / 60:.1f} min, ${elapsed_seconds / 3600 * cfg.gpu_hourly_cost * world_size:.2f}")
+            f"{elapsed_seconds() / 60:.1f} min since launch ({timer.total / 60:.1f} of them training steps), "
+            f"${dollars():.2f}")
         if cfg.sample_tokens > 0:
             log("sample:", sample_text(raw_model, cfg, device))
-    stop.restore()
     if wandb_run:
         wandb_run.finish()
-    if ddp:
-        dist.destroy_process_group()
-    return 0
+    return 0 if step >= cfg.max_steps else 128 + stop.signal
+
+
+class StepTimer:
+    """Seconds spent in training steps, evaluations and checkpoints left out: the clock runs from resume() to
+    pause(), and pause() waits for the device (the CPU runs ahead of a GPU)."""
+
+    def __init__(self, device, seconds=0.0):
+        self.device, self.total = device, seconds
+        self.interval_seconds, self.steps = 0.0, 0  # since the last take_interval()
+        self.start = time.time()
+
+    def pause(self):
+        synchronize(self.device)
+        seconds = time.time() - self.start
+        self.total += seconds
+        self.interval_seconds += seconds
+        self.start = time.time()
+
+    def resume(self):
+        self.start = time.time()
+
+    def take_interval(self):
+        """(seconds, steps) since the last call."""
+        interval = (self.interval_seconds, self.steps)
+        self.interval_seconds, self.steps = 0.0, 0
+        return interval
+
+
+def make_out_dir(out_dir):
+    """out_dir, created if needed, or one clear error: a file in the way, a read-only disk."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir {out_dir} is a file, not a folder; choose another out_dir")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".write_test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(f"cannot write to out_dir {out_dir} ({e.strerror or e}); choose a writable out_dir") from None
 
 
 def load_benchmarks(cfg):
@@ -448,17 +666,38 @@ def load_benchmarks(cfg):
             for key, (task, data, metric) in wanted.items() if data}
 
 
+def benchmark_accuracy(model, examples, metric, device, batch_size, rank=0, world_size=1):
+    """evaluate()'s metric ("acc" or "acc_norm") over all examples, each rank scoring every world_size-th one,
+    so that no GPU idles while one scores them all."""
+    prediction = {"acc": "pred", "acc_norm": "pred_norm"}[metric]
+    mine = examples[rank::world_size]
+    scored = evaluate(model, mine, device, batch_size)["examples"] if mine else []
+    correct = torch.tensor(float(sum(e[prediction] == e["label"] for e in scored)), device=device)
+    if world_size > 1:
+        dist.all_reduce(correct)
+    return correct.item() / len(examples)
+
+
 def drop_log_records_after(log_path, step):
     """Keep what log.jsonl says up to a checkpoint at `step`, so a resumed run's log reads as one run:
     training records up to `step` (the checkpoint holds their updates), evaluations before `step`
-    (the resumed run evaluates at `step` again)."""
+    (the resumed run evaluates at `step` again). A half-written last line (the process was killed while
+    writing it) is dropped with a note: the log is a record, the checkpoint is the truth."""
     if not os.path.exists(log_path):
         return
-    records = [record for _, record in read_jsonl(log_path)]
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        lines = [(number, line) for number, line in enumerate(f.read().split("\n"), 1) if line.strip()]
+    records = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i < len(lines) - 1:
+                raise ValueError(f"{log_path} line {number} is not JSON ({e.msg}); repair or delete that line") from None
+            print(f"{log_path}: dropped its half-written last line (the run was stopped while writing it)")
     kept = [r for r in records if r["step"] < step or (r["step"] == step and "val_loss" not in r)]
-    with open(log_path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(log_path + ".tmp", log_path)
+    with atomic_write(log_path) as f:
+        f.write("".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 def describe_hardware(device_type, world_size):

@@ -261,7 +261,7 @@ def test_modern_config_resumed_after_sigterm_logs_the_same_losses(corpus, tmp_pa
 def test_modern_config_under_two_gloo_processes_matches_one_process(corpus, tmp_path, monkeypatch):
     # every rank computes the same Muon update from the all-reduced gradient: DDP changes nothing
     monkeypatch.setattr(test_train, "TINY", [MODERN_CONFIG, *TINY])
-    test_train.test_two_gloo_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path)
+    test_train.test_two_gloo_processes_match_one_process_and_their_checkpoint_resumes_in_one(corpus, tmp_path)
 
 
 def test_every_optimizer_state_is_in_the_checkpoint(corpus, tmp_path):

@@ -68,7 +68,7 @@ def test_resumed_run_logs_the_same_losses(corpus, tmp_path, monkeypatch):
         return learning_rate(step, cfg)
 
     monkeypatch.setattr(train, "learning_rate", preempt_at_step_5)
-    assert run(corpus, tmp_path / "resumed", "--max_steps=12") == 0
+    assert run(corpus, tmp_path / "resumed", "--max_steps=12") == 128 + signal.SIGTERM  # stopped early: not 0
     assert max(train_losses(tmp_path / "resumed")) == 6  # finished step 5, then stopped
     monkeypatch.setattr(train, "learning_rate", learning_rate)
     assert run(corpus, tmp_path / "resumed", "--max_steps=12") == 0
@@ -85,11 +85,12 @@ def test_sigterm_writes_a_checkpoint_holding_everything_a_resume_needs(corpus, t
     learning_rate = train.learning_rate
     monkeypatch.setattr(train, "learning_rate",
                         lambda step, cfg: (os.kill(os.getpid(), signal.SIGTERM), learning_rate(step, cfg))[1])
-    assert run(corpus, tmp_path, "--max_steps=50") == 0
+    assert run(corpus, tmp_path, "--max_steps=50") == 143
     assert "run the same command to resume" in capsys.readouterr().out
     model, checkpoint = load_checkpoint(str(tmp_path / "ckpt.pt"))
     assert {"model", "model_config", "train_config", "optimizer", "step", "tokens", "train_loader", "rng"} <= checkpoint.keys()
     assert {"python", "numpy", "torch", "cuda"} <= checkpoint["rng"].keys()
+    assert checkpoint["rng"]["cuda"] is None  # a CPU run; on CUDA the state of its own device only
     assert checkpoint["step"] == 1 and checkpoint["tokens"] == 128
     assert checkpoint["train_loader"]["position"] == 128
     assert checkpoint["train_config"]["max_steps"] == 50
@@ -99,7 +100,9 @@ def test_sigterm_writes_a_checkpoint_holding_everything_a_resume_needs(corpus, t
 
 def test_resuming_with_another_model_or_optimizer_names_what_differs(corpus, tmp_path, capsys):
     assert run(corpus, tmp_path, "--max_steps=2") == 0
+    config_before = (tmp_path / "config.json").read_bytes()
     assert run(corpus, tmp_path, "--max_steps=4", "--pos_emb=rope", "--n_layer=3", "--optimizer=muon") == 1
+    assert (tmp_path / "config.json").read_bytes() == config_before  # the refused settings never reach it
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
     assert "n_layer (checkpoint 2, config 3)" in err and "pos_emb" in err and "optimizer (checkpoint 'adamw'" in err
@@ -138,34 +141,51 @@ def test_every_shipped_config_loads():
         train.load_config(os.path.join(REPO, "configs", name))
 
 
-def test_learning_rate_schedules():
-    cfg = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
-    assert train.learning_rate(0, cfg) == pytest.approx(0.1)
-    assert train.learning_rate(9, cfg) == pytest.approx(1.0)
-    assert train.learning_rate(60, cfg) == pytest.approx(0.55)  # cosine halfway: the mean of max and min
-    assert train.learning_rate(110, cfg) == pytest.approx(0.1)
-    wsd = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.0, warmup_steps=10, max_steps=110, lr_schedule="wsd",
-                            wsd_decay_fraction=0.2)
-    assert [train.learning_rate(s, wsd) for s in (10, 50, 87)] == [1.0, 1.0, 1.0]
-    assert train.learning_rate(88, wsd) == pytest.approx(1 - 1 / 22)  # linear decay over the last 22 steps
-    assert train.learning_rate(109, wsd) == pytest.approx(0.0)
+def test_learning_rate_schedules_at_every_step():
+    cosine = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.1, warmup_steps=2, max_steps=6)
+    # warmup 0.5, 1; then cosine over steps 2..6 reaching 0.1 at step 6, just after the last step (5)
+    expected = [0.5, 1.0] + [0.1 + 0.45 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert [train.learning_rate(s, cosine) for s in range(6)] == pytest.approx(expected)
+    assert train.learning_rate(6, cosine) == pytest.approx(0.1)
+    wsd = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.0, warmup_steps=1, max_steps=8, lr_schedule="wsd",
+                            wsd_decay_fraction=0.5)
+    # warmup 1 step, stable to step 3, then linear decay over steps 4..7: the last step still learns at 1/4
+    assert [train.learning_rate(s, wsd) for s in range(8)] == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert train.learning_rate(8, wsd) == 0.0
+    assert all(train.learning_rate(s, wsd) > 0 for s in range(8))  # no step is wasted at learning rate 0
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path):
-    # one process: micro-batches of 4 sequences, 2 accumulated; two processes: 4 sequences each, averaged by DDP
-    common = [f"--data_dir={corpus}", *TINY, "--total_batch_size=128", "--batch_size=4", "--max_steps=6"]
+def write_csqa(path, n):
+    """n CommonsenseQA-shaped questions, answers spread over A-E."""
+    rows = [{"id": f"q{i}", "question": f"Which word comes {i}?", "answerKey": "ABCDE"[i % 5],
+             "choices": {"label": list("ABCDE"), "text": ["alpha", "beta", "gamma", "delta", "epsilon"]}}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_two_gloo_processes_match_one_process_and_their_checkpoint_resumes_in_one(corpus, tmp_path):
+    # one process: micro-batches of 4 sequences, 2 accumulated; two processes: 4 sequences each, averaged by DDP;
+    # the benchmark at each eval is scored half by each rank, and must come out as one process scores it all
+    csqa = write_csqa(tmp_path / "csqa.jsonl", 20)
+    common = [f"--data_dir={corpus}", *TINY, "--total_batch_size=128", "--batch_size=4", "--max_steps=6",
+              f"--csqa_data={csqa}", "--eval_interval=3"]
     assert train.main(common + [f"--out_dir={tmp_path / 'single'}"]) == 0
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(torchrun + ["train.py"] + common + [f"--out_dir={tmp_path / 'ddp'}"],
+    result = subprocess.run(torchrun + ["train.py"] + common + [f"--out_dir={tmp_path / 'ddp'}", "--max_steps=3"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    # the 2-process checkpoint resumes in one process (another world size) and goes on with the same losses
+    assert train.main(common + [f"--out_dir={tmp_path / 'ddp'}", "--max_steps=6"]) == 0
     single, ddp = train_losses(tmp_path / "single"), train_losses(tmp_path / "ddp")
     assert single.keys() == ddp.keys()
     # identical on this machine (measured difference 0.0); 1e-5 leaves room for gloo summing the two ranks'
     # float32 gradients in another order than accumulation does, far below the ~0.2 loss change per step here
     for step in single:
         assert abs(single[step] - ddp[step]) < 1e-5, step
+    accuracy = {name: [r["csqa_acc"] for r in read_log(tmp_path / name) if "csqa_acc" in r] for name in ("single", "ddp")}
+    assert len(accuracy["ddp"]) == 3 and accuracy["ddp"] == accuracy["single"]
 
 
 def test_compile_works_on_the_cpu_for_one_step(corpus, tmp_path):
@@ -176,11 +196,7 @@ def test_compile_works_on_the_cpu_for_one_step(corpus, tmp_path):
 
 def test_eval_records_carry_the_commonsense_qa_accuracy_of_the_model_at_that_step(corpus, tmp_path):
     from multiple_choice import evaluate, load_examples
-    rows = [{"id": f"q{i}", "question": f"Which word comes {i}?", "answerKey": "ABCDE"[i % 5],
-             "choices": {"label": list("ABCDE"), "text": ["alpha", "beta", "gamma", "delta", "epsilon"]}}
-            for i in range(7)]
-    data = tmp_path / "csqa.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = write_csqa(tmp_path / "csqa.jsonl", 7)
     assert run(corpus, tmp_path / "run", "--max_steps=4", f"--csqa_data={data}", "--eval_limit=5") == 0
     evals = [r for r in read_log(tmp_path / "run") if "val_loss" in r]
     assert [r["step"] for r in evals] == [0, 4] and all("csqa_acc" in r for r in evals)
