@@ -27,13 +27,15 @@ import argparse
 import os
 import shutil
 import sys
+import warnings
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed._composable import checkpoint as activation_checkpoint
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 from model import GPT, gpt_config_from_dict
 
@@ -46,11 +48,21 @@ def shard_model(model, param_dtype=torch.bfloat16, activation_checkpointing=Fals
     float32); gradients are reduced in float32. activation_checkpointing keeps only each block's input for the
     backward and recomputes the rest (reference 3's order: checkpoint first, then shard)."""
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    if activation_checkpointing:
+        checkpoint_blocks(model)
     for block in model.transformer.h:
-        if activation_checkpointing:
-            activation_checkpoint(block)
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
+    if hasattr(model, "forward_cached"):  # the KV-cache path enters the root by another door than forward
+        register_fsdp_forward_method(model, "forward_cached")
+    return model
+
+
+def checkpoint_blocks(model):
+    """Activation checkpointing of every block, in place (state_dict keys unchanged): the backward recomputes
+    a block's activations from its input instead of keeping them."""
+    for block in model.transformer.h:
+        activation_checkpoint(block)
     return model
 
 
@@ -77,7 +89,8 @@ def save_sharded_checkpoint(ckpt_dir, model, optimizer, train_state):
         shutil.rmtree(tmp_dir)  # a save that a preemption cut short
     barrier()
     model_state, optimizer_state = get_state_dict(model, optimizers_of(optimizer))
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp_dir)
+    with one_process_is_fine():
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp_dir)
     if rank == 0:
         torch.save(train_state, os.path.join(tmp_dir, TRAIN_STATE + ".tmp"))
         os.replace(os.path.join(tmp_dir, TRAIN_STATE + ".tmp"), os.path.join(tmp_dir, TRAIN_STATE))
@@ -99,7 +112,8 @@ def load_sharded_checkpoint(ckpt_dir, model, optimizer):
         raise FileNotFoundError(f"{ckpt_dir} holds no complete sharded checkpoint (no {TRAIN_STATE})")
     model_state, optimizer_state = get_state_dict(model, optimizers_of(optimizer))
     state = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(state, checkpoint_id=path)
+    with one_process_is_fine():
+        dcp.load(state, checkpoint_id=path)
     set_state_dict(model, optimizers_of(optimizer), model_state_dict=state["model"],
                    optim_state_dict=state["optimizer"])
     return read_train_state(path)
@@ -119,13 +133,22 @@ def convert_to_single_file(ckpt_dir, out_path):
     train_state = read_train_state(path)
     model = GPT(gpt_config_from_dict(train_state["model_config"]))
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=path)  # only the model's entries are read
+    with one_process_is_fine():
+        dcp.load(state, checkpoint_id=path)  # only the model's entries are read
     model.load_state_dict(state["model"])
     checkpoint = {"model": model.state_dict(), "model_config": train_state["model_config"],
                   **{k: train_state[k] for k in ("train_config", "step", "tokens") if k in train_state}}
     torch.save(checkpoint, out_path + ".tmp")
     os.replace(out_path + ".tmp", out_path)
     return out_path
+
+
+@contextmanager
+def one_process_is_fine():
+    """DCP warns at every save and load without a process group; one process is a use we intend (resume anywhere)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def barrier():

@@ -174,3 +174,60 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint(two_rank_run, tmp_path,
     assert distributed.find_checkpoint(str(tmp_path / "nothing")) is None
     assert distributed.main([str(tmp_path / "nothing")]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+# -----------------------------------------------------------------------------
+# train.py with parallelism="fsdp"
+
+def test_fsdp_on_two_torchrun_nodes_matches_one_process_and_resumes_in_one(tmp_path):
+    """Two torchrun "nodes" on localhost (c10d rendezvous, one process each) train 3 steps with FSDP and Muon; one
+    process resumes their sharded checkpoint for 3 more; the log reads as one process's straight 6-step run."""
+    import subprocess
+    import sys
+    import train
+    from test_train import REPO, TINY, read_log
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    import numpy as np
+    from data import write_shard
+    stream = np.tile(np.random.default_rng(0).integers(0, 1000, size=97), 300).astype(np.uint16)
+    write_shard(str(corpus / "fixture_val_000000.bin"), stream[:3000])
+    write_shard(str(corpus / "fixture_train_000001.bin"), stream[3000:])
+    common = [f"--data_dir={corpus}", *TINY, "--parallelism=fsdp", "--optimizer=muon", "--eval_interval=3"]
+    assert train.main(common + [f"--out_dir={tmp_path / 'single'}", "--max_steps=6"]) == 0
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+            f"--rdzv_endpoint=127.0.0.1:{free_port()}", "--rdzv_id=fsdp_test", "train.py", *common,
+            f"--out_dir={tmp_path / 'nodes'}", "--max_steps=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(node, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outputs = [n.communicate(timeout=300)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert os.path.isdir(tmp_path / "nodes" / "ckpt") and not os.path.exists(tmp_path / "nodes" / "ckpt.pt")
+    assert train.main(common + [f"--out_dir={tmp_path / 'nodes'}", "--max_steps=6"]) == 0  # on one process now
+    single, nodes = ([r for r in read_log(tmp_path / name) if "train_loss" in r] for name in ("single", "nodes"))
+    assert [r["step"] for r in single] == [r["step"] for r in nodes] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(single, nodes):
+        # Muon's bfloat16 Newton-Schulz turns the last-bit differences of two reduction orders into up to 2e-5 of
+        # loss (measured 1.6e-5); a step moves the loss by 0.1 to 0.2. The gradient norm, which AdamW and Muon
+        # would hide, catches a gradient scaling error (a sum instead of a mean doubles it)
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4, a["step"]
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3), a["step"]
+
+
+def test_dry_run_prints_the_table_without_training(tmp_path, capsys):
+    import train
+    assert train.main([os.path.join(os.path.dirname(distributed.__file__), "configs", "gpt2_medium.py"), "--dry_run",
+                       f"--out_dir={tmp_path / 'never'}"]) == 0
+    out = capsys.readouterr().out
+    assert "355M parameters" in out and "fits 80GB" in out and out.count("fsdp") == 4
+    assert not os.path.exists(tmp_path / "never")
+
+
+def test_a_checkpoint_of_the_other_parallelism_is_one_clear_line(two_rank_run, tmp_path, capsys):
+    import shutil
+    import train
+    out_dir, _ = two_rank_run
+    shutil.copytree(os.path.join(out_dir, "ckpt"), tmp_path / "ckpt")
+    assert train.main([f"--out_dir={tmp_path}", "--parallelism=ddp", "--device=cpu", "--data_dir=nowhere"]) == 1
+    assert "--parallelism=fsdp" in capsys.readouterr().err
