@@ -105,7 +105,8 @@ train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, so
 SCALE_CONFIGS = baseline modern gpt2_medium gpt2_large gpt2_xl modern_medium
 
 dry_run: setup ## memory per GPU (DDP and FSDP), fit in 80 GB, hours and dollars of every config, without a GPU
-	@for c in $(SCALE_CONFIGS); do $(PY) estimate.py configs/$$c.py --gpus=1,8 || exit 1; echo; done
+	$(PY) estimate.py $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
+	$(PY) estimate.py --markdown $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
 
 train_gpt2_medium: setup ## GPT-2 medium (350M), GPT-3's recipe, 7.1B tokens: one 80 GB GPU, or torchrun for more
 	$(PY) train.py configs/gpt2_medium.py
