@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from torch.distributed.tensor import DTensor
 
 import distributed
+import test_muon_parallel
 from model import GPT, load_checkpoint
 from muon import configure_muon
 from test_model import small_config
@@ -85,6 +86,7 @@ def fsdp_rank(rank, world_size, port, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         data, results = batches(), {}
+        results["muon_plain_tensors"] = test_muon_parallel.run_muon()  # DDP's case: every rank holds whole matrices
         for name, (options, optimizer_name, checkpointing) in SCENARIOS.items():
             model, optimizer = build(options, optimizer_name, shard=True, checkpointing=checkpointing)
             losses, norms = train_steps(model, optimizer, data[:2])
@@ -125,6 +127,13 @@ def assert_same_run(ours, reference, name):
     assert norms == pytest.approx(ref_norms, rel=1e-4), name
     for key, w in weights.items():
         torch.testing.assert_close(w, ref_weights[key], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {key}: {m}")
+
+
+def test_muon_split_over_two_gloo_ranks_equals_one_process(two_rank_run):
+    # each rank applied the updates it computed and the ones it received: bit for bit one process's
+    _, results = two_rank_run
+    for ours, reference in zip(results["muon_plain_tensors"], test_muon_parallel.run_muon()):
+        torch.testing.assert_close(ours, reference, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -231,3 +240,21 @@ def test_a_checkpoint_of_the_other_parallelism_is_one_clear_line(two_rank_run, t
     shutil.copytree(os.path.join(out_dir, "ckpt"), tmp_path / "ckpt")
     assert train.main([f"--out_dir={tmp_path}", "--parallelism=ddp", "--device=cpu", "--data_dir=nowhere"]) == 1
     assert "--parallelism=fsdp" in capsys.readouterr().err
+
+
+def test_activation_checkpointing_in_one_process_gives_the_same_gradients():
+    idx, targets = batches()[0]
+    gradients = []
+    for checkpointing in (False, True):
+        model, _ = build(MODERN, "adamw")
+        if checkpointing:
+            distributed.checkpoint_blocks(model)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            loss = model(idx, targets)[1]
+        loss.backward()
+        gradients.append(([p.grad for p in model.parameters()], sum(saved)))
+    (plain, plain_saved), (checkpointed, checkpointed_saved) = gradients
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert checkpointed_saved < plain_saved / 2  # the blocks' activations are recomputed, not kept

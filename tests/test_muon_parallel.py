@@ -1,13 +1,7 @@
 """Muon's batched and rank-split Newton-Schulz (issue 10 item 9): the same updates as one matrix at a time in
 one process. The reference is the per-matrix update written out here as Muon's docstring states it."""
 
-import os
-import socket
-
-import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from muon import Muon, newton_schulz
 
@@ -69,28 +63,5 @@ def test_newton_schulz_traces_as_one_graph():
     torch.testing.assert_close(compiled(batch), newton_schulz(batch), atol=0, rtol=0)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def muon_on_a_rank(rank, world_size, port, out_path):
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        params = run_muon()
-        torch.save(params, f"{out_path}.{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
-def test_muon_split_over_two_gloo_ranks_equals_one_process(tmp_path):
-    out_path = str(tmp_path / "params")
-    mp.spawn(muon_on_a_rank, args=(2, free_port(), out_path), nprocs=2, join=True)
-    single = run_muon()
-    for rank in range(2):
-        # each rank applied the updates it computed and the ones it received: bit for bit one process's
-        for ours, reference in zip(torch.load(f"{out_path}.{rank}"), single):
-            torch.testing.assert_close(ours, reference, atol=0, rtol=0)
+# The 2-rank check (the matrices split over gloo ranks, updates all-gathered, equal to one process) runs in
+# test_distributed.py's spawn: test_muon_split_over_two_gloo_ranks_equals_one_process.
