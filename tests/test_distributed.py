@@ -226,10 +226,10 @@ def test_fsdp_on_two_torchrun_nodes_matches_one_process_and_resumes_in_one(tmp_p
 
 def test_dry_run_prints_the_table_without_training(tmp_path, capsys):
     import train
-    assert train.main([os.path.join(os.path.dirname(distributed.__file__), "configs", "gpt2_medium.py"), "--dry_run",
+    assert train.main([os.path.join(os.path.dirname(distributed.__file__), "configs", "demo_cpu.py"), "--dry_run",
                        f"--out_dir={tmp_path / 'never'}"]) == 0
     out = capsys.readouterr().out
-    assert "355M parameters" in out and "fits 80GB" in out and out.count("fsdp") == 4
+    assert "7M parameters" in out and "fits 80GB" in out and out.count("fsdp") == 4
     assert not os.path.exists(tmp_path / "never")
 
 
