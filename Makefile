@@ -9,14 +9,32 @@ FINEWEB_TOKENS ?= 3200000000
 # sample-10BT holds 10B tokens; gpt2_large and gpt2_xl need sample-100BT (FINEWEB_NAME=sample-100BT)
 FINEWEB_NAME ?= sample-10BT
 
+# PyTorch's own index of CPU-only wheels: a machine without an NVIDIA GPU gets a torch of a few hundred MB, not the
+# multi-GB CUDA build that plain pip installs on Linux. Bounded waits: an unreachable index fails in seconds.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP_NETWORK ?= --timeout 15 --retries 1
+TORCH_REQUIREMENT := $(shell sed -n 's/^\(torch[^ #]*\).*/\1/p' requirements.txt)
+
 .PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_shakespeare bench_prepare \
-        train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu
+        train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu train_ddp
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-26s %s\n", $$1, $$2}'
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torch first, the build that fits this machine; an installed torch is kept (no import: that takes seconds)
+	@if $(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"; then \
+	  echo "setup: torch is already installed in $(VENV); keeping it"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "setup: NVIDIA GPU found (nvidia-smi): installing PyTorch's CUDA build"; \
+	  $(PY) -m pip install "$(TORCH_REQUIREMENT)"; \
+	else \
+	  echo "setup: no NVIDIA GPU (no nvidia-smi): installing PyTorch's CPU build from $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install $(PIP_NETWORK) --index-url $(TORCH_CPU_INDEX) "$(TORCH_REQUIREMENT)" || { \
+	    echo "setup: $(TORCH_CPU_INDEX) could not be used: installing the torch that pip finds (may be the CUDA build)"; \
+	    $(PY) -m pip install "$(TORCH_REQUIREMENT)"; }; \
+	fi
 	$(PY) -m pip install -r requirements.txt
 	$(PY) tokenizer.py
 	touch $@
@@ -25,7 +43,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install -r requirements-dev.txt
 	touch $@
 
-setup: $(VENV)/.runtime ## create .venv with the runtime dependencies and GPT-2's tokenizer (offline-ready)
+setup: $(VENV)/.runtime ## create .venv: torch (CPU build without an NVIDIA GPU), the runtime dependencies, GPT-2's tokenizer
 
 setup-dev: $(VENV)/.dev ## setup, plus the test-only dependencies (pytest, transformers, lm-eval)
 
@@ -34,14 +52,23 @@ test: setup-dev ## run the test suite (CPU, no network)
 
 # --- data ---------------------------------------------------------------------------------------
 
+# make deletes a target whose recipe Ctrl-C interrupted; this one is prepare_data.py's record of the finished shards,
+# which the rerun needs to continue after them
+.PRECIOUS: data/pydoc/manifest.json
 data/pydoc/manifest.json: | setup
 	@# English prose that ships with Python itself (the text of help() topics): no download needed
-	$(PY) -c "import os, pydoc_data.topics as t; os.makedirs('data/pydoc_text', exist_ok=True); \
-	[open(f'data/pydoc_text/{k}.txt', 'w').write(v) for k, v in t.topics.items()]"
+	$(PY) get_text.py pydoc --out_dir data/pydoc_text
 	$(PY) prepare_data.py --input 'data/pydoc_text/*.txt' --out_dir data/pydoc --prefix pydoc
 
-data_shakespeare: setup ## Tiny Shakespeare from ../shared/data (where it exists) into data/shakespeare
-	$(PY) prepare_data.py --input ../shared/data/tinyshakespeare.txt --out_dir data/shakespeare
+# Tiny Shakespeare: ../shared/data's copy where there is one, else downloaded (sha256-checked); offline, the pydoc text
+SHARED_DATA ?= ../shared/data
+data_shakespeare: setup ## Tiny Shakespeare into data/shakespeare (found or downloaded); offline, make demo's text into data/pydoc
+	@if text=$$($(PY) get_text.py tinyshakespeare --shared $(SHARED_DATA)); then \
+	  $(PY) prepare_data.py --input "$$text" --out_dir data/shakespeare; \
+	else \
+	  echo "data_shakespeare: no Tiny Shakespeare offline; preparing Python's help() text (make demo's) into data/pydoc instead"; \
+	  $(MAKE) --no-print-directory data/pydoc/manifest.json; \
+	fi
 
 data_fineweb: setup ## stream FineWeb-Edu (sample-10BT) from Hugging Face into data/fineweb_edu (needs internet)
 	$(PY) prepare_data.py --dataset HuggingFaceFW/fineweb-edu --name $(FINEWEB_NAME) --out_dir data/fineweb_edu \
@@ -60,21 +87,43 @@ eval: setup ## score a checkpoint on both benchmarks: make eval CKPT=out/swiglu/
 	$(PY) eval_commonsense_qa.py $(CKPT) --out $(dir $(CKPT))commonsense_qa.json
 	$(PY) eval_hellaswag.py $(CKPT) --out $(dir $(CKPT))hellaswag.json
 
+CKPT ?= out/demo_cpu/ckpt.pt
+PROMPT ?= The for statement
+.PHONY: sample bench_sample
+sample: setup ## stream text from a checkpoint: make sample CKPT=out/demo_cpu/ckpt.pt PROMPT="The for statement"
+	$(PY) sample.py $(CKPT) --prompt "$(PROMPT)"
+
+bench_sample: setup ## tokens/s of generation with and without the KV cache, 124M-shaped model on the CPU (minutes)
+	$(PY) bench_sample.py
+
 variants: setup ## print the README's variants table (parameters per config)
 	$(PY) variants.py
 
 # --- training -----------------------------------------------------------------------------------
 
-demo: data/pydoc/manifest.json ## CPU, no download: train a tiny GPT for ~3 minutes (re-run resumes), plot media/demo_loss.png
-	$(PY) train.py configs/demo_cpu.py
-	$(PY) plot.py out/demo_cpu --loss_curve media/demo_loss.png
+# make demo: the modern recipe (configs/demo_cpu.py); make demo DEMO=baseline: GPT-2's (configs/demo_cpu_baseline.py).
+# train.py exits 130/143 when Ctrl-C or SIGTERM stopped it: make stops there, and the committed picture stays as it is.
+DEMO ?= modern
+DEMO_CONFIG = $(if $(filter baseline,$(DEMO)),configs/demo_cpu_baseline.py,configs/demo_cpu.py)
+DEMO_OUT = $(if $(filter baseline,$(DEMO)),out/demo_cpu_baseline,out/demo_cpu)
+demo: data/pydoc/manifest.json ## CPU, no download: a tiny GPT, modern recipe, a few minutes (DEMO=baseline: GPT-2's); media/demo_loss.png
+	$(if $(filter-out modern baseline,$(DEMO)),$(error DEMO is modern or baseline, not $(DEMO)))
+	$(PY) train.py $(DEMO_CONFIG)
+	$(PY) plot.py $(DEMO_OUT) --loss_curve $(if $(filter baseline,$(DEMO)),$(DEMO_OUT)/loss.png,media/demo_loss.png)
 
-ABLATION_INPUT ?= ../shared/data/tinyshakespeare.txt
+# ABLATION_INPUT=FILE: any text instead of Tiny Shakespeare, tokenized into ABLATION_DATA
+ABLATION_INPUT ?=
 ABLATION_DATA ?= data/shakespeare
 
 ablation_cpu: setup ## every variant at CPU scale, 2 seeds, plus an LR sweep (<1 h on 2 cores): media/ablation_cpu.png/.md
+ifeq ($(ABLATION_INPUT),)
+	@$(MAKE) --no-print-directory data_shakespeare
+	@# offline without Tiny Shakespeare, data_shakespeare prepared the pydoc text instead
+	$(PY) ablation_cpu.py --data_dir $$(test -f data/shakespeare/manifest.json && echo data/shakespeare || echo data/pydoc)
+else
 	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(ABLATION_DATA)
 	$(PY) ablation_cpu.py --data_dir $(ABLATION_DATA)
+endif
 
 # the GPU runs: every out/NAME/ with a log, but the CPU demo (its own picture) and the ablation (out/ablation_cpu/*/)
 PLOT_RUNS = $(filter-out out/demo_cpu/,$(dir $(wildcard out/*/log.jsonl)))
@@ -95,9 +144,23 @@ train_rotational_pos_emb: setup ## RoPE instead of learned positions, with the i
 train_swiglu: setup ## SwiGLU MLP on top of RoPE and the increased max LR
 	$(PY) train.py configs/swiglu.py
 
+NPROC ?= 8
+train_ddp: setup ## several GPUs of one machine (DDP): make train_ddp CONFIG=configs/baseline.py NPROC=8
+	$(if $(CONFIG),,$(error give the config: make train_ddp CONFIG=configs/baseline.py NPROC=8))
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) train.py $(CONFIG)
+
 .PHONY: train_modern
 train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (muon.py)
 	$(PY) train.py configs/modern.py
+
+# --- GPU checks ---------------------------------------------------------------------------------
+
+.PHONY: bench_gpu smoke
+bench_gpu: setup ## every GPU config for 20 steps on synthetic tokens: tokens/s, MFU, memory, compile time, projected $
+	$(PY) bench_train.py --out media/bench_gpu.md
+
+smoke: setup ## every GPU config at its real 124M shape, one step on the CPU in bf16 (shape/dtype bugs; in make test)
+	$(PY) bench_train.py --smoke
 
 # --- scaling up (README "Scaling up"): each config's memory per GPU, time and dollars from `make dry_run` -------
 

@@ -3,7 +3,7 @@ CPU-scale ablation: every variant, shrunk to a few million parameters, trained o
 for the same token budget with two seeds each, plus a learning-rate sweep of the baseline architecture.
 Renders media/ablation_cpu.png and media/ablation_cpu.md (the README's table). Under an hour on 2 cores.
 
-    make ablation_cpu                                   # Tiny Shakespeare from ../shared/data
+    make ablation_cpu                                   # Tiny Shakespeare (found or downloaded; offline, pydoc text)
     python ablation_cpu.py --data_dir data/shakespeare  # shards that prepare_data.py wrote
     python ablation_cpu.py --data_dir data/shakespeare --report_only   # redraw from the logged runs
 
@@ -114,8 +114,8 @@ def count_params(config):
         return GPT(cfg.model_config()).num_params()
 
 
-def markdown_table(target, rows, hardware):
-    lines = [f"Tiny Shakespeare, {rows[0]['tokens']:,} training tokens per run, seeds {list(SEEDS)}, "
+def markdown_table(target, rows, hardware, text="Tiny Shakespeare"):
+    lines = [f"{text}, {rows[0]['tokens']:,} training tokens per run, seeds {list(SEEDS)}, "
              f"{hardware}, {datetime.date.today().isoformat()}. Val loss: mean ± half the spread of the seeds. "
              f"'Reaches baseline' is the tokens at which the run's val loss first reaches the baseline's mean final "
              f"loss ({target:.3f}), per seed.", "",
@@ -129,19 +129,26 @@ def markdown_table(target, rows, hardware):
 
 
 def plot_ablation(runs_by_variant, target, path):
-    """Mean validation loss against tokens per variant, the seeds' range shaded, the baseline's final loss dashed."""
-    fig, ax = plot.plt.subplots(figsize=(9, 6))
+    """
+    Mean validation loss against tokens per variant, the seeds' range shaded, the baseline's final loss dashed:
+    the whole runs from where they start (the untrained ~10.8), and beside them the last half, where they differ.
+    """
+    fig, (ax_all, ax_end) = plot.plt.subplots(1, 2, figsize=(13, 6))
+    last_tokens = max(t for runs in runs_by_variant.values() for t, _ in runs[0]["val"])
     for i, (name, runs) in enumerate(runs_by_variant.items()):
-        tokens = [t for t, _ in runs[0]["val"]]
+        tokens = np.array([t for t, _ in runs[0]["val"]])
         losses = np.array([[loss for _, loss in run["val"]] for run in runs])  # (seeds, evals)
-        ax.plot(tokens, losses.mean(0), "o-", markersize=3, color=f"C{i}",
-                label=f"{name} ({plot.describe_variant(runs[0]['config'])}): {losses[:, -1].mean():.3f}")
-        ax.fill_between(tokens, losses.min(0), losses.max(0), color=f"C{i}", alpha=0.2)
-    ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"baseline's final val loss: {target:.3f}")
-    ax.set_ylim(top=min(8.0, ax.get_ylim()[1]))  # the untrained 10.8 would squash the differences
-    plot.tokens_axis(ax)
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.grid(alpha=0.3)
+        label = f"{name} ({plot.describe_variant(runs[0]['config'])}): {losses[:, -1].mean():.3f}"
+        for ax, keep in ((ax_all, tokens >= 0), (ax_end, tokens >= last_tokens / 2)):
+            ax.plot(tokens[keep], losses.mean(0)[keep], "o-", markersize=3, color=f"C{i}", label=label)
+            ax.fill_between(tokens[keep], losses.min(0)[keep], losses.max(0)[keep], color=f"C{i}", alpha=0.2)
+    for ax in (ax_all, ax_end):
+        ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"baseline's final val loss: {target:.3f}")
+        plot.tokens_axis(ax)
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.grid(alpha=0.3)
+    ax_all.set_title("whole runs", fontsize=10)
+    ax_end.set_title(f"second half (from {plot.format_tokens(last_tokens / 2)} tokens)", fontsize=10)
     all_runs = [run for runs in runs_by_variant.values() for run in runs]
     return plot.finish(fig, f"CPU-scale ablation: mean of {len(SEEDS)} seeds, range shaded", all_runs, path)
 
@@ -159,7 +166,8 @@ def main(argv=None):
         runs_by_variant = {name: [plot.read_run(run_dir(name, seed)) for seed in SEEDS] for name, _, _ in VARIANTS}
         target, rows = summarize(runs_by_variant)
         hardware = runs_by_variant["baseline"][0]["config"].get("hardware", "hardware not recorded")
-        table = markdown_table(target, rows, hardware)
+        data = plot.dataset_name(runs_by_variant["baseline"][0]["config"].get("data_dir"))
+        table = markdown_table(target, rows, hardware, plot.TEXT_NAMES.get(data, data))
         plot_ablation(runs_by_variant, target, os.path.join(args.out, "ablation_cpu.png"))
         with open(os.path.join(args.out, "ablation_cpu.md"), "w") as f:
             f.write(table)

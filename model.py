@@ -109,7 +109,9 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rope=None):
+    def forward(self, x, rope=None, cache=None, layer=0):
+        """x (B, T, C). With a KVCache (inference): x holds the tokens at positions cache.length ... +T-1, their keys
+        and values are stored in the cache's `layer` slot, and they attend to every cached position before them."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -123,8 +125,17 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        # flash attention on CUDA; the causal mask is applied inside the kernel
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        if cache is None:
+            # flash attention on CUDA; the causal mask is applied inside the kernel
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        else:
+            start, end = cache.length, cache.length + T
+            cache.k[layer, :, :, start:end] = k
+            cache.v[layer, :, :, start:end] = v
+            k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]  # (B, nh, end, hs)
+            # the new token i sits at position start + i and sees positions 0 ... start + i; one new token sees all
+            mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -168,8 +179,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x, rope=None):
-        x = x + self.attn(self.ln_1(x), rope)
+    def forward(self, x, rope=None, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), rope, cache, layer)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -233,6 +244,20 @@ class HeadLoss(torch.autograd.Function):
         scale = grad_loss / valid_count
         return (grad_h * scale if grad_h is not None else None,
                 (grad_weight * scale).to(ctx.weight_dtype) if grad_weight is not None else None, None, None, None, None)
+
+
+class KVCache:
+    """The keys and values of every layer for the tokens seen so far, so that generation runs each new token
+    once instead of the whole context again. Positions 0 ... length-1 are filled; at most block_size."""
+
+    def __init__(self, n_layer, batch_size, n_head, block_size, head_size, dtype=torch.float32, device="cpu"):
+        shape = (n_layer, batch_size, n_head, block_size, head_size)  # (L, B, nh, block_size, hs)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    def reset(self):
+        self.length = 0
 
 
 class GPT(nn.Module):
@@ -340,22 +365,64 @@ class GPT(nn.Module):
         # the fused kernel is one launch for all parameters; CUDA only
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
 
+    def new_kv_cache(self, batch_size):
+        """An empty KVCache for forward_cached, in the model's dtype and on its device."""
+        cfg, weight = self.config, self.lm_head.weight
+        return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head,
+                       dtype=weight.dtype, device=weight.device)
+
+    def forward_cached(self, idx, cache):
+        """Inference beside forward(): logits (B, T, vocab_size) of the T tokens idx (B, T), which continue the
+        cache.length tokens the cache holds (positions cache.length ... cache.length+T-1); appends them to it."""
+        B, T = idx.size()
+        start = cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(f"the KV cache holds {start} tokens and {T} more would pass the model's "
+                             f"block_size={self.config.block_size}; reset it and start from the last tokens")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos_emb == "learned":
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        else:
+            rope = (self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype))
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, rope, cache, layer)
+        cache.length += T
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
+        if self.config.logit_softcap > 0:  # as forward(): in float32
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits.float() / cap)
+        return logits
+
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Append max_new_tokens sampled tokens to idx (B, T). temperature=0 picks the most likely token."""
+    def next_token_logits(self, idx, cache=None):
+        """Logits (B, vocab_size) for the token after idx (B, T), conditioned on its last block_size tokens.
+        cache=None runs the whole window. A cache must hold the first cache.length tokens of idx (or nothing):
+        only the rest run. Past block_size the window slides, every position moves, so the cache is refilled
+        with the window: exactly the no-cache result, at the no-cache cost for those tokens."""
+        window = idx[:, -self.config.block_size:]
+        if cache is None:
+            return self(window)[0][:, -1, :]
+        if idx.size(1) > self.config.block_size or cache.length >= idx.size(1):
+            cache.reset()
+        return self.forward_cached(window[:, cache.length:], cache)[:, -1, :]
+
+    @torch.no_grad()
+    def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+        """Yield the max_new_tokens tokens that follow idx (B, T), one (B, 1) tensor per step: a prefill over
+        the prompt, then one token per step against the KV cache. Options as sample_next_token."""
+        cache = self.new_kv_cache(idx.size(0)) if use_cache else None
         for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size:]
-            logits = self(idx_cond)[0][:, -1, :]  # (B, vocab_size)
-            if temperature == 0:
-                idx_next = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth_largest = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits[logits < kth_largest] = -float("inf")
-                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx_next = sample_next_token(self.next_token_logits(idx, cache), temperature, top_k, top_p)
             idx = torch.cat((idx, idx_next), dim=1)
-        return idx
+            yield idx_next
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+        """idx (B, T) with max_new_tokens sampled tokens appended. temperature=0 picks the most likely token;
+        use_cache=False reruns the whole window every step (same tokens, slower: for comparison)."""
+        new = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p, use_cache))
+        return torch.cat([idx, *new], dim=1)
 
     @classmethod
     def from_pretrained(cls, name_or_dir):
@@ -369,12 +436,23 @@ class GPT(nn.Module):
             except Exception as e:
                 raise ValueError(f"could not load {name_or_dir!r}: not a local directory, and downloading it "
                                  f"from Hugging Face failed ({type(e).__name__}); pass a directory saved by transformers") from None
-        with open(os.path.join(model_dir, "config.json")) as f:
-            hf = json.load(f)
+        config_path = os.path.join(model_dir, "config.json")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{config_path} does not exist; pass a directory that transformers saved")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                hf = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{config_path} is not valid JSON ({type(e).__name__}); save the model again with transformers") from None
+        if not isinstance(hf, dict):
+            raise ValueError(f"{config_path} is not a transformers config (a JSON object)")
         if hf.get("model_type") != "gpt2":
             raise ValueError(f"{model_dir} holds a {hf.get('model_type')!r} model; only GPT-2's architecture loads here")
         if hf.get("activation_function", "gelu_new") != "gelu_new" or hf.get("layer_norm_epsilon", 1e-5) != 1e-5:
             raise ValueError(f"{model_dir}: only GPT-2's tanh GELU (gelu_new) and layer_norm_epsilon=1e-5 are supported")
+        missing = [key for key in ("n_positions", "vocab_size", "n_layer", "n_head", "n_embd") if not isinstance(hf.get(key), int)]
+        if missing:
+            raise ValueError(f"{config_path} has no integer {', '.join(missing)}; is it GPT-2's config.json?")
         config = GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
                            n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True)
         model = cls(config)
@@ -395,17 +473,54 @@ class GPT(nn.Module):
         return model
 
 
+def filter_logits(logits, top_k=None, top_p=None):
+    """logits (B, vocab) with the tokens outside the top k, then outside the nucleus, set to -inf.
+    top_k keeps the k largest (and any equal to the k-th). top_p keeps the smallest set of most likely tokens
+    whose probabilities add up to at least top_p (Holtzman et al. 2019), so always the most likely one."""
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be a positive number of tokens, got {top_k}")
+        kth_largest = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth_largest, -float("inf"))
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_p is not None and top_p < 1.0:  # 1.0 keeps all: the float cumsum could pass 1.0 early and drop the tail
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = F.softmax(sorted_logits.float(), dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # the probability of the more likely tokens before each one
+        drop_sorted = before >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, -float("inf"))
+    return logits
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None):
+    """The next token (B, 1) from logits (B, vocab): argmax at temperature 0, else a draw from
+    softmax(logits / temperature) restricted by top_k and top_p. torch.manual_seed makes the draws repeat."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    if temperature < 0:
+        raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+
+
 def load_hf_state_dict(model_dir):
     """A transformers GPT-2 state dict with every key under 'transformer.' (hub files of GPT2Model have no prefix)."""
     safetensors_path = os.path.join(model_dir, "model.safetensors")
     bin_path = os.path.join(model_dir, "pytorch_model.bin")
-    if os.path.exists(safetensors_path):
-        from safetensors.torch import load_file
-        state = load_file(safetensors_path)
-    elif os.path.exists(bin_path):
-        state = torch.load(bin_path, map_location="cpu", weights_only=True)
-    else:
+    if not os.path.exists(safetensors_path) and not os.path.exists(bin_path):
         raise FileNotFoundError(f"{model_dir} has neither model.safetensors nor pytorch_model.bin")
+    path = safetensors_path if os.path.exists(safetensors_path) else bin_path
+    try:
+        if path == safetensors_path:
+            from safetensors.torch import load_file
+            state = load_file(safetensors_path)
+        else:
+            state = torch.load(bin_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors raises its own SafetensorError; torch.load several kinds
+        raise ValueError(f"{path} is not a weights file we can read ({type(e).__name__}); damaged or incomplete? "
+                         f"save or download the model again") from None
     return {k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k: v for k, v in state.items()}
 
 

@@ -14,6 +14,9 @@ tests/test_eval.py runs lm-eval itself on the same model and data):
                         the model scores the letters. Small models sit near chance (20%) on it.
 - commonsense_qa_cloze  "Question: ...\\nAnswer:" and each answer's text as the choice: the same task with the
                         choice texts as doc_to_choice, the format that separates small models.
+- commonsense_qa_plain  the original train_gpt project's protocol (golark/train_gpt, train_gpt/commonsense.py): the
+                        bare question (stripped) as the context and " " + each answer's text as the choice, the
+                        sum of its log-probs, argmax (acc). GPT-2 124M: 28.26% (345/1221, its train_gpt/evaluate.ipynb).
 - hellaswag             lm-eval's `hellaswag`: activity label and context, cleaned by its preprocess(), then
                         each of the four endings.
 
@@ -30,6 +33,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 
 import torch
@@ -99,10 +103,13 @@ def read_rows(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path} does not exist; pass a .jsonl with one question per line")
     rows = []
-    for line_number, row in read_jsonl(path):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path} line {line_number} is not a JSON object; pass a .jsonl with one question per line")
-        rows.append(row)
+    try:
+        for line_number, row in read_jsonl(path):
+            if not isinstance(row, dict):
+                raise ValueError(f"{path} line {line_number} is not a JSON object; pass a .jsonl with one question per line")
+            rows.append(row)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text (a binary file?); pass a .jsonl with one question per line") from None
     return rows
 
 
@@ -146,6 +153,11 @@ def csqa_cloze_example(doc):
             "choices": list(doc["choices"]), "label": doc["label"]}
 
 
+def csqa_plain_example(doc):
+    # golark/train_gpt's commonsense.py: context question.strip(), choice " " + text (our TARGET_DELIMITER)
+    return {"id": doc["id"], "context": doc["question"].strip(), "choices": list(doc["choices"]), "label": doc["label"]}
+
+
 def hellaswag_preprocess(text):
     """lm-eval's tasks/hellaswag/utils.py preprocess(): removes the WikiHow part's markup ([title], [header],
     [step], ...) and collapses double spaces once (not repeatedly: the same text, not a cleaner one)."""
@@ -166,8 +178,12 @@ TASKS = {
     # task name (lm-eval's, where it has one): (dataset, doc -> example)
     "commonsense_qa": ("commonsense_qa", csqa_mc_example),
     "commonsense_qa_cloze": ("commonsense_qa", csqa_cloze_example),
+    "commonsense_qa_plain": ("commonsense_qa", csqa_plain_example),
     "hellaswag": ("hellaswag", hellaswag_example),
 }
+
+# eval_commonsense_qa.py's --format names and train.py's csqa_format: the CommonsenseQA task of each
+CSQA_FORMATS = {"mc": "commonsense_qa", "cloze": "commonsense_qa_cloze", "plain": "commonsense_qa_plain"}
 
 
 def load_examples(task, data_path=None, limit=None):
@@ -227,7 +243,9 @@ def score_batch(model, batch, device):
     idx = torch.zeros((len(inputs), max(len(x) for x in inputs)), dtype=torch.long)
     for row, tokens in enumerate(inputs):
         idx[row, :len(tokens)] = torch.tensor(tokens)
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    # float32 throughout, as lm-eval scores GPT-2: no autocast, even when the caller (train.py) runs under one;
+    # bf16 logits move log-likelihoods by ~1e-2 and flip close choices
+    with torch.autocast(device_type=device.type, enabled=False):
         logits, _ = model(idx.to(device))  # (rows, T, vocab_size)
     # for every continuation token: its row, the position that predicts it, and the token itself
     rows = torch.tensor([row for row, c in enumerate(continuations) for _ in c], device=device)
@@ -297,8 +315,40 @@ def load_model(checkpoint=None, hf=None, device="cpu"):
     return model.to(device).eval()
 
 
+def check_writable(path):
+    """Fail before the work, not after it: the folder of path exists (or is created) and takes a new file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test_"):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write --out {path} ({e.strerror or type(e).__name__}); pass a path in a writable folder") from None
+    if os.path.isdir(path):
+        raise ValueError(f"--out {path} is a folder; pass a file path such as {os.path.join(path, 'results.json')}")
+
+
+def write_json_atomic(obj, path):
+    """Write obj as JSON to path through a temporary file and a rename: never a half-written file. Should that
+    fail (the disk filled up, the folder went away during the evaluation), the results go to a file in the
+    system's temporary folder instead, so they are not lost; returns the path written."""
+    text = json.dumps(obj, indent=1)
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_",
+                                         suffix=".json", delete=False) as f:
+            tmp_path = f.name
+            f.write(text)
+        os.replace(tmp_path, path)
+        return path
+    except OSError as e:
+        with tempfile.NamedTemporaryFile("w", prefix="eval_results_", suffix=".json", delete=False) as f:
+            f.write(text)
+        raise ValueError(f"could not write {path} ({e.strerror or type(e).__name__}); "
+                         f"the results are saved in {f.name}") from None
+
+
 def run_cli(argv, dataset, formats, doc):
-    """The CLI of one dataset; formats maps each --format name to its task in TASKS."""
+    """The CLI of one dataset; formats maps each --format name to its task in TASKS (one: no --format flag)."""
     hf_id, split, _ = DATASETS[dataset]
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", nargs="?", help="a ckpt.pt written by train.py (or give --hf)")
@@ -306,12 +356,14 @@ def run_cli(argv, dataset, formats, doc):
     parser.add_argument("--data", metavar="PATH", help=f"a local .jsonl instead of downloading {hf_id} ({split})")
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N questions, for a quick run")
     if len(formats) > 1:
-        parser.add_argument("--format", choices=[*formats, "both"], default="both", help="mc: lettered options, the letter scored (lm-eval's commonsense_qa); cloze: the answer texts scored; both (default)")
+        parser.add_argument("--format", choices=[*formats, "all"], default="all",
+                            help=f"which prompt format to score, as described above: {', '.join(formats)}; all (default): each in turn")
     parser.add_argument("--batch_size", type=int, default=16, help="questions per forward pass; all choices of a question go into the same one (default 16)")
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps, ...; auto (default): cuda when available, else cpu")
-    parser.add_argument("--out", metavar="PATH", help="write a .json: for each format its summary and its per-question examples")
+    parser.add_argument("--out", metavar="PATH", help="write a .json: the summary (acc, acc_norm, n) and every question's log-likelihoods, "
+                        "prediction and label" + (", for each format" if len(formats) > 1 else ""))
     args = parser.parse_args(argv)
-    chosen = list(formats) if getattr(args, "format", "both") == "both" else [args.format]
+    chosen = list(formats) if getattr(args, "format", "all") == "all" else [args.format]
 
     if (args.checkpoint is None) == (args.hf is None):
         print("error: give a checkpoint path or --hf ID_OR_DIR (exactly one of them)", file=sys.stderr)
@@ -320,6 +372,8 @@ def run_cli(argv, dataset, formats, doc):
     data_name = args.data or f"{hf_id} ({split})"
     results = {}
     try:
+        if args.out:
+            check_writable(args.out)
         device = pick_device(args.device)
         model = load_model(args.checkpoint, args.hf, device)
         docs = load_docs(dataset, args.data, args.limit)
@@ -337,8 +391,9 @@ def run_cli(argv, dataset, formats, doc):
     for fmt, r in results.items():
         print(f"{fmt:<10}{r['acc']:>8.4f}{r['acc_norm']:>10.4f}{r['n']:>7}{r['seconds']:>9.1f}")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"wrote {args.out}")
+        try:
+            print(f"wrote {write_json_atomic(results, args.out)}")
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     return 0

@@ -34,10 +34,14 @@ GPT2_124M_VAL_LOSS = {
     # reproduction after 10B tokens, the "3.28 validation loss on FineWeb" target of KellerJordan/modded-nanogpt's README.
     "FineWeb": (3.28, "llm.c GPT-2 124M after 10B tokens (modded-nanogpt target)"),
 }
-# Zero-shot CommonsenseQA accuracy of OpenAI's GPT-2 124M: unknown. No published lm-eval (or leaderboard) number for
-# gpt2 on commonsense_qa could be verified, so no line is drawn; pass --gpt2_csqa_acc with a measured one
-# (python eval_commonsense_qa.py --hf gpt2) to draw it.
-GPT2_124M_CSQA_ACC = None
+# Zero-shot CommonsenseQA accuracy of OpenAI's GPT-2 124M, by train.py's csqa_format: (accuracy, legend). Drawn only
+# when every run logged that format. The original train_gpt project's protocol (train.py's default "plain"):
+# golark/train_gpt train_gpt/commonsense.py scores it, its train_gpt/evaluate.ipynb prints 345/1221 for gpt2.
+# No published number for the cloze and mc formats could be verified; --gpt2_csqa_acc draws a measured one.
+GPT2_124M_CSQA = {
+    "plain": (345 / 1221, "OpenAI GPT-2 124M: 28.26% (question, \" \" + answer, summed log-probs; golark/train_gpt evaluate.ipynb)"),
+}
+GPT2_124M_CSQA_ACC = None  # --gpt2_csqa_acc's default: take the line from GPT2_124M_CSQA
 CSQA_CHANCE = 0.20  # five answer choices
 
 
@@ -152,21 +156,56 @@ def finish(fig, title, runs, path):
 # -----------------------------------------------------------------------------
 # pictures
 
+TEXT_NAMES = {"pydoc": "Python's help() text", "shakespeare": "Tiny Shakespeare"}  # the CPU targets' data, in words
+
+
+def smooth(values, weight=0.6):
+    """Exponential moving average with bias correction (TensorBoard's smoothing): the trend of a noisy curve."""
+    smoothed, average = [], 0.0
+    for i, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        smoothed.append(average / (1 - weight**i))
+    return smoothed
+
+
+def training_passes(config, tokens):
+    """How many times training has gone over its data by tokens, from data_dir/manifest.json; None where unknown."""
+    try:
+        with open(os.path.join(config.get("data_dir") or "", "manifest.json")) as f:
+            return tokens / json.load(f)["tokens"]["train"]
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
 def plot_loss_curve(run, path):
-    """Training and validation loss against tokens seen, for one run."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """
+    Training and validation loss against tokens seen, for one run: each logged training batch faint, their
+    smoothed trend, and the validation loss; a note under the axes says why the two differ.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     if run["train"]:
-        ax.plot(*zip(*run["train"]), label="train loss", alpha=0.7)
+        tokens, losses = zip(*run["train"])
+        ax.plot(tokens, losses, color="C0", alpha=0.3, linewidth=1, marker="o" if len(tokens) == 1 else None,
+                markersize=3, label="train loss (each logged batch)")
+        if len(tokens) >= 5:
+            ax.plot(tokens, smooth(losses), color="C0", label="train loss, smoothed")
     if run["val"]:
-        ax.plot(*zip(*run["val"]), "o-", label="validation loss")
+        ax.plot(*zip(*run["val"]), "o-", color="C1", markersize=4, label="validation loss (held-out text)")
     cfg = run["config"]
-    ax.set_title(f"{run['name']}: {cfg['n_layer']} layers, {cfg['n_embd']} wide, data {cfg['data_dir']}", fontsize=10)
-    ax.set_xlabel("tokens seen")
+    data = dataset_name(cfg.get("data_dir"))
+    ax.set_title(f"{run['name']}: {describe_variant(cfg)}\ntrained on {TEXT_NAMES.get(data, data)}", fontsize=10)
+    tokens_axis(ax)
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.text(0.99, 0.01, f"hardware: {cfg.get('hardware', 'not recorded')}", ha="right", fontsize=7, color="gray")
-    fig.tight_layout()
+    if ax.get_lines():
+        ax.legend(fontsize=9)
+    passes = training_passes(cfg, run["tokens"])
+    repeats = f" ({passes:.1f} passes over the training text here)" if passes else ""
+    note = ("Train loss: each step's own batch, so it jumps from batch to batch, and it drops below validation once\n"
+            f"batches repeat text already trained on{repeats}. Validation: the same held-out text at every evaluation.\n"
+            f"hardware: {cfg.get('hardware', 'not recorded')}")
+    fig.text(0.01, 0.01, note, ha="left", va="bottom", fontsize=7, color="dimgray")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -203,23 +242,33 @@ def plot_convergence(runs, path):
     return finish(fig, "Validation loss against tokens seen", runs, path)
 
 
+def csqa_format(run):
+    """The CommonsenseQA format a run logged as csqa_acc: its config's csqa_format; cloze before that key existed."""
+    return run["config"].get("csqa_format", "cloze")
+
+
 def plot_commonsense_qa(runs, path, gpt2_acc=GPT2_124M_CSQA_ACC):
     """Zero-shot CommonsenseQA accuracy against tokens seen for the runs that logged csqa_acc, with random
-    chance (and GPT-2 124M's accuracy, when known) dashed. Returns None, and writes nothing, when no run has any."""
+    chance and GPT-2 124M's accuracy dashed: gpt2_acc when given, else GPT2_124M_CSQA's for the runs' format
+    (none when the runs logged different formats). Returns None, and writes nothing, when no run has any."""
     runs_with_acc = [run for run in runs if run["csqa"]]
     if not runs_with_acc:
         return None
+    formats = {csqa_format(run) for run in runs_with_acc}
+    gpt2_label = f"OpenAI GPT-2 124M: {gpt2_acc:.1%}" if gpt2_acc is not None else None
+    if gpt2_acc is None and len(formats) == 1 and formats <= GPT2_124M_CSQA.keys():
+        gpt2_acc, gpt2_label = GPT2_124M_CSQA[formats.pop()]
     fig, ax = plt.subplots(figsize=(10, 6))
     for i, run in enumerate(runs):  # colors follow the run's place in the list, as in the loss picture
         if run["csqa"]:
             best = max(acc for _, acc in run["csqa"])
             ax.plot(*zip(*run["csqa"]), "o-", markersize=4, color=f"C{i}", label=f"{run_label(run)}: best {best:.1%}")
     if gpt2_acc is not None:
-        ax.axhline(gpt2_acc, color="black", linestyle="--", linewidth=1, label=f"OpenAI GPT-2 124M: {gpt2_acc:.1%}")
+        ax.axhline(gpt2_acc, color="black", linestyle="--", linewidth=1, label=gpt2_label)
     ax.axhline(CSQA_CHANCE, color="gray", linestyle="--", linewidth=1, label=f"random chance: {CSQA_CHANCE:.0%}")
     tokens_axis(ax)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_ylabel("accuracy (zero-shot)")
+    ax.set_ylabel(f"accuracy (zero-shot, {' / '.join(sorted({csqa_format(run) for run in runs_with_acc}))} format)")
     ax.set_ylim(bottom=min(ax.get_ylim()[0], CSQA_CHANCE - 0.02))  # chance on the frame's edge would be hard to see
     ax.grid(alpha=0.3)
     return finish(fig, "CommonsenseQA zero-shot accuracy against tokens seen", runs_with_acc, path)
@@ -310,7 +359,8 @@ def main(argv=None):
     parser.add_argument("--out", default="media", help="folder for the comparison pictures and summary.md/.csv (default media)")
     parser.add_argument("--loss_curve", metavar="PNG", help="instead: write one run's train/val loss curve to this PNG")
     parser.add_argument("--gpt2_csqa_acc", type=float, default=GPT2_124M_CSQA_ACC, metavar="ACC",
-                        help="GPT-2 124M's CommonsenseQA accuracy, 0-1, to draw dashed (eval_commonsense_qa.py --hf gpt2 measures it)")
+                        help="GPT-2 124M's CommonsenseQA accuracy, 0-1, to draw dashed; default: 28.26%% for runs that logged "
+                             "the plain format, none for the others (eval_commonsense_qa.py --hf gpt2 measures it)")
     args = parser.parse_args(argv)
     if args.gpt2_csqa_acc is not None and not 0 <= args.gpt2_csqa_acc <= 1:
         print(f"error: --gpt2_csqa_acc {args.gpt2_csqa_acc} is not a fraction; pass accuracy as 0-1 (0.25, not 25)", file=sys.stderr)

@@ -16,8 +16,13 @@ tokens each (the first --val_tokens tokens are val), in the format of llm.c and 
 counts, and the command line. The output depends only on the source and these settings, never
 on --workers. Each shard is written under a temporary name and renamed when complete; the
 manifest records after each shard where the stream stands, so rerunning the same command after a
-crash or Ctrl-C skips the finished shards (their documents are read again, not tokenized again)
-and produces the same bytes.
+crash, Ctrl-C or SIGTERM skips the finished shards and produces the same bytes. A Hugging Face
+stream resumes from the `datasets` state saved with the last finished shard (nothing before it is
+downloaded again); local files are read again from the start, but their finished documents are not
+tokenized again. A dropped connection while streaming is retried with exponential backoff.
+
+Each split must end up with at least one training batch (--min_batch_tokens): input too small for
+that is refused with one line instead of leaving train.py to refuse it later.
 """
 
 import argparse
@@ -32,6 +37,7 @@ import re
 import shlex
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -45,6 +51,10 @@ DEFAULT_DATASET_NAME = "sample-10BT"
 DEFAULT_DATASET_VAL_TOKENS = 100_000_000  # llm.c's FineWeb val shard; local files get 10% of their tokens
 TASK_CHARS = 1 << 16  # text per tokenization task: ~15 ms of work, small enough to balance the workers
 BENCH_CHARS = 64_000_000  # --bench times at most this much of the source's text
+# One batch of the smallest config here, configs/demo_cpu.py: batch_size*block_size+1 = 16*128+1 (the +1: the last target)
+MIN_BATCH_TOKENS = 16 * 128 + 1
+STREAM_RETRIES = 5  # tries after a network error while streaming, waiting 2, 4, 8, 16, 32 s: a minute, then one clear line
+STREAM_RETRY_SECONDS = 2.0
 TOKENIZER = {"library": "tiktoken", "encoding": ENCODING_NAME, "eot": EOT_TOKEN, "eot_before_each_document": True}
 MANIFEST = "manifest.json"
 
@@ -112,16 +122,88 @@ def load_streaming_dataset(dataset, name, split):
     return datasets.load_dataset(dataset, name=name, split=split, streaming=True)
 
 
-def stream_documents(dataset, name, split="train", text_field="text"):
-    """The documents of a Hugging Face dataset, downloaded as they are read."""
-    try:
-        rows = load_streaming_dataset(dataset, name, split)
-    except Exception as e:  # offline, a wrong name: datasets raises many types
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"could not stream Hugging Face dataset {dataset} (--name {name}, --split {split}): {reason}; "
-                         f"check the names and the connection, or give local files with --input") from None
-    for row_number, row in enumerate(rows):
-        yield document_text(row, text_field, f"{dataset} row {row_number}")
+def first_line(error):
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def is_transient(error):
+    """A network failure worth retrying: OSError (requests' errors are OSErrors) or a timeout/connection error of another library."""
+    names = ("Timeout", "Connect", "Disconnect", "Transport", "Network", "Protocol", "Payload", "HTTP", "Http")
+    return isinstance(error, OSError) or any(n in cls.__name__ for cls in type(error).__mro__ for n in names)
+
+
+class DatasetStream:
+    """
+    The documents (one per row) of a Hugging Face dataset, downloaded as they are read.
+
+    After each row it keeps the `datasets` state_dict() that resumes right after that row
+    (IterableDataset.state_dict, datasets >= 2.18), so that write_shards can save with each shard
+    the state before the first row the next run needs (state_before), and resume() starts there
+    instead of reading every earlier row again. A network error while iterating is retried
+    STREAM_RETRIES times with exponential backoff, each time from the last row read; any other
+    failure, or the last retry's, is one ValueError. Without a state (a source that has no
+    state_dict, or a manifest written before there was one) rows are skipped by count.
+    """
+
+    def __init__(self, dataset, name, split="train", text_field="text"):
+        self.dataset, self.name, self.split, self.text_field = dataset, name, split, text_field
+        self.start, self.start_state = 0, None
+        self.states = collections.deque()  # (row index, state before that row), pruned by state_before
+
+    def resume(self, row, state=None):
+        """Start at row, from state (the state before that row) if given, else by skipping row rows."""
+        self.start, self.start_state = row, state
+
+    def state_before(self, row):
+        """The saved state before row (None if there is none), forgetting those before it: the next shard ends later."""
+        while len(self.states) > 1 and self.states[1][0] <= row:
+            self.states.popleft()
+        found = self.states[0][1] if self.states and self.states[0][0] == row else None
+        return None if found is None else json.loads(found)
+
+    def open(self, row, state):
+        """An iterator over the rows from row on: from the state when there is one, else read from the start and skipped."""
+        rows = load_streaming_dataset(self.dataset, self.name, self.split)
+        if state is not None and hasattr(rows, "load_state_dict"):
+            rows.load_state_dict(state)
+            return rows, iter(rows)
+        return rows, itertools.islice(iter(rows), row, None)
+
+    def __iter__(self):
+        row, state, failures = self.start, self.start_state, 0
+        try:
+            rows, iterator = self.open(row, state)
+        except Exception as e:  # offline, a wrong name: datasets raises many types
+            raise ValueError(f"could not stream Hugging Face dataset {self.dataset} (--name {self.name}, --split "
+                             f"{self.split}): {first_line(e)}; check the names and the connection, or give local "
+                             f"files with --input") from None
+        self.states.append((row, None if state is None else json.dumps(state)))
+        while True:
+            try:
+                if iterator is None:
+                    rows, iterator = self.open(row, state)
+                item = next(iterator)
+            except StopIteration:
+                return
+            except Exception as e:
+                failures += 1
+                if not is_transient(e) or failures > STREAM_RETRIES:
+                    tried = f" after {failures - 1} retries" if failures > 1 else ""
+                    raise ValueError(f"streaming {self.dataset} failed at row {row:,}{tried} ({first_line(e)}); rerun the "
+                                     f"same command to continue after the finished shards") from None
+                wait = STREAM_RETRY_SECONDS * 2 ** (failures - 1)
+                tqdm.write(f"streaming {self.dataset} failed at row {row:,} ({first_line(e)}); "
+                           f"retry {failures} of {STREAM_RETRIES} in {wait:g} s", file=sys.stderr)
+                time.sleep(wait)
+                iterator = None
+                continue
+            failures = 0
+            text = document_text(item, self.text_field, f"{self.dataset} row {row:,}")
+            row += 1
+            state = rows.state_dict() if hasattr(rows, "state_dict") else None  # ~15 us a row, datasets 5.2
+            self.states.append((row, None if state is None else json.dumps(state)))  # as text: smaller than the nested dicts
+            yield text
 
 
 # -----------------------------------------------------------------------------
@@ -176,8 +258,9 @@ def tokenize_task(task):
     return np.concatenate(parts)
 
 
-def ignore_sigint():
+def init_worker():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: one message, not one per worker
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Pool.terminate's SIGTERM ends a worker quietly, not with main's handler
 
 
 def worker_pool(workers):
@@ -185,7 +268,7 @@ def worker_pool(workers):
     if workers == 1:
         return contextlib.nullcontext()
     get_encoding()  # loaded once here, inherited by every worker
-    return multiprocessing.get_context("fork").Pool(workers, initializer=ignore_sigint)
+    return multiprocessing.get_context("fork").Pool(workers, initializer=init_worker)
 
 
 def tokenize(documents, pool, workers):
@@ -298,12 +381,14 @@ def open_manifest(out_dir, settings):
     return manifest
 
 
-def write_shards(chunks, out_dir, manifest):
+def write_shards(chunks, out_dir, manifest, state_before=None):
     """
     Cut the stream of chunks into shards after manifest's finished ones: val shards up to
     manifest["val_tokens"], then train shards, each of at most shard_tokens. The manifest is saved
     after each shard with where the stream stands ("resume_at": whole documents done, then tokens of
-    the next one), which is all a rerun needs to skip the finished shards.
+    the next one), which is all a rerun needs to skip the finished shards; state_before(documents),
+    when given, adds the source's own state before that document ("stream_state"), so that a rerun
+    does not read the earlier documents again.
     """
     prefix, shard_tokens = manifest["settings"]["prefix"], manifest["settings"]["shard_tokens"]
     val_tokens, shards = manifest["val_tokens"], manifest["shards"]
@@ -331,6 +416,9 @@ def write_shards(chunks, out_dir, manifest):
             tokens_into_document += len(tokens)
         written += len(tokens)
         resume_at = {"documents": documents_done, "tokens": tokens_into_document}
+        stream_state = state_before(documents_done) if state_before else None
+        if stream_state is not None:
+            resume_at["stream_state"] = stream_state
         shards.append({"file": name, "split": split, "tokens": len(tokens), "documents": len(document_starts),
                        "resume_at": resume_at})
         save_manifest(out_dir, manifest)
@@ -348,12 +436,22 @@ def write_shards(chunks, out_dir, manifest):
         finish_shard(buffer[:filled])
 
 
+def check_batch_fits(source, val_tokens, train_tokens, min_batch_tokens):
+    """A ValueError unless val and train each hold min_batch_tokens (shards are at least that big: main checks)."""
+    if min(val_tokens, train_tokens) < min_batch_tokens:
+        raise ValueError(f"{describe(source)} gives {val_tokens + train_tokens:,} tokens ({val_tokens:,} val + "
+                         f"{train_tokens:,} train), but train.py needs at least one batch in each split (--min_batch_tokens "
+                         f"{min_batch_tokens:,}, the demo's batch_size*block_size+1); give more text, or set "
+                         f"--min_batch_tokens to your config's batch_size*block_size+1")
+
+
 def prepare(documents, out_dir, source, prefix, shard_tokens=100_000_000, val_tokens=None, max_tokens=None,
-            workers=1, command=None):
+            workers=1, command=None, min_batch_tokens=0):
     """
     Tokenize documents (an iterable of str) into shards in out_dir and return the manifest.
     val_tokens=None gives val 10% of the tokens (all are tokenized in memory first, to count them).
     source describes the documents, for the manifest and to tell a rerun from a different job.
+    A split with fewer than min_batch_tokens tokens is a ValueError (before writing, when val is 10%).
     """
     check_prefix(prefix)
     settings = {"source": source, "tokenizer": TOKENIZER, "prefix": prefix, "shard_tokens": shard_tokens,
@@ -366,23 +464,32 @@ def prepare(documents, out_dir, source, prefix, shard_tokens=100_000_000, val_to
     save_manifest(out_dir, manifest)
     shards = manifest["shards"]
     written, resume_at = stream_position(shards)
+    state_before = getattr(documents, "state_before", None)
     with worker_pool(workers) as pool:
-        documents = itertools.islice(documents, resume_at["documents"], None)  # read, but not tokenized again
+        if hasattr(documents, "resume"):  # a stream: from its saved state if there is one, else by skipping rows
+            documents.resume(resume_at["documents"], resume_at.get("stream_state"))
+        else:
+            documents = itertools.islice(documents, resume_at["documents"], None)  # read, but not tokenized again
         chunks = skip_tokens(tokenize(documents, pool, workers), resume_at["tokens"])
         chunks = take_tokens(chunks, None if max_tokens is None else max_tokens - written)
         chunks = with_progress(chunks, total=max_tokens, initial=written)
         if manifest["val_tokens"] is None:
             chunks = list(chunks)
-            manifest["val_tokens"] = sum(map(len, chunks)) // 10
-        write_shards(chunks, out_dir, manifest)
+            total = sum(map(len, chunks))
+            manifest["val_tokens"] = total // 10
+            if total:  # none at all: the clearer error below
+                check_batch_fits(source, total // 10, total - total // 10, min_batch_tokens)
+        write_shards(chunks, out_dir, manifest, state_before)
     total = sum(shard["tokens"] for shard in shards)
     if total == 0:
         raise ValueError(f"found no documents in {describe(source)}")
     if shards[-1]["split"] != "train":
         raise ValueError(f"all {total:,} tokens went to val (--val_tokens {manifest['val_tokens']:,}); "
                          f"lower --val_tokens, and delete {out_dir} to start over")
+    tokens = {split: sum(s["tokens"] for s in shards if s["split"] == split) for split in ("val", "train")}
+    check_batch_fits(source, tokens["val"], tokens["train"], min_batch_tokens)
     manifest["complete"] = True
-    manifest["tokens"] = {split: sum(s["tokens"] for s in shards if s["split"] == split) for split in ("val", "train")}
+    manifest["tokens"] = tokens
     manifest["documents"] = sum(shard["documents"] for shard in shards)
     save_manifest(out_dir, manifest)
     return manifest
@@ -391,7 +498,8 @@ def prepare(documents, out_dir, source, prefix, shard_tokens=100_000_000, val_to
 def describe(source):
     if "dataset" in source:
         return f"{source['dataset']} ({source['name']}, split {source['split']})"
-    return ", ".join(f["path"] for f in source["files"])
+    paths = [f["path"] for f in source["files"]]
+    return ", ".join(paths) if len(paths) <= 3 else f"{paths[0]}, ... ({len(paths)} files)"
 
 
 # -----------------------------------------------------------------------------
@@ -429,6 +537,44 @@ def benchmark(documents, workers, repeats=10):
 # Command line
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, unwinding the main process like Ctrl-C so that every finished shard stays."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+RERUN_HINT = "rerun the same command to continue after the finished shards"
+
+
+def exit_at_once(signum, frame):
+    """A second Ctrl-C or SIGTERM while the first one unwinds (a pool, a stream closing): stop now, say so, no traceback."""
+    os.write(2, f"\n{signal.Signals(signum).name} again: stopped at once; {RERUN_HINT}\n".encode())
+    os._exit(128 + signum)
+
+
+def interrupt(signum, frame):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, exit_at_once)  # kept until the process ends, interpreter shutdown included
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupted_cleanly():
+    """Ctrl-C and SIGTERM (a spot instance's notice, `kill`, `timeout`) raise Interrupted in the main process, once."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is interrupt:  # no signal came: leave the caller's handlers as they were
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def default_prefix(args, paths):
     """fineweb_edu for HuggingFaceFW/fineweb-edu; the input's name for one file, its folder's for several."""
     if paths is None:
@@ -459,6 +605,10 @@ def parse_args(argv):
                         help=f"tokens at the start that go to val (default: {DEFAULT_DATASET_VAL_TOKENS:,} for a dataset, "
                              f"10%% of the tokens for local files, which are then tokenized in memory first)")
     parser.add_argument("--max_tokens", type=int, default=None, help="stop after this many tokens, val included (default: all)")
+    parser.add_argument("--min_batch_tokens", type=int, default=MIN_BATCH_TOKENS,
+                        help="refuse input that leaves val or train fewer tokens than this: one batch of train.py "
+                             "(batch_size*block_size+1; default %(default)s, the demo config's 16*128+1, the smallest "
+                             "here); checked before writing when val is 10%%, else at the end; 0: no check")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="tokenizer processes (default: os.cpu_count(), here %(default)s)")
     parser.add_argument("--bench", action="store_true",
@@ -470,24 +620,36 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     command = shlex.join(["python", "prepare_data.py", *(sys.argv[1:] if argv is None else argv)])
+    with interrupted_cleanly():
+        return run_command(args, command)
+
+
+def run_command(args, command):
     try:
         if args.input and (args.dataset or args.name):
             raise ValueError("give local files (--input) or a Hugging Face dataset (--dataset, --name), not both")
         for flag, value, least in [("--shard_tokens", args.shard_tokens, 1), ("--val_tokens", args.val_tokens, 0),
-                                   ("--max_tokens", args.max_tokens, 1), ("--workers", args.workers, 1)]:
+                                   ("--max_tokens", args.max_tokens, 1), ("--workers", args.workers, 1),
+                                   ("--min_batch_tokens", args.min_batch_tokens, 0)]:
             if value is not None and value < least:
                 raise ValueError(f"{flag} must be at least {least}, not {value}")
+        for flag, value in [("--shard_tokens", args.shard_tokens), ("--val_tokens", args.val_tokens)]:
+            if value is not None and value < args.min_batch_tokens:  # the loader needs a whole batch within one shard
+                raise ValueError(f"{flag} {value:,} is smaller than one batch of train.py (--min_batch_tokens "
+                                 f"{args.min_batch_tokens:,}, batch_size*block_size+1); raise it, or lower --min_batch_tokens")
         get_encoding()  # fail now, with its fix, if GPT-2's tokenizer is not available offline
         if args.input:
             paths = expand_inputs(args.input)
-            source = {"files": [{"path": p, "bytes": os.path.getsize(p)} for p in paths], "text_field": args.text_field}
+            # absolute: data/a.txt and /home/me/repo/data/a.txt are the same source for a rerun
+            source = {"files": [{"path": os.path.abspath(p), "bytes": os.path.getsize(p)} for p in paths],
+                      "text_field": args.text_field}
             documents = read_documents(paths, args.text_field)
             val_tokens = args.val_tokens  # None: 10% of the tokens
         else:
             paths = None
             args.dataset, args.name = args.dataset or DEFAULT_DATASET, args.name or DEFAULT_DATASET_NAME
             source = {"dataset": args.dataset, "name": args.name, "split": args.split, "text_field": args.text_field}
-            documents = stream_documents(args.dataset, args.name, args.split, args.text_field)
+            documents = DatasetStream(args.dataset, args.name, args.split, args.text_field)
             val_tokens = DEFAULT_DATASET_VAL_TOKENS if args.val_tokens is None else args.val_tokens
 
         if args.bench:
@@ -500,18 +662,20 @@ def main(argv=None):
                   f"({ratio:.0%} of tiktoken)")
             return 0
 
-        if val_tokens is not None and args.max_tokens is not None and val_tokens >= args.max_tokens:
-            raise ValueError(f"--val_tokens {val_tokens:,} leaves nothing of --max_tokens {args.max_tokens:,} for train")
+        if val_tokens is not None and args.max_tokens is not None and args.max_tokens - val_tokens < max(1, args.min_batch_tokens):
+            raise ValueError(f"--val_tokens {val_tokens:,} leaves {max(0, args.max_tokens - val_tokens):,} of --max_tokens "
+                             f"{args.max_tokens:,} for train, fewer than one batch (--min_batch_tokens {args.min_batch_tokens:,})")
         prefix = args.prefix or default_prefix(args, paths)
         out_dir = args.out_dir or os.path.join("data", prefix)
         manifest = prepare(documents, out_dir, source, prefix, args.shard_tokens, val_tokens, args.max_tokens,
-                           args.workers, command)
+                           args.workers, command, args.min_batch_tokens)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; rerun the same command to continue after the finished shards", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Interrupted, or a KeyboardInterrupt raised before the handlers were in place
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"\ninterrupted ({signal.Signals(signum).name}); {RERUN_HINT}", file=sys.stderr)
+        return 128 + signum
     shards = manifest["shards"]
     print(f"{out_dir}: {len(shards)} shards ({shards[0]['file']} ... {shards[-1]['file']}), "
           f"{manifest['tokens']['val']:,} val + {manifest['tokens']['train']:,} train tokens, "

@@ -77,7 +77,8 @@ class TrainConfig(GPTConfig):
     eval_interval: int = 250  # steps between validation losses (and benchmarks)
     eval_tokens: int = 10485760  # validation loss on this many tokens from the start of the val shards
     # zero-shot benchmarks at every eval: "" skips, "hf" streams the Hugging Face copy, else a local .jsonl
-    csqa_data: str = ""  # CommonsenseQA ("", "hf" or a .jsonl), logged as csqa_acc (cloze format: the lettered one sits at chance when small)
+    csqa_data: str = ""  # CommonsenseQA ("", "hf" or a .jsonl), logged as csqa_acc in csqa_format
+    csqa_format: str = "plain"  # plain: golark/train_gpt's protocol (GPT-2 124M: 28.26%); cloze or mc (eval_commonsense_qa.py)
     hellaswag_data: str = ""  # HellaSwag ("", "hf" or a .jsonl), logged as hellaswag_acc_norm
     eval_limit: int = 1000  # questions per benchmark (the first ones; 0: all)
     log_interval: int = 10  # steps between log lines; the only steps that wait for the GPU
@@ -717,7 +718,10 @@ def make_out_dir(out_dir):
 
 def load_benchmarks(cfg):
     """The zero-shot benchmarks to score at every eval, as {log key: (examples, metric)}; missing data is an error."""
-    wanted = {"csqa_acc": ("commonsense_qa_cloze", cfg.csqa_data, "acc"),
+    from multiple_choice import CSQA_FORMATS  # here, not at the top: this function is all that uses it
+    if cfg.csqa_format not in CSQA_FORMATS:
+        raise ValueError(f"csqa_format={cfg.csqa_format!r} is not one of {sorted(CSQA_FORMATS)} (eval_commonsense_qa.py's --format)")
+    wanted = {"csqa_acc": (CSQA_FORMATS[cfg.csqa_format], cfg.csqa_data, "acc"),
               "hellaswag_acc_norm": ("hellaswag", cfg.hellaswag_data, "acc_norm")}
     return {key: (load_examples(task, None if data == "hf" else data, cfg.eval_limit or None), metric)
             for key, (task, data, metric) in wanted.items() if data}

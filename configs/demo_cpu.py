@@ -1,5 +1,5 @@
-# A tiny GPT (4 layers, 128 wide, 128-token context) that learns visibly in 3-4 minutes on 2 idle CPU cores (~1,600 tok/s).
-# make demo   (prepares Python's own documentation text, then python train.py configs/demo_cpu.py)
+# The modern recipe (configs/modern.py: Muon, RoPE, QK-norm, ReLU², RMSNorm, untied head, soft-cap, WSD) at demo scale: 4 layers, 128 wide.
+# make demo   (prepares Python's own documentation text, then python train.py configs/demo_cpu.py); GPT-2's recipe: make demo DEMO=baseline
 out_dir = "out/demo_cpu"
 data_dir = "data/pydoc"
 device = "cpu"
@@ -9,16 +9,34 @@ block_size = 128
 n_layer = 4
 n_head = 4
 n_embd = 128
-batch_size = 16
-total_batch_size = 4096
-max_steps = 80
-warmup_steps = 10
-max_lr = 3e-3
-min_lr_ratio = 0.1
-eval_interval = 16
-eval_tokens = 16384
+batch_size = 16  # prepare_data.py's --min_batch_tokens default is this batch: 16*128+1 tokens
+total_batch_size = 2048  # one micro-batch a step: 100 steps of 2,048 = 204,800 tokens, 1.6 passes over the 125k training tokens
+max_steps = 100
+# the modern recipe, as configs/modern.py sets it (each value's source is there)
+bias = False
+pos_emb = "rope"
+mlp = "relu2"
+norm = "rmsnorm"
+qk_norm = True
+tie_embeddings = False
+zero_init_proj = True
+logit_softcap = 15.0
+optimizer = "muon"
+muon_lr = 0.02
+muon_momentum = 0.95
+max_lr = 0.004
+embedding_lr = 0.2
+beta1 = 0.8
+beta2 = 0.95
+weight_decay = 0.0
+lr_schedule = "wsd"
+warmup_steps = 10  # as the CPU ablation (ablation_cpu.py) ran every variant
+wsd_decay_fraction = 0.3
+min_lr_ratio = 0.0
+eval_interval = 10
+eval_tokens = 8192  # 4 batches of the 13.9k val tokens: cheap enough to evaluate every 10 steps
 log_interval = 5
-ckpt_interval = 16
+ckpt_interval = 20
 sample_prompt = "The for statement"
 sample_tokens = 48
 gpu_hourly_cost = 0.0

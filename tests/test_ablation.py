@@ -27,3 +27,23 @@ def test_summary_reports_mean_spread_and_when_each_seed_reaches_the_baseline():
     assert better["reach"][0] == pytest.approx(50 + 50 * (6.0 - 5.1) / 2.0)
     table = ablation_cpu.markdown_table(target, rows, "test hardware")
     assert "| better | 0.0018 |" in table and "4.100 ± 0.100" in table and "never" in table
+
+
+def test_ablation_picture_shows_where_the_curves_start_and_zooms_on_the_second_half(tmp_path):
+    runs = {"baseline": [fake_run(5.0), fake_run(5.2)], "better": [fake_run(4.0, max_lr=1.8e-3), fake_run(4.2, max_lr=1.8e-3)]}
+    for variant in runs.values():
+        for run in variant:
+            run["val"][0] = (0, 10.83)  # the untrained model: uniform over GPT-2's padded vocabulary
+    target, _ = ablation_cpu.summarize(runs)
+    fig = ablation_cpu.plot_ablation(runs, target, str(tmp_path / "ablation.png"))
+    whole, second_half = fig.axes[:2]
+    assert whole.get_ylim()[0] < 4.0 and whole.get_ylim()[1] > 10.83  # every curve from its first evaluation
+    assert [list(line.get_xdata()) for line in second_half.get_lines() if line.get_linestyle() != "--"] == [[50, 100]] * 2
+    assert second_half.get_ylim()[1] < 10  # the zoom, where the variants differ
+
+
+def test_table_names_the_text_the_runs_trained_on():
+    runs = {"baseline": [fake_run(5.0), fake_run(5.2)]}
+    target, rows = ablation_cpu.summarize(runs)
+    assert ablation_cpu.markdown_table(target, rows, "test hardware").startswith("Tiny Shakespeare, ")
+    assert ablation_cpu.markdown_table(target, rows, "test hardware", "Python's help() text").startswith("Python's help() text, ")

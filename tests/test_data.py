@@ -12,7 +12,12 @@ import glob
 import json
 import os
 import random
+import runpy
+import signal
 import struct
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,7 +28,8 @@ import prepare_data
 from data import ShardLoader, read_header, read_shard, write_shard
 from tokenizer import EOT_TOKEN, get_encoding
 
-SHAKESPEARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tinyshakespeare.txt")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAKESPEARE = os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt")
 
 # Documents that exercise the tokenizer: an empty one, special-token text, unicode, blank lines, a long one.
 DOCUMENTS = [
@@ -65,7 +71,8 @@ def file_bytes(out_dir):
 
 
 def run(*argv):
-    return prepare_data.main([str(a) for a in argv])
+    """prepare_data.py's main; the inputs here are deliberately tiny, so the one-batch check is off unless a test sets it."""
+    return prepare_data.main(["--min_batch_tokens", "0", *map(str, argv)])
 
 
 # -----------------------------------------------------------------------------
@@ -302,6 +309,218 @@ def test_bad_input_gets_one_clear_line(tmp_path, capsys, case, expected):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert expected.format(tmp=tmp_path) in err
+
+
+# -----------------------------------------------------------------------------
+# prepare_data.py: a broken stream, too little text, the same file by another path
+
+
+class ResumableStream:
+    """datasets.IterableDataset's resumable iteration in miniature: a state_dict() taken after a row resumes after it."""
+
+    def __init__(self, documents, rows_read, failures):
+        self.documents, self.rows_read, self.failures = documents, rows_read, failures
+        self.start = self.position = 0
+
+    def state_dict(self):
+        return {"examples_iterable": {"shard_example_idx": self.position}, "epoch": 0}
+
+    def load_state_dict(self, state):
+        self.start = state["examples_iterable"]["shard_example_idx"]
+
+    def __iter__(self):
+        self.position = self.start
+        while self.position < len(self.documents):
+            if self.failures.get(self.position):  # a network error before this row arrives, once per entry
+                raise self.failures[self.position].pop(0)
+            self.rows_read.append(self.position)
+            self.position += 1
+            yield {"id": self.position - 1, "text": self.documents[self.position - 1]}
+
+
+def resumable_stream(monkeypatch, documents, failures=None):
+    """Replace the Hugging Face stream by a ResumableStream; return the list of rows it downloads."""
+    rows_read = []
+    monkeypatch.setattr(prepare_data, "load_streaming_dataset",
+                        lambda dataset, name, split: ResumableStream(documents, rows_read, failures or {}))
+    monkeypatch.setattr(prepare_data, "STREAM_RETRY_SECONDS", 0.001)
+    return rows_read
+
+
+STREAM_ARGS = ["--dataset", "fake/set", "--name", "x", "--val_tokens", 150, "--shard_tokens", 170, "--max_tokens", 3000,
+               "--workers", 1]
+
+
+@pytest.mark.parametrize("saved_state", [True, False], ids=["stream state saved", "older manifest without it"])
+def test_broken_stream_resumes_from_its_saved_state_not_from_the_first_row(tmp_path, monkeypatch, saved_state):
+    documents = DOCUMENTS * 20
+    rows_read = resumable_stream(monkeypatch, documents)
+    monkeypatch.setattr(prepare_data, "TASK_CHARS", 200)  # a small read-ahead
+    assert run(*STREAM_ARGS, "--out_dir", tmp_path / "clean") == 0
+    clean_manifest = json.loads((tmp_path / "clean" / "manifest.json").read_text())
+    assert all("stream_state" in shard["resume_at"] for shard in clean_manifest["shards"])
+
+    real_write_shard, written = prepare_data.write_shard, []
+
+    def write_shard_then_die(path, tokens):
+        if len(written) == 3:
+            raise KeyboardInterrupt  # the connection, the machine or the user gave up during the 4th shard
+        real_write_shard(path, tokens)
+        written.append(path)
+
+    monkeypatch.setattr(prepare_data, "write_shard", write_shard_then_die)
+    assert run(*STREAM_ARGS, "--out_dir", tmp_path / "rerun") == 130
+    manifest_path = tmp_path / "rerun" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if not saved_state:
+        for shard in manifest["shards"]:
+            del shard["resume_at"]["stream_state"]
+        manifest_path.write_text(json.dumps(manifest))
+
+    monkeypatch.setattr(prepare_data, "write_shard", real_write_shard)
+    rows_read.clear()
+    assert run(*STREAM_ARGS, "--out_dir", tmp_path / "rerun") == 0
+    assert file_bytes(tmp_path / "rerun") == file_bytes(tmp_path / "clean")
+    first_needed = manifest["shards"][2]["resume_at"]["documents"]
+    assert first_needed > 0
+    assert rows_read[0] == (first_needed if saved_state else 0)  # without a state: read again and skipped by count
+
+
+def test_network_error_mid_stream_is_retried_with_backoff_from_the_row_it_reached(tmp_path, monkeypatch, capsys):
+    failures = {10: [ConnectionError("Read timed out."), TimeoutError("The read operation timed out")]}
+    rows_read = resumable_stream(monkeypatch, DOCUMENTS * 20, failures)
+    assert run(*STREAM_ARGS, "--out_dir", tmp_path / "out") == 0
+    tokens, _ = stream_of(tmp_path / "out")
+    np.testing.assert_array_equal(tokens, expected_tokens(DOCUMENTS * 20)[:3000])
+    assert rows_read == list(range(len(rows_read)))  # every row downloaded once, none again after the retries
+    err = capsys.readouterr().err
+    assert "streaming fake/set failed at row 10 (ConnectionError: Read timed out.); retry 1 of 5 in 0.001 s" in err
+    assert "(TimeoutError: The read operation timed out); retry 2 of 5 in 0.002 s" in err
+
+
+@pytest.mark.parametrize("error, retries", [(ConnectionError("Read timed out."), 5),
+                                            (RuntimeError("Parquet magic bytes not found"), 0)],
+                         ids=["network error that persists", "not a network error"])
+def test_stream_error_is_one_clear_line(tmp_path, monkeypatch, capsys, error, retries):
+    resumable_stream(monkeypatch, DOCUMENTS * 20, {10: [error] * 10})
+    assert run(*STREAM_ARGS, "--out_dir", tmp_path / "out") == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == retries + 1 and all("retry" in line for line in lines[:-1])
+    tried = f" after {retries} retries" if retries else ""
+    assert lines[-1] == (f"error: streaming fake/set failed at row 10{tried} ({type(error).__name__}: {error}); "
+                         f"rerun the same command to continue after the finished shards")
+
+
+def test_min_batch_tokens_is_one_batch_of_the_demo_config():
+    config = runpy.run_path(os.path.join(REPO, "configs", "demo_cpu.py"))
+    assert prepare_data.MIN_BATCH_TOKENS == config["batch_size"] * config["block_size"] + 1
+
+
+@pytest.mark.parametrize("case, argv, expected", [
+    ("too little text", [], "gives {total:,} tokens ({val:,} val + {train:,} train), but train.py needs at least one batch "
+                            "in each split (--min_batch_tokens 2,049, the demo's batch_size*block_size+1)"),
+    ("shards smaller than a batch", ["--shard_tokens", 2000], "--shard_tokens 2,000 is smaller than one batch of train.py"),
+    ("val smaller than a batch", ["--val_tokens", 1000], "--val_tokens 1,000 is smaller than one batch of train.py"),
+    ("max_tokens leaves train less than a batch", ["--val_tokens", 2049, "--max_tokens", 3000],
+     "--val_tokens 2,049 leaves 951 of --max_tokens 3,000 for train, fewer than one batch"),
+])
+def test_input_smaller_than_one_batch_is_refused_at_once(tmp_path, capsys, case, argv, expected):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCUMENTS * 4)
+    code = prepare_data.main(["--input", docs, "--out_dir", str(tmp_path / "out"), "--workers", "1", *map(str, argv)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    total = len(expected_tokens(DOCUMENTS * 4))
+    assert expected.format(total=total, val=total // 10, train=total - total // 10) in err
+    assert glob.glob(str(tmp_path / "out" / "*.bin")) == []  # nothing written: said at once
+
+
+def test_input_of_one_batch_per_split_feeds_the_demo_loader(tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCUMENTS * 30)
+    assert prepare_data.main(["--input", docs, "--out_dir", str(tmp_path / "out"), "--workers", "1"]) == 0
+    for split in ("val", "train"):  # configs/demo_cpu.py's batch: train.py would start
+        x, y = ShardLoader(str(tmp_path / "out"), split, batch_size=16, block_size=128).next_batch()
+        assert x.shape == y.shape == (16, 128)
+
+
+def test_same_file_by_relative_and_absolute_path_is_the_same_source(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "docs.jsonl", DOCUMENTS)
+    assert run("--input", "docs.jsonl", "--out_dir", "out", "--workers", 1) == 0
+    clean = file_bytes(tmp_path / "out")
+    assert run("--input", tmp_path / "docs.jsonl", "--out_dir", tmp_path / "out", "--workers", 1) == 0
+    assert run("--input", "./docs.jsonl", "--out_dir", "out", "--workers", 1) == 0
+    assert file_bytes(tmp_path / "out") == clean
+
+
+# A prepare_data.py run slow enough to interrupt: every tokenization task sleeps first (in the workers).
+SLOW_PREPARE = """
+import atexit, sys, time
+import prepare_data
+real_tokenize_task = prepare_data.tokenize_task
+def slow_tokenize_task(task):
+    time.sleep(0.1)
+    return real_tokenize_task(task)
+prepare_data.tokenize_task = slow_tokenize_task
+prepare_data.TASK_CHARS = 200
+if sys.argv[1] == "slow exit":  # stands in for what may take long after a Ctrl-C: threads of a stream, a pool closing
+    atexit.register(time.sleep, 60)
+sys.exit(prepare_data.main(sys.argv[2:]))
+"""
+
+
+def start_slow_prepare(tmp_path, slow_exit=False):
+    """prepare_data.py with 2 workers in a process group of its own (as a shell runs it), once its first shard is written."""
+    docs = write_jsonl(tmp_path / "docs.jsonl", DOCUMENTS * 20)
+    argv = ["--input", docs, "--out_dir", str(tmp_path / "out"), "--val_tokens", "200", "--shard_tokens", "200",
+            "--min_batch_tokens", "0", "--workers", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    process = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, "slow exit" if slow_exit else "-", *argv], cwd=REPO,
+                               env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not glob.glob(str(tmp_path / "out" / "*.bin")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+        time.sleep(0.05)
+    return process, argv
+
+
+def finish(process, seconds):
+    """stderr of the process once it ended (failing if it takes longer than seconds), and that no worker outlived it."""
+    try:
+        err = process.communicate(timeout=seconds)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"still running {seconds} s after the signal: {process.communicate()[1]}")
+    for _ in range(100):  # the workers, in the same process group, must be gone too
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return err
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError(f"a worker outlived prepare_data.py: {err}")
+
+
+@pytest.mark.parametrize("signum, to_the_group", [(signal.SIGTERM, True), (signal.SIGTERM, False)],
+                         ids=["SIGTERM to the process group (docker stop)", "kill PID"])  # Ctrl-C: the test below
+def test_signal_during_prepare_is_one_clean_message_and_the_rerun_completes(tmp_path, signum, to_the_group):
+    process, argv = start_slow_prepare(tmp_path)
+    (os.killpg if to_the_group else os.kill)(process.pid, signum)
+    err = finish(process, 30)
+    assert process.returncode == 128 + signum, err
+    assert err.strip() == f"interrupted ({signal.Signals(signum).name}); rerun the same command to continue after the finished shards"
+    assert run(*argv) == 0  # nothing lost: the rerun finishes the job
+    tokens, _ = stream_of(tmp_path / "out")
+    np.testing.assert_array_equal(tokens, expected_tokens(DOCUMENTS * 20))
+
+
+def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
+    process, _ = start_slow_prepare(tmp_path, slow_exit=True)
+    os.killpg(process.pid, signal.SIGINT)
+    time.sleep(1.0)  # the first Ctrl-C is being handled: the message, then the slow exit
+    os.killpg(process.pid, signal.SIGINT)
+    err = finish(process, 10)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "SIGINT again: stopped at once; rerun the same command to continue after the finished shards"
 
 
 # -----------------------------------------------------------------------------

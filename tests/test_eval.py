@@ -157,7 +157,7 @@ def test_commonsense_qa_matches_lm_eval_in_both_formats(reference):
     if "commonsense_qa" not in reference["data"]:
         pytest.skip(f"the real CommonsenseQA validation file is not at {CSQA_FILE}")
     results = run_ours(eval_commonsense_qa, reference, "commonsense_qa", "csqa.json")
-    assert list(results) == ["mc", "cloze"]
+    assert list(results) == ["mc", "cloze", "plain"]
     for fmt, task, lm_eval_task in [("mc", "commonsense_qa", "csqa_mc_local"), ("cloze", "commonsense_qa_cloze", "csqa_cloze_local")]:
         examples = load_examples(task, reference["data"]["commonsense_qa"])
         assert_matches_lm_eval(results[fmt], examples, reference["samples"][lm_eval_task], task)
@@ -278,8 +278,8 @@ def test_results_json_has_the_documented_fields(tmp_path, checkpoint):
     data, out = write_jsonl(tmp_path / "csqa.jsonl", CSQA_ROWS), tmp_path / "out" / "results.json"
     assert eval_commonsense_qa.main([checkpoint, "--data", data, "--out", str(out), "--batch_size", "2"]) == 0
     results = json.loads(out.read_text())
-    assert list(results) == ["mc", "cloze"]
-    for fmt in ("mc", "cloze"):
+    assert list(results) == ["mc", "cloze", "plain"]
+    for fmt in ("mc", "cloze", "plain"):
         summary = results[fmt]
         assert {"acc", "acc_norm", "n", "seconds", "examples"} <= set(summary)
         assert summary["n"] == 3
@@ -338,3 +338,99 @@ def test_other_bad_inputs_are_one_clear_line(tmp_path, checkpoint, capsys):
     no_answer = write_jsonl(tmp_path / "test_split.jsonl", [dict(CSQA_ROWS[0], answerKey="")])
     assert eval_commonsense_qa.main([checkpoint, "--data", no_answer]) == 1
     assert "answerKey" in one_error_line(capsys)
+
+
+# -----------------------------------------------------------------------------
+# the plain format: golark/train_gpt's protocol, against a re-implementation of its commonsense.py
+
+def test_plain_format_matches_train_gpts_protocol_on_the_real_questions():
+    if not os.path.exists(CSQA_FILE):
+        pytest.skip(f"the real CommonsenseQA validation file is not at {CSQA_FILE}")
+    with open(CSQA_FILE) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 1221
+    enc = get_encoding()
+    # train_gpt tokenizes the stripped question and " " + choice apart; we (as lm-eval) tokenize them together
+    # and split: the same tokens on every question, since GPT-2's pre-tokenizer splits before " word"
+    for row in rows:
+        for text in row["choices"]["text"]:
+            context, whole = enc.encode(row["question"].strip()), enc.encode(row["question"].strip() + " " + text)
+            assert whole == context + enc.encode(" " + text)
+    model, n = tiny_gpt(block_size=128), 60
+    ours = evaluate(model, load_examples("commonsense_qa_plain", CSQA_FILE, limit=n), batch_size=8)
+    correct = 0
+    for row, scored in zip(rows[:n], ours["examples"]):
+        # the protocol, one choice at a time: log-probs of the choice's tokens after the question, summed; argmax
+        context = enc.encode(row["question"].strip())
+        loglikelihoods = []
+        for text in row["choices"]["text"]:
+            choice = enc.encode(" " + text)
+            with torch.no_grad():
+                logprobs = F.log_softmax(model(torch.tensor([context + choice]))[0][0], dim=-1)
+            loglikelihoods.append(sum(logprobs[len(context) - 1 + j, token].item() for j, token in enumerate(choice)))
+        np.testing.assert_allclose(scored["loglikelihoods"], loglikelihoods, atol=1e-4, rtol=0)
+        correct += int(np.argmax(loglikelihoods)) == "ABCDE".index(row["answerKey"])
+    assert ours["acc"] == correct / n
+
+
+def test_scores_are_float32_even_under_a_callers_bf16_autocast(tmp_path):
+    # train.py scores its benchmarks inside its training code; lm-eval scores GPT-2 in float32
+    model, examples = tiny_gpt(), load_examples("commonsense_qa_cloze", write_jsonl(tmp_path / "csqa.jsonl", CSQA_ROWS))
+    fp32 = evaluate(model, examples)["examples"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = evaluate(model, examples)["examples"]
+    for a, b in zip(fp32, under_autocast):
+        np.testing.assert_allclose(a["loglikelihoods"], b["loglikelihoods"], atol=1e-5, rtol=0)
+
+
+def test_an_unwritable_out_fails_before_any_evaluation(tmp_path, checkpoint, capsys, monkeypatch):
+    import multiple_choice
+    monkeypatch.setattr(multiple_choice, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --out"))
+    (tmp_path / "a_file").write_text("")
+    data = write_jsonl(tmp_path / "csqa.jsonl", CSQA_ROWS)
+    assert eval_commonsense_qa.main([checkpoint, "--data", data, "--out", str(tmp_path / "a_file" / "r.json")]) == 1
+    assert "cannot write --out" in one_error_line(capsys)
+
+
+def test_results_survive_a_failing_final_write(tmp_path, checkpoint, capsys, monkeypatch):
+    data, out = write_jsonl(tmp_path / "csqa.jsonl", CSQA_ROWS), tmp_path / "results.json"
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", disk_full)  # the rename of the finished temporary file fails
+    assert eval_commonsense_qa.main([checkpoint, "--data", data, "--format", "plain", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
+    assert err.startswith("error: ") and "No space left" in err and not out.exists()
+    saved = err.split("saved in ")[1]
+    assert json.loads(open(saved).read())["plain"]["n"] == 3
+    os.remove(saved)
+
+
+def test_a_damaged_hugging_face_directory_is_one_line_naming_the_file(tmp_path, capsys):
+    import transformers
+    data = write_jsonl(tmp_path / "csqa.jsonl", CSQA_ROWS)
+    model_dir = tmp_path / "hf"
+    transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, n_positions=16).save_pretrained(model_dir)
+    (model_dir / "model.safetensors").write_bytes(b"\x00\x01 truncated download")
+    assert eval_commonsense_qa.main(["--hf", str(model_dir), "--data", data]) == 1
+    assert "model.safetensors" in one_error_line(capsys)
+    (model_dir / "config.json").write_text('{"model_type": "gpt2", "n_layer": ')
+    assert eval_commonsense_qa.main(["--hf", str(model_dir), "--data", data]) == 1
+    assert "config.json" in one_error_line(capsys)
+    (model_dir / "config.json").write_text('{"model_type": "gpt2"}')
+    assert eval_commonsense_qa.main(["--hf", str(model_dir), "--data", data]) == 1
+    assert "config.json has no integer n_positions" in one_error_line(capsys)
+
+
+def test_a_binary_data_file_is_one_line_naming_it(tmp_path, checkpoint, capsys):
+    binary = tmp_path / "csqa.parquet"
+    binary.write_bytes(bytes(range(256)) * 8)
+    assert eval_commonsense_qa.main([checkpoint, "--data", str(binary)]) == 1
+    assert "csqa.parquet is not UTF-8 text" in one_error_line(capsys)
+
+
+def test_hellaswag_help_mentions_no_formats(capsys):
+    with pytest.raises(SystemExit):
+        eval_hellaswag.main(["--help"])
+    text = capsys.readouterr().out
+    assert "format" not in text and "cloze" not in text and "--out" in text

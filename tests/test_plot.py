@@ -121,6 +121,20 @@ def test_commonsense_qa_plot_draws_accuracy_with_chance_dashed(two_runs, tmp_pat
     assert sorted(line.get_ydata()[0] for line in dashed(fig.axes[0])) == [0.2, 0.3]
 
 
+def test_commonsense_qa_plot_draws_gpt2s_line_for_the_plain_format_with_its_source(tmp_path):
+    log = training_log([10.9, 4.0], csqa=[0.2, 0.25])
+    plain = [plot.read_run(write_run(tmp_path, name, log, csqa_format="plain")) for name in ("a", "b")]
+    fig = plot.plot_commonsense_qa(plain, str(tmp_path / "plain.png"))
+    (gpt2,) = [line for line in dashed(fig.axes[0]) if "chance" not in line.get_label()]
+    assert gpt2.get_ydata()[0] == pytest.approx(0.2826, abs=5e-5)
+    assert "28.26%" in gpt2.get_label() and "golark/train_gpt" in gpt2.get_label()
+    # another format (cloze: runs from before csqa_format), or a mix: no GPT-2 line, as no number is known for it
+    cloze = plot.read_run(write_run(tmp_path, "old", log))
+    for runs in ([cloze], [plain[0], cloze]):
+        fig = plot.plot_commonsense_qa(runs, str(tmp_path / "other.png"))
+        assert [line.get_ydata()[0] for line in dashed(fig.axes[0])] == [0.2]
+
+
 def test_commonsense_qa_plot_is_skipped_when_no_run_logged_accuracy(tmp_path, capsys):
     run_dir = write_run(tmp_path, "baseline", training_log([10.9, 3.5]))
     assert plot.plot_commonsense_qa([plot.read_run(run_dir)], str(tmp_path / "csqa.png")) is None
@@ -201,7 +215,7 @@ def test_loss_curve_mode_draws_one_runs_train_and_val_loss(tmp_path):
     assert plot.main([run_dir, "--loss_curve", str(tmp_path / "demo_loss.png")]) == 0
     assert os.path.getsize(tmp_path / "demo_loss.png") > 0
     fig = plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "again.png"))
-    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train loss", "validation loss"]
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train loss (each logged batch)", "validation loss (held-out text)"]
     assert list(fig.axes[0].get_lines()[1].get_ydata()) == [10.9, 6.0, 5.5]
 
 
@@ -212,3 +226,49 @@ def test_words_for_numbers_and_data():
         ["FineWeb-Edu", "FineWeb", "pydoc"]
     assert plot.describe_variant({"pos_emb": "rope", "mlp": "gelu", "max_lr": 1.8e-3, "n_layer": 4, "n_embd": 128}) == \
         "RoPE, GELU, max lr 1.8e-3, 4 layers x 128"
+
+
+def demo_log(train_losses, tokens_per_step=2048, log_interval=5, eval_interval=10):
+    """A CPU demo's log: train_losses[i] at step (i + 1) * log_interval, val loss every eval_interval steps."""
+    records = [{"step": 0, "tokens": 0, "val_loss": 10.83}]
+    for i, loss in enumerate(train_losses):
+        step = (i + 1) * log_interval
+        records.append({"step": step, "tokens": step * tokens_per_step, "train_loss": loss, "elapsed_seconds": step})
+        if step % eval_interval == 0:
+            records.append({"step": step, "tokens": step * tokens_per_step, "val_loss": loss + 0.5})
+    return records
+
+
+def test_loss_curve_says_what_was_trained_on_what_with_thousands_of_tokens(tmp_path):
+    (tmp_path / "pydoc").mkdir()
+    (tmp_path / "pydoc" / "manifest.json").write_text(json.dumps({"tokens": {"val": 13_901, "train": 125_115}}))
+    run_dir = write_run(tmp_path, "demo_cpu", demo_log([7.0, 6.1, 5.2, 5.6, 4.8] * 4), n_layer=4, n_embd=128,
+                        data_dir=str(tmp_path / "pydoc"), pos_emb="rope", mlp="relu2", optimizer="muon", max_lr=4e-3)
+    fig = plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "demo_loss.png"))
+    ax = fig.axes[0]
+    assert ax.get_title() == "demo_cpu: RoPE, ReLU², Muon, max lr 4.0e-3, 4 layers x 128\ntrained on Python's help() text"
+    ticks = [ax.xaxis.get_major_formatter()(tick, i) for i, tick in enumerate(ax.get_xticks())]
+    assert "100K" in ticks and "200K" in ticks
+    note = " ".join(text.get_text() for text in fig.texts)
+    assert "each step's own batch" in note and "(1.6 passes over the training text here)" in note  # 204,800 / 125,115
+
+
+def test_loss_curve_smooths_the_noisy_train_loss_beside_the_raw_one(tmp_path):
+    pandas = pytest.importorskip("pandas")  # comes with datasets
+    losses = [7.0, 6.1, 5.2, 5.6, 4.8, 5.3, 4.4, 4.9]
+    run_dir = write_run(tmp_path, "demo_cpu", demo_log(losses), n_layer=4, n_embd=128, data_dir="data/pydoc")
+    lines = {line.get_label(): line for line in plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "a.png")).axes[0].get_lines()}
+    assert list(lines) == ["train loss (each logged batch)", "train loss, smoothed", "validation loss (held-out text)"]
+    assert list(lines["train loss (each logged batch)"].get_ydata()) == losses
+    # TensorBoard's debiased exponential moving average is pandas' adjusted one with alpha = 1 - weight
+    reference = pandas.Series(losses).ewm(alpha=0.4, adjust=True).mean()
+    assert list(lines["train loss, smoothed"].get_ydata()) == pytest.approx(list(reference))
+
+
+def test_loss_curve_of_a_run_with_one_train_record_lists_no_empty_series(tmp_path):
+    run_dir = write_run(tmp_path, "demo_cpu", demo_log([7.0]), n_layer=4, n_embd=128, data_dir="data/pydoc")
+    ax = plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "a.png")).axes[0]
+    handles, labels = ax.get_legend_handles_labels()
+    assert labels == ["train loss (each logged batch)", "validation loss (held-out text)"]
+    for line in handles:  # a single point is drawn only as a marker: a line of one point draws nothing
+        assert len(line.get_xdata()) >= 2 or line.get_marker() not in (None, "None", "", " ")

@@ -201,7 +201,7 @@ def test_eval_records_carry_the_commonsense_qa_accuracy_of_the_model_at_that_ste
     evals = [r for r in read_log(tmp_path / "run") if "val_loss" in r]
     assert [r["step"] for r in evals] == [0, 4] and all("csqa_acc" in r for r in evals)
     model, _ = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))
-    expected = evaluate(model, load_examples("commonsense_qa_cloze", str(data), limit=5), "cpu")
+    expected = evaluate(model, load_examples("commonsense_qa_plain", str(data), limit=5), "cpu")  # csqa_format's default
     assert expected["n"] == 5 and evals[-1]["csqa_acc"] == expected["acc"]
 
 
