@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
 # FineWeb-Edu tokens for the GPU variants: 3.1B to train on (5,722 steps of 524,288) + 0.1B of validation.
 FINEWEB_TOKENS ?= 3200000000
+# sample-10BT holds 10B tokens; gpt2_large and gpt2_xl need sample-100BT (FINEWEB_NAME=sample-100BT)
+FINEWEB_NAME ?= sample-10BT
 
 # PyTorch's own index of CPU-only wheels: a machine without an NVIDIA GPU gets a torch of a few hundred MB, not the
 # multi-GB CUDA build that plain pip installs on Linux. Bounded waits: an unreachable index fails in seconds.
@@ -69,7 +71,7 @@ data_shakespeare: setup ## Tiny Shakespeare into data/shakespeare (found or down
 	fi
 
 data_fineweb: setup ## stream FineWeb-Edu (sample-10BT) from Hugging Face into data/fineweb_edu (needs internet)
-	$(PY) prepare_data.py --dataset HuggingFaceFW/fineweb-edu --name sample-10BT --out_dir data/fineweb_edu \
+	$(PY) prepare_data.py --dataset HuggingFaceFW/fineweb-edu --name $(FINEWEB_NAME) --out_dir data/fineweb_edu \
 		--max_tokens $(FINEWEB_TOKENS)
 
 bench_prepare: data/pydoc/manifest.json ## tokenizer throughput: ours (process pool) next to tiktoken's encode_ordinary_batch
@@ -207,3 +209,24 @@ server: c/gpt-server ## build the OpenAI-compatible HTTP server c/gpt-server (al
 serve: c/gpt-server ## serve a model over HTTP on 127.0.0.1:8080: make serve MODEL=model.bin [PORT=8080] [SERVE_ARGS=...]
 	@test -n "$(MODEL)" || { echo "error: give the model file: make serve MODEL=model.bin (written by export.py)"; exit 1; }
 	./c/gpt-server $(MODEL) --host $(HOST) --port $(PORT) $(SERVE_ARGS)
+
+# --- scaling up (README "Scaling up"): each config's memory per GPU, time and dollars from `make dry_run` -------
+
+.PHONY: dry_run train_gpt2_medium train_gpt2_large train_gpt2_xl train_modern_medium
+SCALE_CONFIGS = baseline modern gpt2_medium gpt2_large gpt2_xl modern_medium
+
+dry_run: setup ## memory per GPU (DDP and FSDP), fit in 80 GB, hours and dollars of every config, without a GPU
+	$(PY) estimate.py $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
+	$(PY) estimate.py --markdown $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
+
+train_gpt2_medium: setup ## GPT-2 medium (350M), GPT-3's recipe, 7.1B tokens: one 80 GB GPU, or torchrun for more
+	$(PY) train.py configs/gpt2_medium.py
+
+train_gpt2_large: setup ## GPT-2 large (774M), 15.5B tokens (FINEWEB_NAME=sample-100BT data): one 80 GB GPU or more
+	$(PY) train.py configs/gpt2_large.py
+
+train_gpt2_xl: setup ## GPT-2 XL (1.5B), 31B tokens (FINEWEB_NAME=sample-100BT data): 8+ GPUs for its time
+	$(PY) train.py configs/gpt2_xl.py
+
+train_modern_medium: setup ## the modern recipe at 350M, 2.2B tokens; target: FineWeb val loss 2.92 (speedrun medium)
+	$(PY) train.py configs/modern_medium.py

@@ -185,6 +185,67 @@ class Block(nn.Module):
         return x
 
 
+LOSS_CHUNK_ROWS = 4096  # tokens per chunk of the head's loss: 4096 x 50304 float32 logits are 0.8 GB
+
+
+def head_loss(h, weight, targets, softcap=0.0, chunk_rows=None):
+    """Mean cross-entropy (targets of -1 ignored) of the head's logits h @ weight.T, soft-capped to
+    softcap * tanh(logits / softcap) when softcap > 0, with the logits in float32 for the log-softmax.
+    The same value and gradients as F.cross_entropy on the whole logits, but no more than chunk_rows rows
+    of logits exist at once: the gradients of h and weight are computed chunk by chunk during the forward
+    (the fused linear cross-entropy of Liger Kernel, Hsu et al. 2024, arXiv:2410.10989), so nothing of size
+    (tokens, vocab_size) is kept for the backward. h is (N, C), weight (vocab_size, C), targets (N,)."""
+    chunk_rows = chunk_rows or LOSS_CHUNK_ROWS
+    # under no_grad (evaluation) the Function still sees needs_input_grad, so the grad mode is passed in
+    with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    return HeadLoss.apply(h, weight, targets, softcap, chunk_rows, with_grad)
+
+
+class HeadLoss(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, softcap, chunk_rows, with_grad):
+        valid_count = (targets != -1).sum()
+        loss_sum = torch.zeros((), device=h.device, dtype=torch.float32)
+        grad_h = torch.zeros_like(h) if with_grad and ctx.needs_input_grad[0] else None
+        # float32 sums over the chunks, whatever the weight's dtype (FSDP's bfloat16 copy)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if with_grad and ctx.needs_input_grad[1] else None
+        for start in range(0, h.size(0), chunk_rows):
+            h_chunk, target_chunk = h[start:start + chunk_rows], targets[start:start + chunk_rows]
+            logits = F.linear(h_chunk, weight)  # (rows, vocab_size), in the autocast dtype where autocast is on
+            z = logits.float()  # float32 even under bf16 autocast: the log-softmax over 50k classes needs it
+            if softcap > 0:
+                tanh = torch.tanh(z / softcap)
+                z = softcap * tanh
+            valid = target_chunk != -1
+            safe_targets = target_chunk.clamp(min=0)[:, None]  # (rows, 1): an ignored row reads class 0, masked
+            log_sum_exp = torch.logsumexp(z, dim=-1)  # (rows,)
+            loss_sum += ((log_sum_exp - z.gather(1, safe_targets)[:, 0]) * valid).sum()
+            if grad_h is None and grad_weight is None:
+                continue
+            # d(loss_sum)/dz = softmax(z) - onehot(target), per valid row; the 1/valid_count comes at the end
+            grad_z = torch.exp(z - log_sum_exp[:, None])
+            grad_z.scatter_add_(1, safe_targets, -torch.ones_like(safe_targets, dtype=grad_z.dtype))
+            grad_z *= valid[:, None]
+            if softcap > 0:
+                grad_z *= 1 - tanh * tanh  # d(cap * tanh(u / cap))/du
+            grad_logits = grad_z.to(logits.dtype)  # as autograd would: the gradient of the matmul's output dtype
+            if grad_h is not None:
+                grad_h[start:start + chunk_rows] = grad_logits @ weight.to(logits.dtype)
+            if grad_weight is not None:
+                grad_weight += grad_logits.t() @ h_chunk.to(logits.dtype)
+        ctx.save_for_backward(grad_h, grad_weight, valid_count)
+        ctx.weight_dtype = weight.dtype
+        return loss_sum / valid_count
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_weight, valid_count = ctx.saved_tensors
+        scale = grad_loss / valid_count
+        return (grad_h * scale if grad_h is not None else None,
+                (grad_weight * scale).to(ctx.weight_dtype) if grad_weight is not None else None, None, None, None, None)
+
+
 class KVCache:
     """The keys and values of every layer for the tokens seen so far, so that generation runs each new token
     once instead of the whole context again. Positions 0 ... length-1 are filled; at most block_size."""
@@ -259,16 +320,19 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, rope)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
+        x = self.transformer.ln_f(x)
+        if targets is not None:
+            # the loss without the (B, T, vocab_size) logits: at 64 x 1024 tokens they and their float32
+            # soft-cap and log-softmax would be 13 GB each; the caller gets the loss only
+            loss = head_loss(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1), self.config.logit_softcap)
+            return None, loss
+        logits = self.lm_head(x)  # (B, T, vocab_size)
         if self.config.logit_softcap > 0:
             # Gemma 2's soft cap: about the identity for small logits, never beyond +-cap. In float32, as
             # nanochat: tanh in bfloat16 would round the logits near the cap
             cap = self.config.logit_softcap
             logits = cap * torch.tanh(logits.float() / cap)
         loss = None
-        if targets is not None:
-            # in float32 even under bf16 autocast: the log-softmax over 50k classes needs the precision
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 
     def num_params(self):

@@ -20,6 +20,8 @@ References:
 """
 
 import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 # Keller Jordan's quintic: its slope at 0 is a = 3.4445, so small singular values grow fast; the price is
 # a band around 1 rather than 1. Iterated to convergence the band is [0.68, 1.13] (modded-nanogpt's README);
@@ -55,12 +57,17 @@ class Muon(torch.optim.Optimizer):
     A group's row_blocks > 1 cuts each matrix into that many equal row blocks, orthogonalised apart:
     c_attn's q, k and v.
 
-    Under DDP every rank holds the same gradient after the all-reduce, so every rank computes the same
-    update and the weights stay identical without any communication here (modded-nanogpt instead shards
-    the Newton-Schulz work over the ranks and gathers the updates; at one H100 there is nothing to shard).
+    The matrices of one shape go through Newton-Schulz as one batch (one call, batched matmuls).
+    With a process group of several ranks (DDP, or FSDP2 whose DTensor parameters are gathered whole
+    here), each rank orthogonalises only its share of every batch and the updates are all-gathered, as
+    reference 2 does: the same update on every rank, for 1/world_size of the Newton-Schulz work.
+    Momentum stays on every rank for every matrix (elementwise, cheap), so rank 0's state is whole for
+    the checkpoint. compile_newton_schulz=True runs the iteration through torch.compile (fused
+    elementwise ops, one graph per shape); configure_muon turns it on for CUDA only.
     """
 
-    def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0, nesterov=True, ns_steps=5, row_blocks=1):
+    def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0, nesterov=True, ns_steps=5, row_blocks=1,
+                 compile_newton_schulz=False):
         if lr <= 0 or not 0 <= momentum < 1:
             raise ValueError(f"Muon: lr must be positive and momentum in [0, 1), got lr={lr}, momentum={momentum}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
@@ -71,11 +78,14 @@ class Muon(torch.optim.Optimizer):
                 if p.dim() != 2 or p.size(0) % group["row_blocks"] != 0:
                     raise ValueError(f"Muon: takes 2-D weights whose rows split into row_blocks={group['row_blocks']}, "
                                      f"got shape {tuple(p.shape)}; give embeddings, the head and 1-D parameters to AdamW")
+        self.newton_schulz = torch.compile(newton_schulz, fullgraph=True, dynamic=False) if compile_newton_schulz \
+            else newton_schulz
 
     @torch.no_grad()
-    def step(self):
+    def step(self, closure=None):  # closure: torch.optim's signature (distributed.checkpoint calls it so); unused
         for group in self.param_groups:
             beta = group["momentum"]
+            params, updates = [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -85,11 +95,52 @@ class Muon(torch.optim.Optimizer):
                 momentum = state["momentum_buffer"]
                 momentum.lerp_(p.grad, 1 - beta)
                 update = p.grad.lerp(momentum, beta) if group["nesterov"] else momentum
-                rows, cols = p.size(0) // group["row_blocks"], p.size(1)
-                update = newton_schulz(update.view(group["row_blocks"], rows, cols), group["ns_steps"])  # (blocks, rows, cols)
+                params.append(p)
+                updates.append(full_tensor(update))  # FSDP2: this matrix's whole update, from every rank's shard
+            by_shape = {}
+            for i, p in enumerate(params):
+                by_shape.setdefault(tuple(p.shape), []).append(i)
+            blocks = group["row_blocks"]
+            for (rows, cols), indices in by_shape.items():
+                rows //= blocks
+                batch = torch.stack([updates[i] for i in indices]).view(len(indices) * blocks, rows, cols)
+                orthogonal = self.orthogonalise(batch, group["ns_steps"]).view(len(indices), rows * blocks, cols)
                 scale = max(1.0, rows / cols) ** 0.5
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update.view_as(p).to(p.dtype), alpha=-group["lr"] * scale)
+                for j, i in enumerate(indices):
+                    p = params[i]
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(local_shard(orthogonal[j], p).to(p.dtype), alpha=-group["lr"] * scale)
+
+    def orthogonalise(self, batch, steps):
+        """newton_schulz of a (n, rows, cols) batch; split over the ranks of the default process group when
+        there are several: rank r takes matrices [r*k, (r+1)*k), k = ceil(n/world_size), zeros padding the last."""
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if world_size == 1:
+            return self.newton_schulz(batch, steps)
+        n, share = batch.size(0), -(-batch.size(0) // world_size)
+        padded = torch.cat([batch, batch.new_zeros((share * world_size - n, *batch.shape[1:]))])
+        mine = self.newton_schulz(padded[dist.get_rank() * share:(dist.get_rank() + 1) * share], steps).contiguous()
+        gathered = torch.empty((share * world_size, *batch.shape[1:]), dtype=mine.dtype, device=mine.device)
+        # as bytes: the same bits through any backend (gloo has no bfloat16 or int16 collectives)
+        all_gather_single(gathered.view(torch.uint8), mine.view(torch.uint8))
+        return gathered[:n]
+
+
+# torch 2.13 renamed all_gather_into_tensor (same arguments) and warns on the old name
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
+def full_tensor(t):
+    """The whole tensor behind an FSDP2 (DTensor) shard, gathered from every rank; a plain tensor as it is."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def local_shard(full, like):
+    """The part of `full` that this rank holds of the DTensor `like` (no communication); `full` itself when
+    `like` is a plain tensor."""
+    if not isinstance(like, DTensor):
+        return full
+    return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None)
 
 
 class OptimizerList:
@@ -154,7 +205,10 @@ def configure_muon(model, muon_lr, muon_momentum, adamw_lr, embedding_lr, weight
         {"params": groups["head"], "lr": adamw_lr, "weight_decay": weight_decay},
         {"params": groups["vector"], "lr": adamw_lr, "weight_decay": 0.0},
     ]
-    muon = Muon([g for g in muon_groups if g["params"]], lr=muon_lr, momentum=muon_momentum, weight_decay=weight_decay)
+    # compiled on CUDA only: the fused iteration is what a GPU gains from, while on a CPU (tests, demos) the
+    # inductor's C++ compilation of each shape would cost more seconds than a whole short run
+    muon = Muon([g for g in muon_groups if g["params"]], lr=muon_lr, momentum=muon_momentum, weight_decay=weight_decay,
+                compile_newton_schulz=device_type == "cuda")
     # the fused kernel is one launch for all parameters; CUDA only
     adamw = torch.optim.AdamW([g for g in adamw_groups if g["params"]], lr=adamw_lr, betas=betas,
                               fused=device_type == "cuda")

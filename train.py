@@ -4,11 +4,13 @@ Train GPT-2 or one of its variants: one GPU, several through torchrun (DDP), or 
     python train.py configs/baseline.py
     python train.py configs/demo_cpu.py --max_steps=100 --out_dir=out/demo
     .venv/bin/torchrun --standalone --nproc_per_node=8 train.py configs/rotational_pos_emb.py
+    python train.py configs/gpt2_xl.py --dry_run      # memory per GPU, fit, hours and dollars; nothing trained
 
 A config file is flat Python assignments (`max_lr = 1.8e-3`) over the defaults of TrainConfig below;
 `--key=value` overrides it. Re-running the same command resumes from out_dir/ckpt.pt. SIGTERM or
 Ctrl-C finishes the current step, writes the checkpoint and exits 130/143 (128 + the signal), so that
-a Makefile or a job script stops there; a run that reached max_steps exits 0.
+a Makefile or a job script stops there; a run that reached max_steps exits 0. With parallelism="fsdp" the
+model is sharded over the GPUs (FSDP2) and the checkpoint is the directory out_dir/ckpt (distributed.py).
 """
 
 import time
@@ -34,7 +36,11 @@ from dataclasses import dataclass, fields  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from torch.distributed.tensor import DTensor  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+import distributed  # noqa: E402
+import estimate  # noqa: E402
 
 from data import ShardLoader, atomic_write  # noqa: E402
 from model import GPT, GPTConfig, H100_BF16_PEAK_FLOPS, gpt_config_from_dict, read_checkpoint  # noqa: E402
@@ -86,11 +92,15 @@ class TrainConfig(GPTConfig):
     dtype: str = "bfloat16"  # autocast dtype on CUDA and CPU; "float32" turns autocast off
     compile: bool = True  # torch.compile the model (minutes at start, faster steps)
     gpu_hourly_cost: float = 3.0  # dollars per GPU-hour: cost = wall-clock hours since launch x GPUs x this
+    parallelism: str = "ddp"  # "ddp": each GPU holds the whole model; "fsdp": weights, grads, optimizer sharded (FSDP2)
+    activation_checkpointing: bool = False  # recompute each block in the backward: far less memory, ~1/3 more compute
+    assumed_mfu: float = 0.4  # --dry_run: the model FLOPs utilisation its hours and dollars assume
     peak_flops: float = H100_BF16_PEAK_FLOPS  # the accelerator's peak FLOP/s (H100 bf16 dense), for MFU
 
     def __post_init__(self):
         super().__post_init__()
-        choices = {"lr_schedule": ("cosine", "wsd"), "dtype": ("bfloat16", "float32"), "optimizer": ("adamw", "muon")}
+        choices = {"lr_schedule": ("cosine", "wsd"), "dtype": ("bfloat16", "float32"), "optimizer": ("adamw", "muon"),
+                   "parallelism": ("ddp", "fsdp")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"config: {key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -101,6 +111,8 @@ class TrainConfig(GPTConfig):
                 raise ValueError(f"config: {key} must be positive, got {getattr(self, key)}")
         if not 0 <= self.min_lr_ratio <= 1 or not 0 < self.wsd_decay_fraction <= 1:
             raise ValueError("config: min_lr_ratio must be in [0, 1] and wsd_decay_fraction in (0, 1]")
+        if not 0 < self.assumed_mfu <= 1:
+            raise ValueError(f"config: assumed_mfu must be in (0, 1], got {self.assumed_mfu}")
 
     def model_config(self):
         return GPTConfig(**{f.name: getattr(self, f.name) for f in fields(GPTConfig)})
@@ -266,6 +278,29 @@ def save_checkpoint(path, checkpoint):
                       f"free some disk space and rerun the same command to resume") from None
 
 
+def read_any_checkpoint(path, fsdp):
+    """The checkpoint to resume from, or None: out_dir/ckpt.pt's dict, or with fsdp the train_state of the
+    sharded checkpoint out_dir/ckpt (its weights are loaded once the model is sharded). A checkpoint of the
+    other kind is one clear error, not a fresh start over it."""
+    out_dir = os.path.dirname(path)
+    if fsdp:
+        found = distributed.find_checkpoint(path)
+        if found is None and os.path.exists(os.path.join(out_dir, "ckpt.pt")):
+            raise ValueError(f"{out_dir} holds a ckpt.pt of a parallelism='ddp' run; resume it with --parallelism=ddp, "
+                             f"or use another out_dir")
+        return distributed.read_train_state(found) if found else None
+    if not os.path.exists(path):
+        if distributed.find_checkpoint(os.path.join(out_dir, "ckpt")):
+            raise ValueError(f"{out_dir} holds a sharded checkpoint (ckpt/) of a parallelism='fsdp' run; resume it with "
+                             f"--parallelism=fsdp (on any number of GPUs), or use another out_dir")
+        return None
+    checkpoint = read_checkpoint(path)
+    if "optimizer" not in checkpoint:
+        raise ValueError(f"{path} holds weights only (converted from a sharded checkpoint by distributed.py); resume "
+                         f"from {os.path.join(out_dir, 'ckpt')} with --parallelism=fsdp")
+    return checkpoint
+
+
 def check_resumable(checkpoint, cfg, path):
     """A clear error when the config asks for another model or optimizer than the checkpoint holds."""
     saved = dataclasses.asdict(gpt_config_from_dict(checkpoint["model_config"]))  # fields added since: defaults
@@ -346,12 +381,19 @@ def main(argv=None):
             f"  {f.name + ' = ' + repr(f.default):<38} {comments.get(f.name, '')}" for f in fields(TrainConfig)) + "\n\nexit status: 0 finished, 1 error, 130/143 stopped by SIGINT/SIGTERM "
                                             "after writing the checkpoint (rerun to resume)")
     parser.add_argument("config", nargs="?", help="a config file from configs/, e.g. configs/baseline.py")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="print parameters, memory per GPU (ddp and fsdp, 1 and 8 GPUs), whether it fits in 80 GB, "
+                             "and the run's hours and dollars at assumed_mfu (estimate.py), then exit without training")
     args, overrides = parser.parse_known_args(argv)
     try:
-        spaced = [a for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--") and "=" not in a]
+        spaced = [a for a in (sys.argv[1:] if argv is None else argv)
+                  if a.startswith("--") and "=" not in a and a != "--dry_run"]
         if spaced:  # else argparse would take `--max_steps 10`'s 10 for the config file
             raise ValueError(f"cannot parse {spaced[0]!r}: overrides are written --key=value")
         cfg = load_config(args.config, overrides)
+        if args.dry_run:
+            print(estimate.format_report(args.config or "the defaults", estimate.estimate(cfg, gpus=(1, 8))))
+            return 0
         return train(cfg)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -401,10 +443,11 @@ def build_optimizer(model, cfg, device_type):
     return model.configure_optimizer(cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2), device_type)
 
 
-def train_step(model, optimizer, next_batch, grad_accum_steps, device, autocast, grad_clip, ddp):
+def train_step(model, optimizer, next_batch, grad_accum_steps, device, autocast, grad_clip, ddp, fsdp=False):
     """One optimizer step over grad_accum_steps micro-batches; returns (mean loss, gradient norm) as tensors on
     the device, without waiting for it. model may be compiled and DDP-wrapped; ddp all-reduces on the last
-    micro-step only."""
+    micro-step only. fsdp: the model is FSDP2-sharded over several processes; it reduce-scatters the gradients
+    of every micro-step (holding the unsharded sums until the last one would cost a whole model of gradients)."""
     loss_sum = torch.zeros((), device=device)
     for micro_step in range(grad_accum_steps):
         x, y = next_batch()
@@ -415,9 +458,11 @@ def train_step(model, optimizer, next_batch, grad_accum_steps, device, autocast,
                 loss = model(x, y)[1] / grad_accum_steps
             loss.backward()
         loss_sum += loss.detach()
-    if ddp:
+    if ddp or fsdp:
         dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    if isinstance(grad_norm, DTensor):  # fsdp: the norm over every rank's shards
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, grad_norm
@@ -429,7 +474,9 @@ def synchronize(device):
 
 
 def run(cfg, device, rank, world_size, stop):
-    ddp = world_size > 1
+    fsdp = cfg.parallelism == "fsdp"  # sharded checkpoints (out_dir/ckpt) even in one process, to resume anywhere
+    sharded = fsdp and world_size > 1  # in one process FSDP has nothing to shard: the plain model
+    ddp = world_size > 1 and not fsdp
     device_type = torch.device(device).type
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
@@ -441,8 +488,8 @@ def run(cfg, device, rank, world_size, stop):
     grad_accum_steps = cfg.total_batch_size // tokens_per_micro_step
 
     # --- resume, or start fresh; nothing is written to out_dir until everything below has been checked
-    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-    checkpoint = read_checkpoint(ckpt_path) if os.path.exists(ckpt_path) else None
+    ckpt_path = os.path.join(cfg.out_dir, "ckpt" if fsdp else "ckpt.pt")
+    checkpoint = read_any_checkpoint(ckpt_path, fsdp)
     if checkpoint is not None:
         check_resumable(checkpoint, cfg, ckpt_path)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -451,14 +498,22 @@ def run(cfg, device, rank, world_size, stop):
     if device_type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls that remain
     model = build_model(cfg, checkpoint).to(device)
-    optimizer = build_optimizer(model, cfg, device_type)
+    if sharded:  # bfloat16 weights gathered for compute, float32 gradient reduction and optimizer
+        distributed.shard_model(model, param_dtype=torch.bfloat16 if cfg.dtype == "bfloat16" else None,
+                                activation_checkpointing=cfg.activation_checkpointing)
+    elif cfg.activation_checkpointing:
+        distributed.checkpoint_blocks(model)
+    optimizer = build_optimizer(model, cfg, device_type)  # after sharding: it holds the sharded parameters
     vocab_size = model.config.vocab_size
     train_loader = ShardLoader(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, rank, world_size, vocab_size)
     val_loader = ShardLoader(cfg.data_dir, "val", cfg.batch_size, cfg.block_size, rank, world_size, vocab_size)
     start_step, tokens_seen, wall_seconds_before, train_seconds = 0, 0, 0.0, 0.0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        if fsdp:  # DCP reshards to this run's number of processes
+            distributed.load_sharded_checkpoint(ckpt_path, model, optimizer)
+        else:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
         train_loader.load_state_dict(checkpoint["train_loader"])
         set_rng_state(checkpoint["rng"], device)
         start_step, tokens_seen = checkpoint["step"], checkpoint["tokens"]
@@ -515,19 +570,19 @@ def run(cfg, device, rank, world_size, stop):
                 x, y = val_loader.next_batch()
                 with autocast:
                     total += model(x.to(device), y.to(device))[1]
-        if ddp:
+        if world_size > 1:
             dist.all_reduce(total, op=dist.ReduceOp.AVG)
         model.train()
         return total.item() / eval_steps
 
     def checkpoint_now(step):
-        if master:
-            save_checkpoint(ckpt_path, {
-                "model": raw_model.state_dict(), "model_config": dataclasses.asdict(raw_model.config),
-                "train_config": dataclasses.asdict(cfg), "optimizer": optimizer.state_dict(),
-                "step": step, "tokens": tokens_seen, "elapsed_seconds": elapsed_seconds(),
-                "train_seconds": train_seconds, "train_loader": train_loader.state_dict(), "rng": rng_state(device),
-            })
+        state = {"model_config": dataclasses.asdict(raw_model.config), "train_config": dataclasses.asdict(cfg),
+                 "step": step, "tokens": tokens_seen, "elapsed_seconds": elapsed_seconds(),
+                 "train_seconds": train_seconds, "train_loader": train_loader.state_dict(), "rng": rng_state(device)}
+        if fsdp:  # every rank writes its shards
+            distributed.save_sharded_checkpoint(ckpt_path, raw_model, optimizer, state)
+        elif master:
+            save_checkpoint(ckpt_path, {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), **state})
 
     log(f"{raw_model.num_params():,} parameters | {grad_accum_steps} micro-steps of {cfg.batch_size}x{cfg.block_size} "
         f"tokens x {world_size} process(es) per step | device {device} | {max(0, cfg.max_steps - start_step)} steps to go")
@@ -555,7 +610,9 @@ def run(cfg, device, rank, world_size, stop):
             val_loss = evaluate_val_loss()
             record = {"step": step, "tokens": tokens_seen, "val_loss": val_loss}
             for key, (examples, metric) in benchmarks.items():  # on the uncompiled model, a share on every rank
-                record[key] = benchmark_accuracy(raw_model, examples, metric, device, cfg.batch_size, rank, world_size)
+                # (sharded: every rank runs every forward, whose weights are gathered from all of them)
+                record[key] = benchmark_accuracy(raw_model, examples, metric, device, cfg.batch_size,
+                                                 *((0, 1) if sharded else (rank, world_size)))
             log(f"step {step:5d} | " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
                                                  if k not in ("step", "tokens")))
             write_log(record)
@@ -567,7 +624,7 @@ def run(cfg, device, rank, world_size, stop):
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # muon: each group's peak over max_lr
         loss, grad_norm = train_step(model, optimizer, train_loader.next_batch, grad_accum_steps, device, autocast,
-                                     cfg.grad_clip, ddp)
+                                     cfg.grad_clip, ddp, fsdp=sharded)
         step += 1
         tokens_seen += cfg.total_batch_size
         history.append((step, loss, grad_norm))
@@ -576,7 +633,7 @@ def run(cfg, device, rank, world_size, stop):
         log_now = step % cfg.log_interval == 0 or step == cfg.max_steps
         checkpoint_step = step % cfg.ckpt_interval == 0 or step == cfg.max_steps
         stop_now = stop.requested
-        if ddp:  # every rank must stop at the same step: agree every few steps, at the cost of a wait
+        if world_size > 1:  # every rank must stop at the same step: agree every few steps, at the cost of a wait
             stop_now = False
             if step % STOP_CHECK_INTERVAL == 0 or checkpoint_step:
                 flag = torch.tensor(float(stop.requested), device=device)
@@ -608,11 +665,11 @@ def run(cfg, device, rank, world_size, stop):
             log(f"stopped at step {step}; checkpoint in {ckpt_path}; run the same command to resume")
             break
 
-    if step >= cfg.max_steps and master:
+    if step >= cfg.max_steps:
         log(f"done: {step} steps, {tokens_seen:,} tokens, final val loss {val_loss:.4f}, "
             f"{elapsed_seconds() / 60:.1f} min since launch ({timer.total / 60:.1f} of them training steps), "
             f"${dollars():.2f}")
-        if cfg.sample_tokens > 0:
+        if cfg.sample_tokens > 0 and (master or sharded):  # sharded: every rank takes part in each forward
             log("sample:", sample_text(raw_model, cfg, device))
     if wandb_run:
         wandb_run.finish()

@@ -216,7 +216,8 @@ def test_zero_initialised_projections_start_at_zero():
     assert len(projections) == 4 and all(torch.all(p == 0) for p in projections)
     assert torch.all(model.lm_head.weight == 0)
     assert model.transformer.wte.weight.std() > 0.5  # the untied embedding starts at unit scale
-    logits, loss = model(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long))
+    idx = torch.zeros(1, 8, dtype=torch.long)
+    logits, loss = model(idx)[0], model(idx, idx)[1]
     assert torch.all(logits == 0) and loss.item() == pytest.approx(math.log(97))  # uniform predictions
     tied = GPT(small_config(zero_init_proj=True))
     assert tied.transformer.wte.weight.std() > 0.01  # a tied head is the embedding: not zeroed

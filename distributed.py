@@ -1,0 +1,176 @@
+"""
+Training past one GPU's memory with PyTorch's own engine: FSDP2 sharding, and the sharded (DCP) checkpoints
+that go with it, which resume on any number of processes and convert into the single-file ckpt.pt.
+
+    python distributed.py out/gpt2_xl/ckpt                     # -> out/gpt2_xl/ckpt.pt, for sample.py and the evals
+    python distributed.py out/gpt2_xl/ckpt --out /tmp/xl.pt
+    torchrun --nproc_per_node=8 train.py configs/gpt2_xl.py --parallelism=fsdp
+
+References:
+1) FSDP2, torch.distributed.fsdp.fully_shard (PyTorch docs, "Getting started with FSDP2"): each block and then
+   the root sharded over the ranks along dim 0, parameters gathered in bfloat16 per block for compute,
+   gradients reduce-scattered in float32 (MixedPrecisionPolicy).
+2) torch.distributed.checkpoint (DCP) with torch.distributed.checkpoint.state_dict's get_state_dict /
+   set_state_dict: every rank writes its own shards, and loading reshards to whatever the new run has.
+3) torchtitan (pytorch/torchtitan) applies the same recipe: activation checkpointing, then fully_shard, per block.
+
+Layout of a checkpoint directory (out_dir/ckpt):
+  .metadata, __*_*.distcp   DCP: {"model": ..., "optimizer": ...}, the shards of every rank
+  train_state.pt            written last, by rank 0: step, tokens, configs, the loader position and RNG state
+It is written to out_dir/ckpt.tmp and renamed into place only once complete; the previous checkpoint is
+moved to out_dir/ckpt.old for the instant of the swap. A preemption at any point leaves one complete
+checkpoint: find_checkpoint takes ckpt, else ckpt.old. Every rank must see the same out_dir (one machine,
+or a shared file system across machines).
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import warnings
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed._composable import checkpoint as activation_checkpoint
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+from model import GPT, gpt_config_from_dict
+
+TRAIN_STATE = "train_state.pt"
+
+
+def shard_model(model, param_dtype=torch.bfloat16, activation_checkpointing=False):
+    """FSDP2 over every rank of the default process group, in place: each block, then the root (embeddings,
+    final norm, head). param_dtype is the dtype parameters are gathered in for compute (None: their own,
+    float32); gradients are reduced in float32. activation_checkpointing keeps only each block's input for the
+    backward and recomputes the rest (reference 3's order: checkpoint first, then shard)."""
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    if activation_checkpointing:
+        checkpoint_blocks(model)
+    for block in model.transformer.h:
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    if hasattr(model, "forward_cached"):  # the KV-cache path enters the root by another door than forward
+        register_fsdp_forward_method(model, "forward_cached")
+    return model
+
+
+def checkpoint_blocks(model):
+    """Activation checkpointing of every block, in place (state_dict keys unchanged): the backward recomputes
+    a block's activations from its input instead of keeping them."""
+    for block in model.transformer.h:
+        activation_checkpoint(block)
+    return model
+
+
+def optimizers_of(optimizer):
+    """The torch optimizers behind an optimizer or a muon.OptimizerList: what DCP's state_dict helpers take."""
+    return list(getattr(optimizer, "optimizers", [optimizer]))
+
+
+def find_checkpoint(ckpt_dir):
+    """The complete checkpoint directory to resume from, or None: ckpt_dir, or the previous one (ckpt_dir.old)
+    left by a preemption in the middle of the swap. A directory is complete once it has train_state.pt."""
+    for path in (ckpt_dir, ckpt_dir + ".old"):
+        if os.path.isfile(os.path.join(path, TRAIN_STATE)):
+            return path
+    return None
+
+
+def save_sharded_checkpoint(ckpt_dir, model, optimizer, train_state):
+    """Every rank calls this: DCP shards of the model and optimizer, plus train_state (rank 0's dict of plain
+    values and tensors) as train_state.pt, swapped in atomically (module docstring)."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    tmp_dir, old_dir = ckpt_dir + ".tmp", ckpt_dir + ".old"
+    if rank == 0 and os.path.exists(tmp_dir):
+        shutil.rmtree(tmp_dir)  # a save that a preemption cut short
+    barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizers_of(optimizer))
+    with one_process_is_fine():
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp_dir)
+    if rank == 0:
+        torch.save(train_state, os.path.join(tmp_dir, TRAIN_STATE + ".tmp"))
+        os.replace(os.path.join(tmp_dir, TRAIN_STATE + ".tmp"), os.path.join(tmp_dir, TRAIN_STATE))
+        if os.path.exists(ckpt_dir):
+            if os.path.exists(old_dir):
+                shutil.rmtree(old_dir)
+            os.replace(ckpt_dir, old_dir)
+        os.replace(tmp_dir, ckpt_dir)
+        if os.path.exists(old_dir):
+            shutil.rmtree(old_dir)
+    barrier()
+
+
+def load_sharded_checkpoint(ckpt_dir, model, optimizer):
+    """Load a checkpoint written by save_sharded_checkpoint into model and optimizer, sharded or not, on any
+    number of ranks (DCP reshards); returns its train_state dict."""
+    path = find_checkpoint(ckpt_dir)
+    if path is None:
+        raise FileNotFoundError(f"{ckpt_dir} holds no complete sharded checkpoint (no {TRAIN_STATE})")
+    model_state, optimizer_state = get_state_dict(model, optimizers_of(optimizer))
+    state = {"model": model_state, "optimizer": optimizer_state}
+    with one_process_is_fine():
+        dcp.load(state, checkpoint_id=path)
+    set_state_dict(model, optimizers_of(optimizer), model_state_dict=state["model"],
+                   optim_state_dict=state["optimizer"])
+    return read_train_state(path)
+
+
+def read_train_state(path):
+    return torch.load(os.path.join(path, TRAIN_STATE), map_location="cpu", weights_only=True)
+
+
+def convert_to_single_file(ckpt_dir, out_path):
+    """The model of a sharded checkpoint as the single-file ckpt.pt that sample.py, the evals and export read
+    (model weights and configs, no optimizer state), in one process. Returns out_path."""
+    path = find_checkpoint(ckpt_dir)
+    if path is None:
+        raise FileNotFoundError(f"{ckpt_dir} holds no complete sharded checkpoint (no {TRAIN_STATE}); "
+                                f"pass the out_dir/ckpt directory of a run with parallelism='fsdp'")
+    train_state = read_train_state(path)
+    model = GPT(gpt_config_from_dict(train_state["model_config"]))
+    state = {"model": model.state_dict()}
+    with one_process_is_fine():
+        dcp.load(state, checkpoint_id=path)  # only the model's entries are read
+    model.load_state_dict(state["model"])
+    checkpoint = {"model": model.state_dict(), "model_config": train_state["model_config"],
+                  **{k: train_state[k] for k in ("train_config", "step", "tokens") if k in train_state}}
+    torch.save(checkpoint, out_path + ".tmp")
+    os.replace(out_path + ".tmp", out_path)
+    return out_path
+
+
+@contextmanager
+def one_process_is_fine():
+    """DCP warns at every save and load without a process group; one process is a use we intend (resume anywhere)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Convert a sharded (DCP) checkpoint directory of an FSDP run into "
+                                                 "the single-file ckpt.pt that sample.py, the evals and export read.")
+    parser.add_argument("ckpt_dir", help="the run's out_dir/ckpt directory")
+    parser.add_argument("--out", default=None, help="the file to write (default: ckpt.pt beside ckpt_dir)")
+    args = parser.parse_args(argv)
+    out_path = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt_dir.rstrip("/"))), "ckpt.pt")
+    try:
+        convert_to_single_file(args.ckpt_dir.rstrip("/"), out_path)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

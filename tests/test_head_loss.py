@@ -1,0 +1,97 @@
+"""The head's chunked loss (issue 10 item 10): the same loss and gradients as F.cross_entropy on the whole
+(soft-capped) logits, without keeping anything of size (tokens, vocab_size) for the backward."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import model as model_module
+from model import GPT, head_loss
+from test_model import randomize_, small_config
+
+
+def reference_loss(h, weight, targets, softcap):
+    """What forward computed before the chunking: the whole logits, soft-capped in float32, then cross-entropy."""
+    logits = h @ weight.t()
+    if softcap > 0:
+        logits = softcap * torch.tanh(logits.float() / softcap)
+    return F.cross_entropy(logits.float(), targets, ignore_index=-1)
+
+
+@pytest.mark.parametrize("softcap", [0.0, 0.5, 15.0])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1000])
+def test_chunked_loss_and_gradients_equal_the_whole_cross_entropy(softcap, chunk_rows):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(30, 16, generator=g, dtype=torch.float64).float().requires_grad_()
+    weight = torch.randn(97, 16, generator=g).requires_grad_()
+    targets = torch.randint(0, 97, (30,), generator=g)
+    targets[[3, 11, 12, 29]] = -1  # ignored positions, some at a chunk's edge
+    loss = head_loss(h, weight, targets, softcap, chunk_rows)
+    grad_h, grad_weight = torch.autograd.grad(3.0 * loss, (h, weight))  # an upstream gradient that is not 1
+    expected = reference_loss(h, weight, targets, softcap)
+    expected_grad_h, expected_grad_weight = torch.autograd.grad(3.0 * expected, (h, weight))
+    # float32 throughout: only the order of the sums differs
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grad_h, expected_grad_h, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grad_weight, expected_grad_weight, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(logit_softcap=15.0, tie_embeddings=False, bias=False)])
+def test_model_loss_and_every_gradient_equal_cross_entropy_of_its_logits(overrides, monkeypatch):
+    monkeypatch.setattr(model_module, "LOSS_CHUNK_ROWS", 5)  # several chunks, the last one short
+    torch.manual_seed(0)
+    gpt = GPT(small_config(**overrides))
+    randomize_(gpt)
+    idx = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(1))
+    targets = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(2))
+    logits, loss = gpt(idx, targets)
+    assert logits is None  # the (B, T, vocab) logits are never built for the loss
+    loss.backward()
+    ours = {name: p.grad.clone() for name, p in gpt.named_parameters()}
+    gpt.zero_grad()
+    expected = F.cross_entropy(gpt(idx)[0].view(-1, 97), targets.view(-1))  # the inference path's logits
+    expected.backward()
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-6)
+    for name, p in gpt.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_bfloat16_autocast_loss_matches_the_whole_cross_entropy():
+    torch.manual_seed(0)
+    gpt = GPT(small_config(logit_softcap=15.0))
+    randomize_(gpt)
+    idx = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(1))
+    targets = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = gpt(idx, targets)[1]
+        expected = F.cross_entropy(gpt(idx)[0].float().view(-1, 97), targets.view(-1))
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)  # the same bfloat16 logits, float32 after
+
+
+def test_nothing_of_the_logits_size_is_saved_for_backward():
+    """At 64 x 1024 tokens a (tokens, vocab_size) float32 tensor is 13 GB: the modern config kept two (the
+    soft-capped logits and their log-softmax), the baseline one; now neither keeps any."""
+    B, T, vocab = 4, 16, 1000  # the logits outsize every activation of the blocks, as at GPT-2's shape
+    for overrides in (dict(), dict(logit_softcap=15.0, tie_embeddings=False)):
+        gpt = GPT(small_config(vocab_size=vocab, **overrides))
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            gpt(torch.zeros(B, T, dtype=torch.long), torch.zeros(B, T, dtype=torch.long))
+        assert saved and max(saved) < B * T * vocab, overrides
+
+
+def test_the_chunked_loss_compiles_as_one_graph():
+    # compile=True must not break the graph at the Function (nor change its numbers); aot_eager checks the
+    # tracing and the backward without the inductor's C++ compilation
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(30, 16, generator=g).requires_grad_()
+    weight = torch.randn(97, 16, generator=g).requires_grad_()
+    targets = torch.randint(0, 97, (30,), generator=g)
+    compiled = torch.compile(head_loss, backend="aot_eager", fullgraph=True)
+    results = []
+    for loss_fn in (head_loss, compiled):
+        loss = loss_fn(h, weight, targets, 15.0, 7)
+        results.append((loss, *torch.autograd.grad(loss, (h, weight))))
+    for ours, expected in zip(*results):
+        torch.testing.assert_close(ours, expected, atol=0, rtol=0)
