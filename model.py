@@ -311,12 +311,7 @@ class GPT(nn.Module):
         if T > self.config.block_size:
             raise ValueError(f"input has {T} tokens but the model's block_size is {self.config.block_size}; "
                              f"crop the input to the last {self.config.block_size} tokens")
-        x = self.transformer.wte(idx)  # (B, T, C)
-        rope = None
-        if self.config.pos_emb == "learned":
-            x = x + self.transformer.wpe(torch.arange(T, device=idx.device))  # (T, C) broadcast over B
-        else:
-            rope = (self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype))
+        x, rope = self.embed(idx)
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, rope)
@@ -326,14 +321,26 @@ class GPT(nn.Module):
             # soft-cap and log-softmax would be 13 GB each; the caller gets the loss only
             loss = head_loss(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1), self.config.logit_softcap)
             return None, loss
-        logits = self.lm_head(x)  # (B, T, vocab_size)
+        return self.head(x), None
+
+    def embed(self, idx, start=0):
+        """(x, rope) for the tokens idx (B, T) at positions start ... start+T-1: their embeddings (B, T, C), plus
+        the position table's rows with learned positions, or else the RoPE tables of those positions."""
+        T = idx.size(1)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.pos_emb == "learned":
+            return x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device)), None  # (T, C) over B
+        return x, (self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype))
+
+    def head(self, x):
+        """Logits (..., vocab_size) of the final normalised hidden states x (..., C), soft-capped if configured."""
+        logits = self.lm_head(x)
         if self.config.logit_softcap > 0:
             # Gemma 2's soft cap: about the identity for small logits, never beyond +-cap. In float32, as
             # nanochat: tanh in bfloat16 would round the logits near the cap
             cap = self.config.logit_softcap
             logits = cap * torch.tanh(logits.float() / cap)
-        loss = None
-        return logits, loss
+        return logits
 
     def num_params(self):
         """Number of parameters, each tied tensor counted once (124,475,904 for the baseline; an untied head
@@ -379,20 +386,11 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"the KV cache holds {start} tokens and {T} more would pass the model's "
                              f"block_size={self.config.block_size}; reset it and start from the last tokens")
-        x = self.transformer.wte(idx)  # (B, T, C)
-        rope = None
-        if self.config.pos_emb == "learned":
-            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
-        else:
-            rope = (self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype))
+        x, rope = self.embed(idx, start)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, rope, cache, layer)
         cache.length += T
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
-        if self.config.logit_softcap > 0:  # as forward(): in float32
-            cap = self.config.logit_softcap
-            logits = cap * torch.tanh(logits.float() / cap)
-        return logits
+        return self.head(self.transformer.ln_f(x))  # (B, T, vocab_size)
 
     @torch.no_grad()
     def next_token_logits(self, idx, cache=None):
