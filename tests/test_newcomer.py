@@ -208,7 +208,7 @@ def test_ctrl_c_while_make_demo_prepares_its_data_keeps_the_manifest_a_rerun_nee
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     fake_python = tmp_path / ".venv" / "bin" / "python"  # prepare_data.py: the manifest of a first shard, then busy
     fake_python.write_text('#!/bin/sh\ncase "$1" in prepare_data.py) mkdir -p data/pydoc; echo "{}" > data/pydoc/manifest.json;'
-                           ' echo started; sleep 30;; esac\n')
+                           ' echo started; exec sleep 60;; esac\n')
     fake_python.chmod(0o755)
     (tmp_path / ".venv" / ".runtime").touch()  # set up already
     make = subprocess.Popen(["make", "--no-print-directory", "data/pydoc/manifest.json"], cwd=tmp_path, text=True,
