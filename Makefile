@@ -52,13 +52,13 @@ test: setup-dev ## run the test suite (CPU, no network)
 
 # --- data ---------------------------------------------------------------------------------------
 
-# make deletes a target whose recipe Ctrl-C interrupted; this one is prepare_data.py's record of the finished shards,
-# which the rerun needs to continue after them
-.PRECIOUS: data/pydoc/manifest.json
-data/pydoc/manifest.json: | setup
+# The target is a stamp written once prepare_data.py finished: after Ctrl-C the next make runs it again, and it
+# continues after the finished shards (make would delete an interrupted target: not the manifest that records them)
+data/pydoc/.prepared: | setup
 	@# English prose that ships with Python itself (the text of help() topics): no download needed
 	$(PY) get_text.py pydoc --out_dir data/pydoc_text
 	$(PY) prepare_data.py --input 'data/pydoc_text/*.txt' --out_dir data/pydoc --prefix pydoc
+	touch $@
 
 # Tiny Shakespeare: ../shared/data's copy where there is one, else downloaded (sha256-checked); offline, the pydoc text
 SHARED_DATA ?= ../shared/data
@@ -67,14 +67,14 @@ data_shakespeare: setup ## Tiny Shakespeare into data/shakespeare (found or down
 	  $(PY) prepare_data.py --input "$$text" --out_dir data/shakespeare; \
 	else \
 	  echo "data_shakespeare: no Tiny Shakespeare offline; preparing Python's help() text (make demo's) into data/pydoc instead"; \
-	  $(MAKE) --no-print-directory data/pydoc/manifest.json; \
+	  $(MAKE) --no-print-directory data/pydoc/.prepared; \
 	fi
 
 data_fineweb: setup ## stream FineWeb-Edu (sample-10BT) from Hugging Face into data/fineweb_edu (needs internet)
 	$(PY) prepare_data.py --dataset HuggingFaceFW/fineweb-edu --name $(FINEWEB_NAME) --out_dir data/fineweb_edu \
 		--max_tokens $(FINEWEB_TOKENS)
 
-bench_prepare: data/pydoc/manifest.json ## tokenizer throughput: ours (process pool) next to tiktoken's encode_ordinary_batch
+bench_prepare: data/pydoc/.prepared ## tokenizer throughput: ours (process pool) next to tiktoken's encode_ordinary_batch
 	$(PY) prepare_data.py --input 'data/pydoc_text/*.txt' --bench
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ variants: setup ## print the README's variants table (parameters per config)
 DEMO ?= modern
 DEMO_CONFIG = $(if $(filter baseline,$(DEMO)),configs/demo_cpu_baseline.py,configs/demo_cpu.py)
 DEMO_OUT = $(if $(filter baseline,$(DEMO)),out/demo_cpu_baseline,out/demo_cpu)
-demo: data/pydoc/manifest.json ## CPU, no download: a tiny GPT, modern recipe, a few minutes (DEMO=baseline: GPT-2's); media/demo_loss.png
+demo: data/pydoc/.prepared ## CPU, no download: a tiny GPT, modern recipe, a few minutes (DEMO=baseline: GPT-2's); media/demo_loss.png
 	$(if $(filter-out modern baseline,$(DEMO)),$(error DEMO is modern or baseline, not $(DEMO)))
 	$(PY) train.py $(DEMO_CONFIG)
 	$(PY) plot.py $(DEMO_OUT) --loss_curve $(if $(filter baseline,$(DEMO)),$(DEMO_OUT)/loss.png,media/demo_loss.png)

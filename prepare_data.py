@@ -548,13 +548,29 @@ class Interrupted(KeyboardInterrupt):
 RERUN_HINT = "rerun the same command to continue after the finished shards"
 
 
+HANDLING_PROCESS = [None]  # the pid whose handlers these are: a forked worker inherits them until init_worker runs
+
+
+def in_a_forked_worker(signum):
+    """In a worker forked before its initializer ran (Pool replaces a worker at any time): end as the signal would."""
+    if os.getpid() == HANDLING_PROCESS[0]:
+        return False
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return True
+
+
 def exit_at_once(signum, frame):
     """A second Ctrl-C or SIGTERM while the first one unwinds (a pool, a stream closing): stop now, say so, no traceback."""
+    if in_a_forked_worker(signum):
+        return
     os.write(2, f"\n{signal.Signals(signum).name} again: stopped at once; {RERUN_HINT}\n".encode())
     os._exit(128 + signum)
 
 
 def interrupt(signum, frame):
+    if in_a_forked_worker(signum):
+        return
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, exit_at_once)  # kept until the process ends, interpreter shutdown included
     raise Interrupted(signum)
@@ -566,6 +582,7 @@ def interrupted_cleanly():
     if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
         yield
         return
+    HANDLING_PROCESS[0] = os.getpid()
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield

@@ -505,12 +505,30 @@ def finish(process, seconds):
 def test_signal_during_prepare_is_one_clean_message_and_the_rerun_completes(tmp_path, signum, to_the_group):
     process, argv = start_slow_prepare(tmp_path)
     (os.killpg if to_the_group else os.kill)(process.pid, signum)
-    err = finish(process, 30)
+    err = finish(process, 60)
     assert process.returncode == 128 + signum, err
     assert err.strip() == f"interrupted ({signal.Signals(signum).name}); rerun the same command to continue after the finished shards"
     assert run(*argv) == 0  # nothing lost: the rerun finishes the job
     tokens, _ = stream_of(tmp_path / "out")
     np.testing.assert_array_equal(tokens, expected_tokens(DOCUMENTS * 20))
+
+
+def test_worker_forked_before_its_initializer_ends_quietly_on_sigterm():
+    """Pool forks a replacement worker at any time; until init_worker runs it holds the main process's handlers."""
+    read_end, write_end = os.pipe()
+    with prepare_data.interrupted_cleanly():
+        pid = os.fork()
+        if pid == 0:  # the new worker, its initializer not yet run
+            os.dup2(write_end, 2)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)  # Pool.terminate()
+                time.sleep(5)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    os.close(write_end)
+    assert os.read(read_end, 10_000) == b""  # no traceback, no message: the main process speaks
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
 
 
 def test_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):

@@ -192,7 +192,7 @@ def test_demo_trains_the_modern_recipe_and_the_baseline_demo_the_same_model_size
     (["DEMO=baseline"], "configs/demo_cpu_baseline.py", "out/demo_cpu_baseline/loss.png"),
 ])
 def test_make_demo_trains_then_draws_only_after_train_py_succeeded(flag, config, picture):
-    result = subprocess.run(["make", "-n", "--no-print-directory", "-o", "data/pydoc/manifest.json", "demo", *flag],
+    result = subprocess.run(["make", "-n", "--no-print-directory", "-o", "data/pydoc/.prepared", "demo", *flag],
                             cwd=REPO, capture_output=True, text=True, timeout=30)
     train_line, plot_line = result.stdout.strip().splitlines()[-2:]
     assert train_line == f".venv/bin/python train.py {config}"
@@ -201,17 +201,17 @@ def test_make_demo_trains_then_draws_only_after_train_py_succeeded(flag, config,
 
 
 @needs_make
-def test_ctrl_c_while_make_demo_prepares_its_data_keeps_the_manifest_a_rerun_needs(tmp_path):
-    """make deletes the target of an interrupted recipe, unless it is .PRECIOUS: here the record of the finished shards."""
+def test_ctrl_c_while_make_demo_prepares_its_data_keeps_the_manifest_and_the_rerun_continues(tmp_path):
+    """make deletes the target of an interrupted recipe, and skips a target that exists: neither may be the manifest."""
     for name in ("Makefile", "requirements.txt"):
         shutil.copy(os.path.join(REPO, name), tmp_path / name)
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     fake_python = tmp_path / ".venv" / "bin" / "python"  # prepare_data.py: the manifest of a first shard, then busy
-    fake_python.write_text('#!/bin/sh\ncase "$1" in prepare_data.py) mkdir -p data/pydoc; echo "{}" > data/pydoc/manifest.json;'
-                           ' echo started; sleep 30;; esac\n')
+    fake_python.write_text('#!/bin/sh\necho "$*" >> calls.txt\ncase "$1" in prepare_data.py) mkdir -p data/pydoc; '
+                           'echo "{}" > data/pydoc/manifest.json; echo started; [ -z "$BUSY" ] || exec sleep 60;; esac\n')
     fake_python.chmod(0o755)
     (tmp_path / ".venv" / ".runtime").touch()  # set up already
-    make = subprocess.Popen(["make", "--no-print-directory", "data/pydoc/manifest.json"], cwd=tmp_path, text=True,
+    make = subprocess.Popen(["make", "--no-print-directory", "demo"], cwd=tmp_path, text=True, env={**os.environ, "BUSY": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     for line in make.stdout:
         if line.strip() == "started":
@@ -220,3 +220,9 @@ def test_ctrl_c_while_make_demo_prepares_its_data_keeps_the_manifest_a_rerun_nee
     output = make.communicate(timeout=30)[0]
     assert make.returncode != 0
     assert (tmp_path / "data" / "pydoc" / "manifest.json").exists(), output
+
+    (tmp_path / "calls.txt").unlink()
+    rerun = subprocess.run(["make", "--no-print-directory", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["get_text.py", "prepare_data.py", "train.py", "plot.py"]  # prepared again
