@@ -112,11 +112,16 @@ def test_rolling_loglikelihood_and_generation_equal_lm_evals_hf_model(exported):
     rolling = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)]
     assert len(get_encoding().encode(long_text)) > 3 * BLOCK_SIZE
     np.testing.assert_allclose(ours.loglikelihood_rolling(rolling), theirs.loglikelihood_rolling(rolling), atol=1e-3, rtol=1e-6)
-    options = [{"until": ["\n"], "max_gen_toks": 12, "do_sample": False}, {"until": [".", " the"], "max_gen_toks": 20},
+    # a stop string the random model is sure to produce: a piece of its own free-running text
+    free = ours.generate_until([Instance("generate_until", {}, ("Once upon a time", {"until": [], "max_gen_toks": 12}), 0)])[0]
+    stop = free[len(free) // 2:len(free) // 2 + 3]
+    options = [{"until": [stop], "max_gen_toks": 12, "do_sample": False}, {"until": [".", " the"], "max_gen_toks": 20},
                {"max_gen_toks": 8, "temperature": 0.0}]
     generate = [Instance("generate_until", {}, (context, o), i) for i, (context, o) in
                 enumerate(zip(["Once upon a time", long_text, "Q: Why?\nA:"], options))]
-    assert ours.generate_until(generate) == theirs.generate_until(generate)
+    generated = ours.generate_until(generate)
+    assert generated == theirs.generate_until(generate)
+    assert len(stop) == 3 and generated[0] == free[:free.index(stop)]  # cut before the stop string
 
 
 def test_loglikelihoods_equal_multiple_choices_for_a_modern_checkpoint(tmp_path):
