@@ -14,6 +14,9 @@ FINEWEB_NAME ?= sample-10BT
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP_NETWORK ?= --timeout 15 --retries 1
 TORCH_REQUIREMENT := $(shell sed -n 's/^\(torch[^ #]*\).*/\1/p' requirements.txt)
+# The CPU build is pinned to the version the test suite was last run with: pip does not fail when the CPU index is
+# unreachable, it takes the newest torch its other sources have (measured here: a CUDA build, 2.14.1 from a mirror).
+TORCH_CPU_VERSION ?= 2.13.0
 
 .PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_shakespeare bench_prepare \
         train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu train_ddp c bench_c
@@ -31,9 +34,9 @@ $(VENV)/.runtime: requirements.txt
 	  $(PY) -m pip install "$(TORCH_REQUIREMENT)"; \
 	else \
 	  echo "setup: no NVIDIA GPU (no nvidia-smi): installing PyTorch's CPU build from $(TORCH_CPU_INDEX)"; \
-	  $(PY) -m pip install $(PIP_NETWORK) --index-url $(TORCH_CPU_INDEX) "$(TORCH_REQUIREMENT)" || { \
-	    echo "setup: $(TORCH_CPU_INDEX) could not be used: installing the torch that pip finds (may be the CUDA build)"; \
-	    $(PY) -m pip install "$(TORCH_REQUIREMENT)"; }; \
+	  $(PY) -m pip install $(PIP_NETWORK) --index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_CPU_VERSION)" || { \
+	    echo "setup: $(TORCH_CPU_INDEX) could not be used: installing the torch $(TORCH_CPU_VERSION) that pip finds (may be the CUDA build)"; \
+	    $(PY) -m pip install "torch==$(TORCH_CPU_VERSION)"; }; \
 	fi
 	$(PY) -m pip install -r requirements.txt
 	$(PY) tokenizer.py

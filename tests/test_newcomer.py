@@ -59,8 +59,9 @@ def make_setup(tmp_path, gpu, torch_installed=False, cpu_index_reachable=True):
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA GPU")
 def test_setup_without_nvidia_gpu_installs_pytorchs_cpu_build(tmp_path):
     pips, output = make_setup(tmp_path, gpu=False)
-    assert pips[0] == "-m pip install --timeout 15 --retries 1 --index-url https://download.pytorch.org/whl/cpu torch>=2.4"
-    assert pips[1:] == ["-m pip install -r requirements.txt"]  # its torch>=2.4 is then satisfied: nothing more
+    # pinned: an unreachable index does not make pip fail, it takes the newest torch elsewhere (a CUDA build here)
+    assert pips[0] == "-m pip install --timeout 15 --retries 1 --index-url https://download.pytorch.org/whl/cpu torch==2.13.0"
+    assert pips[1:] == ["-m pip install -r requirements.txt"]  # its torch>=2.7 is then satisfied: nothing more
     assert "setup: no NVIDIA GPU (no nvidia-smi): installing PyTorch's CPU build" in output
 
 
@@ -68,15 +69,15 @@ def test_setup_without_nvidia_gpu_installs_pytorchs_cpu_build(tmp_path):
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA GPU")
 def test_setup_falls_back_to_what_pip_finds_when_pytorchs_index_cannot_be_reached(tmp_path):
     pips, output = make_setup(tmp_path, gpu=False, cpu_index_reachable=False)
-    assert pips == ["-m pip install --timeout 15 --retries 1 --index-url https://download.pytorch.org/whl/cpu torch>=2.4",
-                    "-m pip install torch>=2.4", "-m pip install -r requirements.txt"]
-    assert "https://download.pytorch.org/whl/cpu could not be used: installing the torch that pip finds" in output
+    assert pips == ["-m pip install --timeout 15 --retries 1 --index-url https://download.pytorch.org/whl/cpu torch==2.13.0",
+                    "-m pip install torch==2.13.0", "-m pip install -r requirements.txt"]
+    assert "https://download.pytorch.org/whl/cpu could not be used: installing the torch 2.13.0 that pip finds" in output
 
 
 @needs_make
 def test_setup_on_a_gpu_box_installs_the_cuda_build_from_pypi(tmp_path):
     pips, output = make_setup(tmp_path, gpu=True)
-    assert pips == ["-m pip install torch>=2.4", "-m pip install -r requirements.txt"]
+    assert pips == ["-m pip install torch>=2.7", "-m pip install -r requirements.txt"]
     assert "NVIDIA GPU found" in output
 
 
