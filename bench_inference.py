@@ -197,7 +197,7 @@ def median_speed(runner, prompt, decode_lengths, runs):
     """Medians over runs: prefill tok/s, time to first token (ms), and decode tok/s for each decode length."""
     speed = {}
     for i, new_tokens in enumerate(decode_lengths):
-        runner.time_generation(prompt, new_tokens)  # warm-up (and compilation)
+        runner.time_generation(prompt, 4 if i else new_tokens)  # warm-up: caches, allocator, and torch.compile's compilation
         times = [runner.time_generation(prompt, new_tokens) for _ in range(runs)]
         if i == 0:
             ttft = statistics.median(t[0] for t in times)
@@ -264,11 +264,12 @@ def parse_args(argv):
     parser.add_argument("--data_dir", default="data/shakespeare", help="shards from prepare_data.py; its val shard gives the quality tokens (default data/shakespeare)")
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES, help=f"comma-separated schemes, none first (default {DEFAULT_SCHEMES}); any of {', '.join(SCHEMES)}")
     parser.add_argument("--backends", default="pytorch", help=f"comma-separated backends (default pytorch); any of {', '.join(BACKENDS)}")
-    parser.add_argument("--eval_tokens", type=int, default=16384, help="validation tokens scored for quality (default 16384)")
+    parser.add_argument("--eval_tokens", type=int, default=8192, help="validation tokens scored for quality (default 8192)")
     parser.add_argument("--prompt_tokens", type=int, default=512, help="prompt length for prefill and decode (default 512)")
     parser.add_argument("--decode_tokens", default="128,256", help="comma-separated numbers of new tokens to decode (default 128,256)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure, the median reported (default 5, at least 5 for the table)")
     parser.add_argument("--compile", default="off,on", help="torch.compile settings to time: off, on or off,on (default off,on)")
+    parser.add_argument("--compile_schemes", default=None, help="time compile on for these schemes only (default: every scheme); compiling takes minutes per scheme on a busy CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, usually the core count)")
     parser.add_argument("--no_rss", action="store_true", help="skip the peak-memory child processes (faster)")
     parser.add_argument("--out", default="media/bench_inference.md", help="where to write the table (default media/bench_inference.md); '' for none")
@@ -288,6 +289,7 @@ def main(argv=None):
     schemes = [s for s in args.schemes.split(",") if s]
     compiles = [c for c in args.compile.split(",") if c]
     backends = [b for b in args.backends.split(",") if b]
+    compile_schemes = schemes if args.compile_schemes is None else args.compile_schemes.split(",")
     try:
         decode_lengths = [int(n) for n in args.decode_tokens.split(",")]
     except ValueError:
@@ -331,6 +333,8 @@ def main(argv=None):
         row.update(runner.memory(base_model))
         row["peak_rss"] = None if args.no_rss or backend != "pytorch" else peak_rss_in_child(args, scheme)
         for compile_setting in compiles:
+            if compile_setting == "on" and scheme not in compile_schemes:
+                continue
             timed = runner if compile_setting == "off" else runner.compiled()
             if timed is None:
                 continue
