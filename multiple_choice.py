@@ -333,7 +333,7 @@ def write_json_atomic(obj, path):
     """Write obj as JSON to path through a temporary file and a rename: never a half-written file. Should that
     fail (the disk filled up, the folder went away during the evaluation), the results go to a file in the
     system's temporary folder instead, so they are not lost; returns the path written."""
-    text = json.dumps(obj, indent=1)
+    text = json.dumps(obj, indent=1, default=str)  # default: lm-eval's results hold a few non-JSON values
     try:
         with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_",
                                          suffix=".json", delete=False) as f:

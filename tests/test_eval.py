@@ -83,6 +83,28 @@ def tiny_gpt(block_size=64, seed=0):
     return GPT(GPTConfig(block_size=block_size, n_layer=2, n_head=2, n_embd=32)).eval()
 
 
+def write_local_tasks(folder, data):
+    """Task yamls in folder that include lm-eval's own commonsense_qa and hellaswag yamls and only point them at the
+    local files in data ({"hellaswag": path, "commonsense_qa": path (optional)}); returns the task names:
+    hellaswag_local, and csqa_mc_local and csqa_cloze_local (the answer texts as the choices) with CommonsenseQA."""
+    import lm_eval
+    shipped = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
+    local = "\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {data}\ntraining_split: null\n"
+    both_metrics = "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"  # lm-eval's csqa reports acc only
+    yamls = {"hellaswag_local": f"include: {shipped}/hellaswag/hellaswag.yaml\ntask: hellaswag_local" + local.format(data=data["hellaswag"])}
+    if "commonsense_qa" in data:
+        csqa = f"include: {shipped}/commonsense_qa/default.yaml" + local.format(data=data["commonsense_qa"]) + both_metrics
+        yamls["csqa_mc_local"] = csqa + "task: csqa_mc_local\n"
+        # the cloze format: the same task with the answer texts as the choices
+        yamls["csqa_cloze_local"] = csqa + ("task: csqa_cloze_local\ndoc_to_text: \"Question: {{ question.strip() }}\\nAnswer:\"\n"
+                                            "doc_to_choice: \"{{ choices.text }}\"\ndoc_to_target: \"{{ choices.label.index(answerKey) }}\"\n")
+    os.makedirs(folder, exist_ok=True)
+    for name, text in yamls.items():
+        with open(os.path.join(folder, f"{name}.yaml"), "w") as f:
+            f.write(text)
+    return sorted(yamls)
+
+
 # -----------------------------------------------------------------------------
 # parity with lm-evaluation-harness
 
@@ -111,20 +133,8 @@ def reference(tmp_path_factory):
         with open(CSQA_FILE) as f:
             data["commonsense_qa"] = write_jsonl(tmp / "csqa.jsonl", [json.loads(line) for line in f][:N_CSQA])
 
-    shipped = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
-    local = "\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {data}\ntraining_split: null\n"
-    both_metrics = "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"  # lm-eval's csqa reports acc only
-    yamls = {"hellaswag_local": f"include: {shipped}/hellaswag/hellaswag.yaml\ntask: hellaswag_local" + local.format(data=data["hellaswag"])}
-    if "commonsense_qa" in data:
-        csqa = f"include: {shipped}/commonsense_qa/default.yaml" + local.format(data=data["commonsense_qa"]) + both_metrics
-        yamls["csqa_mc_local"] = csqa + "task: csqa_mc_local\n"
-        # the cloze format: the same task with the answer texts as the choices
-        yamls["csqa_cloze_local"] = csqa + ("task: csqa_cloze_local\ndoc_to_text: \"Question: {{ question.strip() }}\\nAnswer:\"\n"
-                                            "doc_to_choice: \"{{ choices.text }}\"\ndoc_to_target: \"{{ choices.label.index(answerKey) }}\"\n")
-    for name, text in yamls.items():
-        (tmp / "tasks").mkdir(exist_ok=True)
-        (tmp / "tasks" / f"{name}.yaml").write_text(text)
-    out = lm_eval.simple_evaluate(model=HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=16), tasks=sorted(yamls),
+    tasks = write_local_tasks(tmp / "tasks", data)
+    out = lm_eval.simple_evaluate(model=HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=16), tasks=tasks,
                                   task_manager=TaskManager(include_path=str(tmp / "tasks")), num_fewshot=0, log_samples=True)
     samples = {name: sorted(s, key=lambda s: s["doc_id"]) for name, s in out["samples"].items()}
     return {"model_dir": str(tmp / "model"), "data": data, "samples": samples, "tmp": tmp}
