@@ -156,8 +156,9 @@ def test_int8_per_channel_round_trip_and_weight_only_matmul():
     dequantized = layer.dequantize_rows(torch.arange(40))
     assert ((dequantized - w).abs().amax(1) <= layer.wscale / 2 * (1 + 1e-5)).all()
     assert layer.wscale[0] == 40.0 / 127  # the outlier row: its max sets its scale alone
-    x = torch.randn(5, 96)
-    assert torch.allclose(layer(x), x @ dequantized.t() + linear.bias, atol=1e-4)
+    for tokens in (5, 40):  # decoding (torch's int8-weight kernel) and prefill (dequantized matmul)
+        x = torch.randn(tokens, 96)
+        assert torch.allclose(layer(x), x @ dequantized.t() + linear.bias, atol=1e-4)
 
 
 @pytest.mark.parametrize("activations", ["token", "tensor"])
@@ -265,4 +266,23 @@ def test_eval_commonsense_qa_quant_scores_the_quantized_model(checkpoint, tmp_pa
     assert scored != pytest.approx(unquantized["examples"][0]["loglikelihoods"], abs=1e-4)  # --quant did something
     capsys.readouterr()
     assert eval_commonsense_qa.main([*argv, "--quant", "int3"]) == 1
+    assert "unknown quantization scheme 'int3'" in one_error_line(capsys)
+
+
+def test_eval_lm_quant_hands_lm_eval_the_quantized_model(checkpoint, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("lm_eval", reason="lm-eval is a test extra (requirements-dev.txt)")
+    import eval_lm
+    from quantize import Q8_0Linear
+    given = []
+
+    def stop_at_the_model(model, **kwargs):  # the model lm-eval would score; no need to run lm-eval itself here
+        given.append(model)
+        raise ValueError("stopped")
+
+    monkeypatch.setattr(eval_lm, "task_manager_for", lambda include_path: type("Tasks", (), {"all_tasks": ["t"]})())
+    monkeypatch.setattr(eval_lm, "make_lm_class", lambda: stop_at_the_model)
+    argv = [checkpoint, "--tasks", "t", "--device", "cpu", "--out", str(tmp_path / "r.json")]
+    assert eval_lm.main([*argv, "--quant", "q8_0"]) == 1 and "stopped" in one_error_line(capsys)
+    assert isinstance(given[0].lm_head, Q8_0Linear)
+    assert eval_lm.main([*argv, "--quant", "int3"]) == 1
     assert "unknown quantization scheme 'int3'" in one_error_line(capsys)
