@@ -197,7 +197,7 @@ def median_speed(runner, prompt, decode_lengths, runs):
     """Medians over runs: prefill tok/s, time to first token (ms), and decode tok/s for each decode length."""
     speed = {}
     for i, new_tokens in enumerate(decode_lengths):
-        runner.time_generation(prompt, new_tokens)  # warm-up (and compilation)
+        runner.time_generation(prompt, 4 if i else new_tokens)  # warm-up: caches, allocator, and torch.compile's compilation
         times = [runner.time_generation(prompt, new_tokens) for _ in range(runs)]
         if i == 0:
             ttft = statistics.median(t[0] for t in times)
@@ -239,6 +239,19 @@ def render(rows, info):
     return "\n".join(lines) + "\n"
 
 
+def write_table(rows, info, out):
+    """The table as markdown, written atomically to out (and its rows beside it as .json) unless out is ''."""
+    table = render(rows, info)
+    if out:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        base = os.path.splitext(out)[0]
+        for path, text in ((out, table), (base + ".json", json.dumps({"info": info, "rows": rows}, indent=1, default=str))):
+            with open(path + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(path + ".tmp", path)
+    return table
+
+
 def hardware():
     cpu = platform.processor() or platform.machine()
     try:
@@ -264,11 +277,12 @@ def parse_args(argv):
     parser.add_argument("--data_dir", default="data/shakespeare", help="shards from prepare_data.py; its val shard gives the quality tokens (default data/shakespeare)")
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES, help=f"comma-separated schemes, none first (default {DEFAULT_SCHEMES}); any of {', '.join(SCHEMES)}")
     parser.add_argument("--backends", default="pytorch", help=f"comma-separated backends (default pytorch); any of {', '.join(BACKENDS)}")
-    parser.add_argument("--eval_tokens", type=int, default=16384, help="validation tokens scored for quality (default 16384)")
+    parser.add_argument("--eval_tokens", type=int, default=8192, help="validation tokens scored for quality (default 8192)")
     parser.add_argument("--prompt_tokens", type=int, default=512, help="prompt length for prefill and decode (default 512)")
     parser.add_argument("--decode_tokens", default="128,256", help="comma-separated numbers of new tokens to decode (default 128,256)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure, the median reported (default 5, at least 5 for the table)")
     parser.add_argument("--compile", default="off,on", help="torch.compile settings to time: off, on or off,on (default off,on)")
+    parser.add_argument("--compile_schemes", default=None, help="time compile on for these schemes only (default: every scheme); compiling takes minutes per scheme on a busy CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, usually the core count)")
     parser.add_argument("--no_rss", action="store_true", help="skip the peak-memory child processes (faster)")
     parser.add_argument("--out", default="media/bench_inference.md", help="where to write the table (default media/bench_inference.md); '' for none")
@@ -288,6 +302,7 @@ def main(argv=None):
     schemes = [s for s in args.schemes.split(",") if s]
     compiles = [c for c in args.compile.split(",") if c]
     backends = [b for b in args.backends.split(",") if b]
+    compile_schemes = schemes if args.compile_schemes is None else args.compile_schemes.split(",")
     try:
         decode_lengths = [int(n) for n in args.decode_tokens.split(",")]
     except ValueError:
@@ -323,41 +338,36 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 1
 
-    print(f"quality: {inputs.numel():,} tokens, {len(runners)} rows", flush=True)
-    quality = measure_quality(runners, inputs, targets)
-    rows = []
-    for (backend, scheme), runner in runners.items():
-        row = {"backend": backend, "scheme": scheme, "quality": quality.get((backend, scheme))}
-        row.update(runner.memory(base_model))
-        row["peak_rss"] = None if args.no_rss or backend != "pytorch" else peak_rss_in_child(args, scheme)
-        for compile_setting in compiles:
-            timed = runner if compile_setting == "off" else runner.compiled()
-            if timed is None:
-                continue
-            print(f"timing {backend} {scheme}, compile {compile_setting}", flush=True)
-            try:
-                speed = median_speed(timed, prompt, decode_lengths, args.runs)
-            except Exception as e:  # torch.compile can fail on a path; the row says so, the others still run
-                print(f"  {backend} {scheme} compile {compile_setting} failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
-                speed = {}
-            rows.append({**row, "compile": compile_setting, **speed})
-
     info = {"model": args.checkpoint or f"--hf {args.hf}", "parameters": base_model.num_params(), "context": context,
             "eval_positions": inputs.numel(), "data_dir": args.data_dir, "runs": args.runs,
             "prompt_tokens": args.prompt_tokens, "decode_lengths": decode_lengths, "hardware": hardware(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "torchao": torchao_version(),
             "date": datetime.date.today().isoformat(),
             "command": "python bench_inference.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    table = render(rows, info)
+    print(f"quality: {inputs.numel():,} tokens, {len(runners)} rows", flush=True)
+    quality = measure_quality(runners, inputs, targets)
+    rows, memory = [], {}
+    for compile_setting in compiles:  # every compile-off row first: compiling is the slow part
+        for (backend, scheme), runner in runners.items():
+            timed = runner if compile_setting == "off" else runner.compiled()
+            if timed is None or (compile_setting == "on" and scheme not in compile_schemes):
+                continue
+            if (backend, scheme) not in memory:
+                memory[backend, scheme] = runner.memory(base_model)
+                memory[backend, scheme]["peak_rss"] = (None if args.no_rss or backend != "pytorch"
+                                                       else peak_rss_in_child(args, scheme))
+            print(f"timing {backend} {scheme}, compile {compile_setting}", flush=True)
+            try:
+                speed = median_speed(timed, prompt, decode_lengths, args.runs)
+            except Exception as e:  # torch.compile can fail on a path; the row says so, the others still run
+                print(f"  {backend} {scheme} compile {compile_setting} failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+                speed = {}
+            rows.append({"backend": backend, "scheme": scheme, "compile": compile_setting,
+                         "quality": quality.get((backend, scheme)), **memory[backend, scheme], **speed})
+            write_table(rows, info, args.out)  # after every row: a long run stopped early still leaves its rows
+
+    table = write_table(rows, info, args.out)
     print(table)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out + ".tmp", "w") as f:
-            f.write(table)
-        os.replace(args.out + ".tmp", args.out)
-        with open(os.path.splitext(args.out)[0] + ".json.tmp", "w") as f:
-            json.dump({"info": info, "rows": rows}, f, indent=1, default=str)
-        os.replace(os.path.splitext(args.out)[0] + ".json.tmp", os.path.splitext(args.out)[0] + ".json")
     return 0
 
 

@@ -4,6 +4,7 @@ Any lm-evaluation-harness task on any of our checkpoints (every variant), throug
     python eval_lm.py out/swiglu/ckpt.pt --tasks hellaswag,arc_easy,piqa,winogrande
     python eval_lm.py out/modern/ckpt.pt --tasks lambada_openai,wikitext --limit 200 --batch_size 32
     python eval_lm.py out/demo_cpu/ckpt.pt --tasks my_task --include_path my_tasks/ --device cpu --out results.json
+    python eval_lm.py out/quant_cpu/ckpt.pt --tasks arc_easy --limit 100 --device cpu --quant q8_0   # quantize.py first
 
 lm-eval (`pip install lm-eval`, in requirements-dev.txt) is an optional extra: only this script imports it.
 GPTLM answers lm-eval's three request types with our model and GPT-2's tokenizer: loglikelihood (the sum of a
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from model import sample_next_token
 from multiple_choice import load_model, model_input, pick_device, write_json_atomic
+from quantize import SCHEMES, quantize
 from tokenizer import EOT_TOKEN, get_encoding
 
 
@@ -140,6 +142,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps, ...; auto (default): cuda when available, else cpu")
     parser.add_argument("--include_path", metavar="DIR", help="a folder of extra task yamls (your own tasks, or local copies of the data)")
     parser.add_argument("--out", metavar="PATH", help="results JSON (default: lm_eval_results.json beside the checkpoint)")
+    parser.add_argument("--quant", default="none", metavar="SCHEME", help=f"score the model quantized by quantize.py (CPU): {', '.join(SCHEMES)} (default none)")
     args = parser.parse_args(argv)
 
     if (args.checkpoint is None) == (args.hf is None):
@@ -168,7 +171,10 @@ def main(argv=None):
         if unknown:
             raise ValueError(f"lm-eval has no task {', '.join(unknown)}; `lm_eval --tasks list` lists them")
         device = pick_device(args.device)
-        lm = make_lm_class()(load_model(args.checkpoint, args.hf, device), batch_size=args.batch_size, device=device)
+        if args.quant != "none" and device != "cpu":
+            raise ValueError(f"--quant {args.quant} runs on the CPU: pass --device cpu")
+        model = quantize(load_model(args.checkpoint, args.hf, device), args.quant)
+        lm = make_lm_class()(model, batch_size=args.batch_size, device=device)
         results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=args.num_fewshot, limit=args.limit,
                                           task_manager=task_manager)
         print(make_table(results))

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from data import read_jsonl
 from model import GPT, load_checkpoint
+from quantize import SCHEMES, quantize
 from tokenizer import get_encoding
 
 TARGET_DELIMITER = " "  # lm-eval's default target_delimiter, between the context and every choice
@@ -362,6 +363,7 @@ def run_cli(argv, dataset, formats, doc):
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps, ...; auto (default): cuda when available, else cpu")
     parser.add_argument("--out", metavar="PATH", help="write a .json: the summary (acc, acc_norm, n) and every question's log-likelihoods, "
                         "prediction and label" + (", for each format" if len(formats) > 1 else ""))
+    parser.add_argument("--quant", default="none", metavar="SCHEME", help=f"score the model quantized by quantize.py (CPU): {', '.join(SCHEMES)} (default none)")
     args = parser.parse_args(argv)
     chosen = list(formats) if getattr(args, "format", "all") == "all" else [args.format]
 
@@ -375,7 +377,9 @@ def run_cli(argv, dataset, formats, doc):
         if args.out:
             check_writable(args.out)
         device = pick_device(args.device)
-        model = load_model(args.checkpoint, args.hf, device)
+        if args.quant != "none" and device != "cpu":
+            raise ValueError(f"--quant {args.quant} runs on the CPU: pass --device cpu")
+        model = quantize(load_model(args.checkpoint, args.hf, device), args.quant)
         docs = load_docs(dataset, args.data, args.limit)
         for fmt in chosen:
             task = formats[fmt]

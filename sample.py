@@ -4,6 +4,7 @@ Sample text from a checkpoint (or from OpenAI's GPT-2), streamed to stdout as th
     python sample.py out/demo_cpu/ckpt.pt --prompt "The for statement"
     python sample.py out/modern/ckpt.pt --prompt_file prompt.txt --num_samples 3 --temperature 0.8 --top_p 0.95
     python sample.py --hf gpt2 --prompt "Hello, I'm a language model," --max_new_tokens 100 --seed 2
+    python sample.py out/quant_cpu/ckpt.pt --prompt "ROMEO:" --quant q8_0     # int8 weights (quantize.py), on the CPU
 
 Generation runs a prefill over the prompt and then one token per step against the KV cache (model.generate);
 prefill and decode speeds go to stderr at the end. The prompt starts after <|endoftext|>, as every document
@@ -18,6 +19,7 @@ import time
 import torch
 
 from multiple_choice import load_model, pick_device
+from quantize import SCHEMES, quantize
 from tokenizer import EOT_TOKEN, get_encoding
 
 REPLACEMENT = "\ufffd".encode()  # what a token id the tokenizer does not have (padded vocabulary) prints as
@@ -84,6 +86,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps, ...; auto (default): cuda when available, else cpu")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="weights and activations; auto (default): bfloat16 on CUDA, float32 elsewhere")
+    parser.add_argument("--quant", default="none", metavar="SCHEME", help=f"quantize the weights first (quantize.py, CPU kernels): {', '.join(SCHEMES)} (default none)")
     args = parser.parse_args(argv)
 
     if (args.checkpoint is None) == (args.hf is None):
@@ -103,13 +106,16 @@ def main(argv=None):
                 raise ValueError(f"cannot read --prompt_file {args.prompt_file} ({type(e).__name__}); pass a UTF-8 text file") from None
         enc = get_encoding()
         device = pick_device(args.device)
+        if args.quant != "none" and (device != "cpu" or args.dtype == "bfloat16"):
+            raise ValueError(f"--quant {args.quant} runs on the CPU in float32: pass --device cpu (and no --dtype bfloat16)")
         model = load_model(args.checkpoint, args.hf, device)
         tokens = prompt_tokens(text, model.config.block_size, enc)
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(args.dtype)
+        model.to(dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32))
+        model = quantize(model, args.quant)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(args.dtype)
-    model.to(dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32))
 
     torch.manual_seed(args.seed)
     for i in range(args.num_samples):

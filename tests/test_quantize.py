@@ -1,12 +1,13 @@
 """quantize.py: each scheme's error bound, q8_0 against a direct re-implementation, and quantized models of every variant."""
 
+import dataclasses
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, load_checkpoint
 from quantize import (SCHEMES, Int4Linear, Int8Linear, int4_dequantize, int4_quantize, q8_0_dequantize, q8_0_matmul,
                       q8_0_quantize, quantize)
 
@@ -155,8 +156,9 @@ def test_int8_per_channel_round_trip_and_weight_only_matmul():
     dequantized = layer.dequantize_rows(torch.arange(40))
     assert ((dequantized - w).abs().amax(1) <= layer.wscale / 2 * (1 + 1e-5)).all()
     assert layer.wscale[0] == 40.0 / 127  # the outlier row: its max sets its scale alone
-    x = torch.randn(5, 96)
-    assert torch.allclose(layer(x), x @ dequantized.t() + linear.bias, atol=1e-4)
+    for tokens in (5, 40):  # decoding (torch's int8-weight kernel) and prefill (dequantized matmul)
+        x = torch.randn(tokens, 96)
+        assert torch.allclose(layer(x), x @ dequantized.t() + linear.bias, atol=1e-4)
 
 
 @pytest.mark.parametrize("activations", ["token", "tensor"])
@@ -207,3 +209,80 @@ def test_missing_torchao_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)
     with pytest.raises(ValueError, match=r"scheme torchao-int8wo needs torchao: pip install torchao==\S+ \(or use int8wo"):
         quantize(tiny_model(), "torchao-int8wo")
+
+
+# -----------------------------------------------------------------------------
+# --quant on the command lines
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    # GPT-2's vocabulary, as the CLIs encode text; small otherwise, as its head alone is 50304 x 64
+    model = tiny_model(**VARIANTS["modern"], vocab_size=50304, n_embd=64, n_layer=1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05) if p.dim() == 2 else p.normal_(1.0, 0.1)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, path)
+    return str(path)
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_sample_quant_generates_what_the_quantized_model_generates(checkpoint, capsys):
+    import sample
+    from tokenizer import EOT_TOKEN, get_encoding
+    assert sample.main([checkpoint, "--prompt", "Once", "--max_new_tokens", "8", "--temperature", "0",
+                        "--device", "cpu", "--quant", "q8_0"]) == 0
+    enc = get_encoding()
+    prompt = torch.tensor([[EOT_TOKEN] + enc.encode("Once")])
+    model = quantize(load_checkpoint(checkpoint)[0].eval(), "q8_0")
+    tokens = model.generate(prompt, 8, temperature=0)[0, prompt.shape[1]:].tolist()
+    expected = b"".join(enc.decode_single_token_bytes(t) if t < enc.n_vocab else "\ufffd".encode() for t in tokens)
+    assert capsys.readouterr().out == "Once" + expected.decode("utf-8", errors="replace") + "\n"
+    assert sample.main([checkpoint, "--prompt", "Once", "--quant", "int3"]) == 1
+    assert "unknown quantization scheme 'int3'" in one_error_line(capsys)
+
+
+def test_eval_commonsense_qa_quant_scores_the_quantized_model(checkpoint, tmp_path, capsys):
+    import json
+
+    import eval_commonsense_qa
+    from multiple_choice import evaluate, load_examples
+    row = {"id": "q1", "question": "Where would you put a cup after washing it?",
+           "choices": {"label": list("ABCDE"), "text": ["cupboard", "garden", "car engine", "oven", "mailbox"]}, "answerKey": "A"}
+    data, out = tmp_path / "csqa.jsonl", tmp_path / "results.json"
+    data.write_text(json.dumps(row) + "\n")
+    argv = [checkpoint, "--data", str(data), "--format", "cloze", "--out", str(out), "--device", "cpu"]
+    assert eval_commonsense_qa.main([*argv, "--quant", "int4wo-g64"]) == 0
+    scored = json.loads(out.read_text())["cloze"]["examples"][0]["loglikelihoods"]
+    model = quantize(load_checkpoint(checkpoint)[0].eval(), "int4wo-g64")
+    expected = evaluate(model, load_examples("commonsense_qa_cloze", str(data)))["examples"][0]["loglikelihoods"]
+    assert scored == pytest.approx(expected, abs=1e-4)
+    unquantized = evaluate(load_checkpoint(checkpoint)[0].eval(), load_examples("commonsense_qa_cloze", str(data)))
+    assert scored != pytest.approx(unquantized["examples"][0]["loglikelihoods"], abs=1e-4)  # --quant did something
+    capsys.readouterr()
+    assert eval_commonsense_qa.main([*argv, "--quant", "int3"]) == 1
+    assert "unknown quantization scheme 'int3'" in one_error_line(capsys)
+
+
+def test_eval_lm_quant_hands_lm_eval_the_quantized_model(checkpoint, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("lm_eval", reason="lm-eval is a test extra (requirements-dev.txt)")
+    import eval_lm
+    from quantize import Q8_0Linear
+    given = []
+
+    def stop_at_the_model(model, **kwargs):  # the model lm-eval would score; no need to run lm-eval itself here
+        given.append(model)
+        raise ValueError("stopped")
+
+    monkeypatch.setattr(eval_lm, "task_manager_for", lambda include_path: type("Tasks", (), {"all_tasks": ["t"]})())
+    monkeypatch.setattr(eval_lm, "make_lm_class", lambda: stop_at_the_model)
+    argv = [checkpoint, "--tasks", "t", "--device", "cpu", "--out", str(tmp_path / "r.json")]
+    assert eval_lm.main([*argv, "--quant", "q8_0"]) == 1 and "stopped" in one_error_line(capsys)
+    assert isinstance(given[0].lm_head, Q8_0Linear)
+    assert eval_lm.main([*argv, "--quant", "int3"]) == 1
+    assert "unknown quantization scheme 'int3'" in one_error_line(capsys)
