@@ -316,12 +316,15 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, rope)
         x = self.transformer.ln_f(x)
-        if targets is not None:
+        if targets is None:
+            return self.head(x), None
+        if type(getattr(self.lm_head, "weight", None)) in (nn.Parameter, torch.Tensor):
             # the loss without the (B, T, vocab_size) logits: at 64 x 1024 tokens they and their float32
             # soft-cap and log-softmax would be 13 GB each; the caller gets the loss only
-            loss = head_loss(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1), self.config.logit_softcap)
-            return None, loss
-        return self.head(x), None
+            return None, head_loss(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1), self.config.logit_softcap)
+        # a head that quantize.py replaced (no plain float weight to chunk): inference-sized inputs, plain cross-entropy
+        logits = self.head(x).float()
+        return None, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
 
     def embed(self, idx, start=0):
         """(x, rope) for the tokens idx (B, T) at positions start ... start+T-1: their embeddings (B, T, C), plus
