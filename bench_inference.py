@@ -350,7 +350,7 @@ def main(argv=None):
         if args.prompt_tokens + max(decode_lengths) > base_model.config.block_size:
             raise ValueError(f"a {args.prompt_tokens}-token prompt plus {max(decode_lengths)} new tokens pass the model's "
                              f"block_size={base_model.config.block_size}; pass a smaller --prompt_tokens or --decode_tokens")
-        inputs, targets = validation_windows(args.data_dir, max(args.eval_tokens, args.prompt_tokens), context)
+        inputs, targets = validation_windows(args.data_dir, max(args.eval_tokens, args.prompt_tokens, context), context)
         prompt = inputs.flatten()[:args.prompt_tokens]
         if args.eval_tokens == 0:  # speed and memory only
             inputs, targets = inputs[:0], targets[:0]

@@ -86,3 +86,13 @@ def test_bad_options_are_one_clear_line(checkpoint_and_data, capsys, flag, messa
     assert bench_inference.main([checkpoint, "--data_dir", data_dir, "--out", "", *flag]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+
+def test_eval_tokens_zero_times_without_quality_columns(checkpoint_and_data, tmp_path):
+    checkpoint, data_dir = checkpoint_and_data
+    out = tmp_path / "bench.md"
+    assert bench_inference.main([checkpoint, "--data_dir", data_dir, "--schemes", "none", "--eval_tokens", "0",
+                                 "--prompt_tokens", "16", "--decode_tokens", "4", "--runs", "1", "--compile", "off",
+                                 "--no_rss", "--out", str(out)]) == 0
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| pytorch"))
+    assert row.startswith("| pytorch | none | off | — | — | — | — | ") and "Quality:" not in out.read_text()
