@@ -37,11 +37,12 @@ import tempfile
 import time
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from data import read_shard
 from multiple_choice import load_model
-from quantize import SCHEMES, block_linears, quantize
+from quantize import SCHEMES, Int4Linear, Int8Linear, Q8_0Linear, quantize
 
 DEFAULT_SCHEMES = "none,int8wo,int8dq,int8dq-pertensor,int4wo-g32,int4wo-g64,int4wo-g128,q8_0,q8_0-g32"
 
@@ -111,7 +112,8 @@ def tensor_bytes(tensors):
 
 def matrix_tensors(model):
     """The tensors that hold the matrices quantize() quantizes (block linears and the head), biases left out."""
-    modules = [getattr(parent, name) for parent, name in block_linears(model)] + [model.lm_head]
+    matrix_types = (nn.Linear, Q8_0Linear, Int8Linear, Int4Linear)  # an nn.Linear before quantize(), one of these after
+    modules = [m for m in model.transformer.h.modules() if isinstance(m, matrix_types)] + [model.lm_head]
     return [t for m in modules for name, t in [*m.named_parameters(), *m.named_buffers()] if name != "bias"]
 
 
@@ -298,7 +300,7 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, usually the core count)")
     parser.add_argument("--no_rss", action="store_true", help="skip the peak-memory child processes (faster)")
     parser.add_argument("--out", default="media/bench_inference.md", help="where to write the table (default media/bench_inference.md); '' for none")
-    parser.add_argument("--refresh_rss", action="store_true", help="only measure peak memory again for the rows of --out's .json and rewrite the table")
+    parser.add_argument("--refresh_memory", action="store_true", help="only measure the memory and size columns again for the rows of --out's .json, and rewrite its table")
     parser.add_argument("--rss_probe", metavar="SCHEME", help=argparse.SUPPRESS)  # internal: the child process of peak_rss_in_child
     return parser.parse_args(argv)
 
@@ -312,14 +314,16 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.rss_probe:
         return rss_probe(args, args.rss_probe)
-    if args.refresh_rss:
+    if args.refresh_memory:
         with open(os.path.splitext(args.out)[0] + ".json") as f:
             saved = json.load(f)
+        base_model = load_model(args.checkpoint, args.hf)
         for scheme in {row["scheme"] for row in saved["rows"] if row["backend"] == "pytorch"}:
-            peak, current = peak_rss_in_child(args, scheme)
+            memory = memory_row(quantize(base_model, scheme), base_model)
+            memory["peak_rss"], memory["rss"] = peak_rss_in_child(args, scheme)
             for row in saved["rows"]:
                 if row["backend"] == "pytorch" and row["scheme"] == scheme:
-                    row["peak_rss"], row["rss"] = peak, current
+                    row.update(memory)
         saved["info"]["command"] += " && python bench_inference.py " + " ".join(sys.argv[1:] if argv is None else argv)
         print(write_table(saved["rows"], saved["info"], args.out))
         return 0

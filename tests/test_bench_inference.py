@@ -96,3 +96,9 @@ def test_eval_tokens_zero_times_without_quality_columns(checkpoint_and_data, tmp
                                  "--no_rss", "--out", str(out)]) == 0
     row = next(line for line in out.read_text().splitlines() if line.startswith("| pytorch"))
     assert row.startswith("| pytorch | none | off | — | — | — | — | ") and "Quality:" not in out.read_text()
+
+
+@pytest.mark.parametrize("scheme, ratio", [("q8_0", (1 + 4 / 64) / 4), ("q8_0-g32", (1 + 4 / 32) / 4)])  # int8 + an fp32 scale per group
+def test_matrix_bytes_count_every_quantized_matrix(scheme, ratio):
+    model = GPT(GPTConfig(block_size=64, vocab_size=96, n_layer=2, n_head=4, n_embd=128, tie_embeddings=False, bias=False))
+    assert bench_inference.memory_row(quantize(model, scheme), model)["matrix_ratio"] == pytest.approx(ratio)
