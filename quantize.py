@@ -120,7 +120,7 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, x.shape[-1]).float()  # (N, in)
         if self.activations is None and x2.shape[0] <= 16:  # decoding: torch's int8-weight kernel
             y = torch._weight_int8pack_mm(x2, self.qweight, self.wscale)  # x2 @ (qweight * wscale).T
-        elif self.activations is None:  # many tokens: that kernel is ~15x slower than dequantizing (torch 2.13, CPU)
+        elif self.activations is None:  # many tokens: there that kernel is far slower than dequantizing (torch 2.13, CPU)
             y = F.linear(x2, self.qweight.float()) * self.wscale
         else:
             if self.activations == "token":
