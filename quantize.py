@@ -9,7 +9,7 @@ Quantized inference for every GPT of model.py: int8 and int4 weights, in plain P
 "Matrices" are the nn.Linear weights inside the blocks (attention c_attn, c_proj; MLP c_fc, c_gate, c_proj) and
 the head lm_head; the position table, biases and norm gains stay in fp32. The schemes (SCHEMES below):
 - int8wo            int8 weights, one scale per output channel; activations in fp32 (A16W8; torch's CPU kernel
-                    _weight_int8pack_mm). An untied token embedding: int8, one scale per row.
+                    _weight_int8pack_mm when decoding). An untied token embedding: int8, one scale per row.
 - int8dq            int8 weights per output channel and int8 activations with one scale per token, computed on
                     the fly (W8A8, SmoothQuant's "per-token dynamic"); int8 x int8 -> int32 matmuls.
 - int8dq-pertensor  the same with one activation scale for the whole input: for comparison only. A few tokens
