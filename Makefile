@@ -176,7 +176,10 @@ train_quant_cpu: setup ## the model bench_inference reports on: the modern recip
 	OMP_NUM_THREADS=2 $(PY) train.py configs/quant_cpu.py
 
 bench_inference: setup ## every quantization scheme's quality, speed and memory: media/bench_inference.md (QUANT_CKPT=..., QUANT_DATA=...)
-	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 2 --eval_tokens 4096 --compile_schemes none,int8wo,q8_0
+	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 4096 --compile off
+	@# torch.compile takes minutes per scheme on 2 busy cores: speed only, for the reference and the two int8 weight schemes
+	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 0 --compile on \
+		--schemes none,int8wo,q8_0 --out media/bench_inference_compile.md
 
 # --- the C engine -------------------------------------------------------------------------------
 

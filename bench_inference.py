@@ -37,11 +37,12 @@ import tempfile
 import time
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from data import read_shard
 from multiple_choice import load_model
-from quantize import SCHEMES, block_linears, quantize
+from quantize import SCHEMES, Int4Linear, Int8Linear, Q8_0Linear, quantize
 
 DEFAULT_SCHEMES = "none,int8wo,int8dq,int8dq-pertensor,int4wo-g32,int4wo-g64,int4wo-g128,q8_0,q8_0-g32"
 
@@ -111,7 +112,8 @@ def tensor_bytes(tensors):
 
 def matrix_tensors(model):
     """The tensors that hold the matrices quantize() quantizes (block linears and the head), biases left out."""
-    modules = [getattr(parent, name) for parent, name in block_linears(model)] + [model.lm_head]
+    matrix_types = (nn.Linear, Q8_0Linear, Int8Linear, Int4Linear)  # an nn.Linear before quantize(), one of these after
+    modules = [m for m in model.transformer.h.modules() if isinstance(m, matrix_types)] + [model.lm_head]
     return [t for m in modules for name, t in [*m.named_parameters(), *m.named_buffers()] if name != "bias"]
 
 
@@ -174,20 +176,32 @@ def memory_row(model, base_model):
 
 
 def peak_rss_in_child(args, scheme):
-    """Peak resident memory (bytes) of a fresh process that loads the model, quantizes it and generates 32 tokens."""
+    """(peak, current) resident memory in bytes of a fresh process that loads the model, quantizes it and generates
+    32 tokens: the peak includes loading the fp32 checkpoint; current is what stays resident while generating."""
     argv = [sys.executable, os.path.abspath(__file__), *([args.checkpoint] if args.checkpoint else ["--hf", args.hf]),
             "--rss_probe", scheme, "--prompt_tokens", str(args.prompt_tokens)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
-        return None
-    return int(result.stdout.strip().splitlines()[-1])
+        return None, None
+    peak, current = result.stdout.split()[-2:]
+    return int(peak), int(current)
 
 
 def rss_probe(args, scheme):
     model = quantize(load_model(args.checkpoint, args.hf), scheme)
     Runner(model).time_generation(torch.zeros(min(args.prompt_tokens, 64), dtype=torch.long), 32)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
+    print(memory_of_this_process("VmHWM"), memory_of_this_process("VmRSS"))
     return 0
+
+
+def memory_of_this_process(field):
+    """Bytes. Linux: VmHWM, the high-water mark of this program's own memory (ru_maxrss would also count the
+    parent's at the fork before exec), or VmRSS, what is resident now; None where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration):
+        return None
 
 
 # -----------------------------------------------------------------------------
@@ -215,11 +229,11 @@ def render(rows, info):
     decode = info["decode_lengths"]
     header = ["backend", "scheme", "compile", "loss", "ppl ratio", "KL to none", "top-1 agree",
               f"prefill {info['prompt_tokens']} tok/s", "TTFT ms", *[f"decode {n} tok/s" for n in decode],
-              "decode vs none", "weights MB", "matrices vs fp32", "model vs fp32", "file MB", "peak RSS MB"]
+              "decode vs none", "weights MB", "matrices vs fp32", "model vs fp32", "file MB", "peak RSS MB", "RSS MB generating"]
     lines = [
         f"Model: {info['model']} ({info['parameters']:,} parameters, context {info['context']}). "
-        f"Quality: {info['eval_positions']:,} validation tokens of {info['data_dir']}. "
-        f"Speed: batch 1, KV cache, greedy, median of {info['runs']} runs after a warm-up.",
+        + (f"Quality: {info['eval_positions']:,} validation tokens of {info['data_dir']}. " if info['eval_positions'] else "")
+        + f"Speed: batch 1, KV cache, greedy, median of {info['runs']} runs after a warm-up.",
         f"Hardware: {info['hardware']}; {info['threads']} threads; torch {info['torch']}, torchao {info['torchao']}; "
         f"{info['date']}. `{info['command']}`",
         "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -235,7 +249,7 @@ def render(rows, info):
             fmt(r.get("prefill"), ",.0f"), fmt(r.get("ttft_ms"), ".1f"), *[fmt(r.get(f"decode{n}"), ",.1f") for n in decode],
             fmt(relative, ".2f") + ("x" if relative else ""), fmt(mb(r.get("weight_bytes")), ".1f"),
             fmt(r.get("matrix_ratio"), ".3f"), fmt(r.get("weight_ratio"), ".3f"), fmt(mb(r.get("file_bytes")), ".1f"),
-            fmt(mb(r.get("peak_rss")), ",.0f")]) + " |")
+            fmt(mb(r.get("peak_rss")), ",.0f"), fmt(mb(r.get("rss")), ",.0f")]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +291,7 @@ def parse_args(argv):
     parser.add_argument("--data_dir", default="data/shakespeare", help="shards from prepare_data.py; its val shard gives the quality tokens (default data/shakespeare)")
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES, help=f"comma-separated schemes, none first (default {DEFAULT_SCHEMES}); any of {', '.join(SCHEMES)}")
     parser.add_argument("--backends", default="pytorch", help=f"comma-separated backends (default pytorch); any of {', '.join(BACKENDS)}")
-    parser.add_argument("--eval_tokens", type=int, default=8192, help="validation tokens scored for quality (default 8192)")
+    parser.add_argument("--eval_tokens", type=int, default=8192, help="validation tokens scored for quality (default 8192); 0: no quality columns (speed and memory only)")
     parser.add_argument("--prompt_tokens", type=int, default=512, help="prompt length for prefill and decode (default 512)")
     parser.add_argument("--decode_tokens", default="128,256", help="comma-separated numbers of new tokens to decode (default 128,256)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure, the median reported (default 5, at least 5 for the table)")
@@ -286,6 +300,7 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, usually the core count)")
     parser.add_argument("--no_rss", action="store_true", help="skip the peak-memory child processes (faster)")
     parser.add_argument("--out", default="media/bench_inference.md", help="where to write the table (default media/bench_inference.md); '' for none")
+    parser.add_argument("--refresh_memory", action="store_true", help="only measure the memory and size columns again for the rows of --out's .json, and rewrite its table")
     parser.add_argument("--rss_probe", metavar="SCHEME", help=argparse.SUPPRESS)  # internal: the child process of peak_rss_in_child
     return parser.parse_args(argv)
 
@@ -299,6 +314,19 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.rss_probe:
         return rss_probe(args, args.rss_probe)
+    if args.refresh_memory:
+        with open(os.path.splitext(args.out)[0] + ".json") as f:
+            saved = json.load(f)
+        base_model = load_model(args.checkpoint, args.hf)
+        for scheme in {row["scheme"] for row in saved["rows"] if row["backend"] == "pytorch"}:
+            memory = memory_row(quantize(base_model, scheme), base_model)
+            memory["peak_rss"], memory["rss"] = peak_rss_in_child(args, scheme)
+            for row in saved["rows"]:
+                if row["backend"] == "pytorch" and row["scheme"] == scheme:
+                    row.update(memory)
+        saved["info"]["command"] += " && python bench_inference.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        print(write_table(saved["rows"], saved["info"], args.out))
+        return 0
     schemes = [s for s in args.schemes.split(",") if s]
     compiles = [c for c in args.compile.split(",") if c]
     backends = [b for b in args.backends.split(",") if b]
@@ -326,8 +354,10 @@ def main(argv=None):
         if args.prompt_tokens + max(decode_lengths) > base_model.config.block_size:
             raise ValueError(f"a {args.prompt_tokens}-token prompt plus {max(decode_lengths)} new tokens pass the model's "
                              f"block_size={base_model.config.block_size}; pass a smaller --prompt_tokens or --decode_tokens")
-        inputs, targets = validation_windows(args.data_dir, args.eval_tokens, context)
+        inputs, targets = validation_windows(args.data_dir, max(args.eval_tokens, args.prompt_tokens, context), context)
         prompt = inputs.flatten()[:args.prompt_tokens]
+        if args.eval_tokens == 0:  # speed and memory only
+            inputs, targets = inputs[:0], targets[:0]
         if len(prompt) < args.prompt_tokens:
             raise ValueError(f"the validation tokens are fewer than --prompt_tokens={args.prompt_tokens}")
         runners = {}
@@ -345,7 +375,7 @@ def main(argv=None):
             "date": datetime.date.today().isoformat(),
             "command": "python bench_inference.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"quality: {inputs.numel():,} tokens, {len(runners)} rows", flush=True)
-    quality = measure_quality(runners, inputs, targets)
+    quality = measure_quality(runners, inputs, targets) if len(inputs) else {}
     rows, memory = [], {}
     for compile_setting in compiles:  # every compile-off row first: compiling is the slow part
         for (backend, scheme), runner in runners.items():
@@ -354,8 +384,8 @@ def main(argv=None):
                 continue
             if (backend, scheme) not in memory:
                 memory[backend, scheme] = runner.memory(base_model)
-                memory[backend, scheme]["peak_rss"] = (None if args.no_rss or backend != "pytorch"
-                                                       else peak_rss_in_child(args, scheme))
+                memory[backend, scheme]["peak_rss"], memory[backend, scheme]["rss"] = (
+                    (None, None) if args.no_rss or backend != "pytorch" else peak_rss_in_child(args, scheme))
             print(f"timing {backend} {scheme}, compile {compile_setting}", flush=True)
             try:
                 speed = median_speed(timed, prompt, decode_lengths, args.runs)

@@ -9,7 +9,7 @@ Quantized inference for every GPT of model.py: int8 and int4 weights, in plain P
 "Matrices" are the nn.Linear weights inside the blocks (attention c_attn, c_proj; MLP c_fc, c_gate, c_proj) and
 the head lm_head; the position table, biases and norm gains stay in fp32. The schemes (SCHEMES below):
 - int8wo            int8 weights, one scale per output channel; activations in fp32 (A16W8; torch's CPU kernel
-                    _weight_int8pack_mm). An untied token embedding: int8, one scale per row.
+                    _weight_int8pack_mm when decoding). An untied token embedding: int8, one scale per row.
 - int8dq            int8 weights per output channel and int8 activations with one scale per token, computed on
                     the fly (W8A8, SmoothQuant's "per-token dynamic"); int8 x int8 -> int32 matmuls.
 - int8dq-pertensor  the same with one activation scale for the whole input: for comparison only. A few tokens
@@ -120,7 +120,7 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, x.shape[-1]).float()  # (N, in)
         if self.activations is None and x2.shape[0] <= 16:  # decoding: torch's int8-weight kernel
             y = torch._weight_int8pack_mm(x2, self.qweight, self.wscale)  # x2 @ (qweight * wscale).T
-        elif self.activations is None:  # many tokens: that kernel is ~15x slower than dequantizing (torch 2.13, CPU)
+        elif self.activations is None:  # many tokens: there that kernel is far slower than dequantizing (torch 2.13, CPU)
             y = F.linear(x2, self.qweight.float()) * self.wscale
         else:
             if self.activations == "token":

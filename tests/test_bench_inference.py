@@ -71,7 +71,7 @@ def test_the_table_has_a_row_per_scheme_and_compile_setting(checkpoint_and_data,
     header = next(line for line in table.splitlines() if line.startswith("| backend")).strip("| ").split(" | ")
     for row in rows:  # every figure filled in, but the peak memory that --no_rss skips
         cells = dict(zip(header, row.strip("| ").split(" | ")))
-        assert [column for column, cell in cells.items() if cell == "—"] == ["peak RSS MB"], cells
+        assert [column for column, cell in cells.items() if cell == "—"] == ["peak RSS MB", "RSS MB generating"], cells
     assert "2.0.0" in table or "torch " + torch.__version__ in table
 
 
@@ -86,3 +86,19 @@ def test_bad_options_are_one_clear_line(checkpoint_and_data, capsys, flag, messa
     assert bench_inference.main([checkpoint, "--data_dir", data_dir, "--out", "", *flag]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+
+def test_eval_tokens_zero_times_without_quality_columns(checkpoint_and_data, tmp_path):
+    checkpoint, data_dir = checkpoint_and_data
+    out = tmp_path / "bench.md"
+    assert bench_inference.main([checkpoint, "--data_dir", data_dir, "--schemes", "none", "--eval_tokens", "0",
+                                 "--prompt_tokens", "16", "--decode_tokens", "4", "--runs", "1", "--compile", "off",
+                                 "--no_rss", "--out", str(out)]) == 0
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| pytorch"))
+    assert row.startswith("| pytorch | none | off | — | — | — | — | ") and "Quality:" not in out.read_text()
+
+
+@pytest.mark.parametrize("scheme, ratio", [("q8_0", (1 + 4 / 64) / 4), ("q8_0-g32", (1 + 4 / 32) / 4)])  # int8 + an fp32 scale per group
+def test_matrix_bytes_count_every_quantized_matrix(scheme, ratio):
+    model = GPT(GPTConfig(block_size=64, vocab_size=96, n_layer=2, n_head=4, n_embd=128, tie_embeddings=False, bias=False))
+    assert bench_inference.memory_row(quantize(model, scheme), model)["matrix_ratio"] == pytest.approx(ratio)
