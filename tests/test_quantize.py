@@ -232,11 +232,21 @@ def one_error_line(capsys):
     return err
 
 
-def test_sample_quant_generates_what_the_quantized_model_generates(checkpoint, capsys):
+def test_sample_quant_generates_what_the_quantized_model_generates(checkpoint, capsys, monkeypatch):
     import sample
     from tokenizer import EOT_TOKEN, get_encoding
+    calls = []
+
+    def quantize_and_count(model, scheme):  # q8_0 greedy text can equal fp32's: check the quantized model runs
+        quantized = quantize(model, scheme)
+        forward_cached = quantized.forward_cached
+        quantized.forward_cached = lambda *a: calls.append(scheme) or forward_cached(*a)
+        return quantized
+
+    monkeypatch.setattr(sample, "quantize", quantize_and_count)
     assert sample.main([checkpoint, "--prompt", "Once", "--max_new_tokens", "8", "--temperature", "0",
                         "--device", "cpu", "--quant", "q8_0"]) == 0
+    assert calls and set(calls) == {"q8_0"}
     enc = get_encoding()
     prompt = torch.tensor([[EOT_TOKEN] + enc.encode("Once")])
     model = quantize(load_checkpoint(checkpoint)[0].eval(), "q8_0")
