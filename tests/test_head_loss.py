@@ -69,9 +69,10 @@ def test_bfloat16_autocast_loss_matches_the_whole_cross_entropy():
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)  # the same bfloat16 logits, float32 after
 
 
-def test_nothing_of_the_logits_size_is_saved_for_backward():
+def test_nothing_of_the_logits_size_is_saved_for_backward(monkeypatch):
     """At 64 x 1024 tokens a (tokens, vocab_size) float32 tensor is 13 GB: the modern config kept two (the
     soft-capped logits and their log-softmax), the baseline one; now neither keeps any."""
+    monkeypatch.setattr(model_module, "LOSS_CHUNK_ROWS", 16)  # 64 tokens in 4 chunks, as 65,536 in 16 of 4,096
     B, T, vocab = 4, 16, 1000  # the logits outsize every activation of the blocks, as at GPT-2's shape
     for overrides in (dict(), dict(logit_softcap=15.0, tie_embeddings=False)):
         gpt = GPT(small_config(vocab_size=vocab, **overrides))
