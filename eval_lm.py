@@ -23,7 +23,6 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from model import sample_next_token
 from multiple_choice import load_model, model_input, pick_device, write_json_atomic
 from quantize import SCHEMES, quantize
 from tokenizer import EOT_TOKEN, get_encoding

@@ -383,6 +383,12 @@ def test_plain_format_matches_train_gpts_protocol_on_the_real_questions():
     assert ours["acc"] == correct / n
 
 
+def test_plain_prompt_is_the_stripped_question(tmp_path):
+    (plain,) = load_examples("commonsense_qa_plain", write_jsonl(tmp_path / "csqa.jsonl", CSQA_ROWS[2:]))
+    assert plain["context"] == "A bird builds its nest where?"  # no real question has spaces around it
+    assert (plain["choices"][1], plain["label"]) == ("tree", 1)
+
+
 def test_scores_are_float32_even_under_a_callers_bf16_autocast(tmp_path):
     # train.py scores its benchmarks inside its training code; lm-eval scores GPT-2 in float32
     model, examples = tiny_gpt(), load_examples("commonsense_qa_cloze", write_jsonl(tmp_path / "csqa.jsonl", CSQA_ROWS))
