@@ -79,6 +79,21 @@ static double cpu_seconds(void) {  // all threads: on a shared machine this vari
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+// Peak resident memory in MB. Linux: VmHWM, this program's own high-water mark; getrusage's ru_maxrss would also
+// count the parent's memory at the fork before exec (a Python benchmark that built a model reports that instead).
+static double peak_memory_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = strtol(line + 6, NULL, 10);
+    if (f) fclose(f);
+    if (kb >= 0) return kb / 1024.0;
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss / 1024.0;
+}
+
 static int hex_value(int c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -261,13 +276,11 @@ int main(int argc, char **argv) {
     if (!bench) printf("\n");
     if (dump && fclose(dump) != 0) die("cannot write %s", dump_path);
     if (bench) {
-        struct rusage usage;
-        getrusage(RUSAGE_SELF, &usage);
         int decoded = generated > 1 ? generated - 1 : 0;  // forward passes after the prefill
         printf("prefill %d tokens %.3f s %.1f tok/s (cpu %.3f s) | time to first token %.1f ms | "
                "decode %d tokens %.3f s %.1f tok/s (cpu %.3f s) | peak memory %.1f MB\n",
                n_prompt, t_prefill, n_prompt / t_prefill, cpu_prefill, t_first * 1e3, decoded, t_decode,
-               decoded ? decoded / t_decode : 0.0, cpu_decode, usage.ru_maxrss / 1024.0);
+               decoded ? decoded / t_decode : 0.0, cpu_decode, peak_memory_mb());
     }
     free(all_logits);
     free(prompt_tokens);

@@ -10,6 +10,7 @@ import argparse
 import itertools
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -380,9 +381,13 @@ def test_stops_at_end_of_text(engine, tmp_path):
 
 
 def test_bench_reports_speeds_and_memory(engine, small_model):
+    parent_memory = b"\1" * (256 << 20)  # this process's peak is now past 256 MB; the engine must not report it as its own
     out = run(engine, small_model, "--bench", "--prompt_len", 20, "-n", 16).stdout.decode()
     for field in ("prefill 20 tokens", "tok/s", "time to first token", "decode 15 tokens", "peak memory"):
         assert field in out, out
+    peak_mb = float(re.search(r"peak memory ([\d.]+) MB", out)[1])
+    assert 0 < peak_mb < 64, out  # a model of a few hundred kB in a small program
+    del parent_memory
 
 
 def assert_one_error_line(result):
