@@ -175,8 +175,8 @@ train_quant_cpu: setup ## the model bench_inference reports on: the modern recip
 	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(QUANT_DATA)
 	OMP_NUM_THREADS=2 $(PY) train.py configs/quant_cpu.py
 
-bench_inference: setup ## every quantization scheme's quality, speed and memory: media/bench_inference.md (QUANT_CKPT=..., QUANT_DATA=...)
-	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 4096 --compile off
+bench_inference: setup c ## every quantization scheme's quality, speed and memory, PyTorch and the C engine: media/bench_inference.md (QUANT_CKPT=..., QUANT_DATA=...)
+	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 4096 --compile off --backends pytorch,c
 	@# torch.compile takes minutes per scheme on 2 busy cores: speed only, for the reference and the two int8 weight schemes
 	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 0 --compile on \
 		--schemes none,int8wo,q8_0 --out media/bench_inference_compile.md
@@ -194,8 +194,8 @@ c: ## build the C inference engine c/gpt (C11, libc, libm, OpenMP where availabl
 	@# -Wno-unknown-pragmas: built without OpenMP, its pragmas are meant to be ignored
 	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Wno-unknown-pragmas -o $(C_OUT) $(C_SOURCES) -lm
 
-bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (bench_c.py; ~10 minutes)
-	$(PY) bench_c.py
+bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (bench_c.py); LLAMA2C=DIR: karpathy/llama2.c beside it
+	$(PY) bench_c.py --cflags "$(CFLAGS)" $(if $(LLAMA2C),--llama2c $(LLAMA2C))
 
 # --- the HTTP server ----------------------------------------------------------------------------
 

@@ -18,9 +18,12 @@ Columns:
   of its state_dict saved with torch.save, and the peak resident memory of a fresh process that loads the model,
   quantizes it and generates (measured in a child process per row, so that rows do not inherit each other's peak).
 
-Backends: BACKENDS maps a name to a function (args, scheme, base_model) -> Runner; "pytorch" is model.py with
-quantize.py. Another inference path (the C engine) adds its rows with a function that returns an object with
-Runner's methods: logits (quality; may return None to leave it out), time_generation, memory, compiled (None: n/a).
+Backends (--backends): "pytorch" is model.py with quantize.py; "c" is the C engine (make c) on files export.py writes
+for the schemes it runs: none (fp32), q8_0 and q8_0-g32. Its rows are timed by the engine's own clock (--bench) at the
+same --threads, its peak memory is the engine process's own, and its quality columns compare its logits with PyTorch's
+none row: the C engine's error and the scheme's together. BACKENDS maps a name to a function (args, scheme,
+base_model) -> an object with Runner's methods (logits, may return None to leave quality out; time_generation; memory;
+compiled, None: not applicable), or None where the backend has no such scheme.
 """
 
 import argparse
@@ -29,17 +32,19 @@ import glob
 import json
 import os
 import platform
-import resource
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import export
 from data import read_shard
 from multiple_choice import load_model
 from quantize import SCHEMES, Int4Linear, Int8Linear, Q8_0Linear, quantize
@@ -157,7 +162,65 @@ def pytorch_backend(args, scheme, base_model):
     return Runner(quantize(base_model, scheme))
 
 
-BACKENDS = {"pytorch": pytorch_backend}
+# -----------------------------------------------------------------------------
+# the C engine backend: c/gpt (make c) on files written by export.py; one engine run per call
+
+C_SCHEMES = {"none": ("fp32", 64), "q8_0": ("q8_0", 64), "q8_0-g32": ("q8_0", 32)}  # scheme -> export dtype, group size
+C_BENCH_LINE = re.compile(r"time to first token ([\d.]+) ms \| decode (\d+) tokens ([\d.]+) s .* peak memory ([\d.]+) MB")
+
+
+class CEngineRunner:
+    """The model exported for c/gpt in one scheme, as the benchmark uses it. The engine's own clock times prefill
+    and decode, so starting the process and mapping the file are left out, as loading is for PyTorch's rows."""
+
+    def __init__(self, binary, files, path, weight_bytes, threads, measure_rss):
+        self.files = files  # the TemporaryDirectory that holds path: removed with the runner, or when the program exits
+        self.binary, self.path, self.weight_bytes, self.threads, self.measure_rss = binary, path, weight_bytes, threads, measure_rss
+
+    def compiled(self):
+        return None  # torch.compile does not apply
+
+    def run(self, tokens, *flags):
+        argv = [self.binary, self.path, "--tokens", " ".join(str(t) for t in tokens.tolist()), "--threads", str(self.threads), *flags]
+        result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(self.threads)})
+        if result.returncode != 0:
+            raise ValueError(f"{self.binary} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def logits(self, window):
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "logits.f32")
+            self.run(window, "-n", "1", "-t", "0", "--print_ids", "--dump_logits", dump)
+            return torch.from_numpy(np.fromfile(dump, dtype=np.float32)).view(len(window), -1)
+
+    def time_generation(self, prompt, new_tokens):
+        match = C_BENCH_LINE.search(self.run(prompt, "--bench", "-n", str(new_tokens)))
+        return float(match[1]) / 1000, float(match[3])
+
+    def memory(self, base_model):
+        peak = None
+        if self.measure_rss:  # the whole engine: mapped weights, KV cache and buffers, after a 64-token prompt and 32 tokens
+            peak = float(C_BENCH_LINE.search(self.run(torch.zeros(64, dtype=torch.long), "--bench", "-n", "32"))[4]) * 1e6
+        return {"weight_bytes": self.weight_bytes, "weight_ratio": self.weight_bytes / tensor_bytes(base_model.state_dict().values()),
+                "matrix_ratio": None, "file_bytes": os.path.getsize(self.path), "peak_rss": peak}
+
+
+def c_backend(args, scheme, base_model):
+    """A CEngineRunner for the schemes c/gpt runs (C_SCHEMES); None for the others."""
+    if scheme not in C_SCHEMES:
+        print(f"c: no row for {scheme} (the C engine runs {', '.join(C_SCHEMES)})", flush=True)
+        return None
+    if not os.path.exists(args.c_binary):
+        raise FileNotFoundError(f"{args.c_binary} does not exist; build the C engine with `make c`")
+    dtype, group_size = C_SCHEMES[scheme]
+    files = tempfile.TemporaryDirectory(prefix="bench_inference_c_")
+    path = os.path.join(files.name, f"{scheme}.bin")
+    export.export(base_model, path, dtype=dtype, group_size=group_size)
+    weight_bytes = sum(t.nbytes for t in export.model_tensors(base_model, dtype, group_size))
+    return CEngineRunner(args.c_binary, files, path, weight_bytes, args.threads or torch.get_num_threads(), not args.no_rss)
+
+
+BACKENDS = {"pytorch": pytorch_backend, "c": c_backend}
 
 
 def memory_row(model, base_model):
@@ -240,12 +303,13 @@ def render(rows, info):
     reference_decode = {r["compile"]: r.get(f"decode{decode[-1]}") for r in rows if r["scheme"] == "none" and r["backend"] == "pytorch"}
     for r in rows:
         q = r.get("quality") or {}
-        base = reference_decode.get(r["compile"])
+        base = reference_decode.get(r["compile"], reference_decode.get("off"))
         relative = r.get(f"decode{decode[-1]}") / base if base and r.get(f"decode{decode[-1]}") else None
         mb = lambda b: None if b is None else b / 1e6
         lines.append("| " + " | ".join([
             r["backend"], r["scheme"], r["compile"], fmt(q.get("loss"), ".4f"), fmt(q.get("ppl_ratio"), ".4f"),
-            fmt(q.get("kl"), ".5f"), fmt(None if "top1" not in q else 100 * q["top1"], ".2f") + ("%" if "top1" in q else ""),
+            fmt(None if "kl" not in q else max(q["kl"], 0.0), ".5f"),  # KL >= 0; float rounding can leave -1e-9
+            fmt(None if "top1" not in q else 100 * q["top1"], ".2f") + ("%" if "top1" in q else ""),
             fmt(r.get("prefill"), ",.0f"), fmt(r.get("ttft_ms"), ".1f"), *[fmt(r.get(f"decode{n}"), ",.1f") for n in decode],
             fmt(relative, ".2f") + ("x" if relative else ""), fmt(mb(r.get("weight_bytes")), ".1f"),
             fmt(r.get("matrix_ratio"), ".3f"), fmt(r.get("weight_ratio"), ".3f"), fmt(mb(r.get("file_bytes")), ".1f"),
@@ -290,7 +354,8 @@ def parse_args(argv):
     parser.add_argument("--hf", metavar="ID_OR_DIR", help="GPT-2 weights instead: a Hugging Face id (gpt2) or a directory saved by transformers")
     parser.add_argument("--data_dir", default="data/shakespeare", help="shards from prepare_data.py; its val shard gives the quality tokens (default data/shakespeare)")
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES, help=f"comma-separated schemes, none first (default {DEFAULT_SCHEMES}); any of {', '.join(SCHEMES)}")
-    parser.add_argument("--backends", default="pytorch", help=f"comma-separated backends (default pytorch); any of {', '.join(BACKENDS)}")
+    parser.add_argument("--backends", default="pytorch", help=f"comma-separated backends (default pytorch); any of {', '.join(BACKENDS)} (c: the C engine, schemes {', '.join(C_SCHEMES)})")
+    parser.add_argument("--c_binary", default="c/gpt", help="the C engine for --backends c, built by `make c` (default c/gpt)")
     parser.add_argument("--eval_tokens", type=int, default=8192, help="validation tokens scored for quality (default 8192); 0: no quality columns (speed and memory only)")
     parser.add_argument("--prompt_tokens", type=int, default=512, help="prompt length for prefill and decode (default 512)")
     parser.add_argument("--decode_tokens", default="128,256", help="comma-separated numbers of new tokens to decode (default 128,256)")
@@ -363,7 +428,9 @@ def main(argv=None):
         runners = {}
         for backend in backends:
             for scheme in schemes:
-                runners[(backend, scheme)] = BACKENDS[backend](args, scheme, base_model)
+                runner = BACKENDS[backend](args, scheme, base_model)
+                if runner is not None:
+                    runners[(backend, scheme)] = runner
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -375,7 +442,11 @@ def main(argv=None):
             "date": datetime.date.today().isoformat(),
             "command": "python bench_inference.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"quality: {inputs.numel():,} tokens, {len(runners)} rows", flush=True)
-    quality = measure_quality(runners, inputs, targets) if len(inputs) else {}
+    try:
+        quality = measure_quality(runners, inputs, targets) if len(inputs) else {}
+    except ValueError as e:  # the C engine failed
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     rows, memory = [], {}
     for compile_setting in compiles:  # every compile-off row first: compiling is the slow part
         for (backend, scheme), runner in runners.items():
@@ -383,16 +454,16 @@ def main(argv=None):
             if timed is None or (compile_setting == "on" and scheme not in compile_schemes):
                 continue
             if (backend, scheme) not in memory:
-                memory[backend, scheme] = runner.memory(base_model)
-                memory[backend, scheme]["peak_rss"], memory[backend, scheme]["rss"] = (
-                    (None, None) if args.no_rss or backend != "pytorch" else peak_rss_in_child(args, scheme))
+                memory[backend, scheme] = {"peak_rss": None, "rss": None, **runner.memory(base_model)}
+                if backend == "pytorch" and not args.no_rss:
+                    memory[backend, scheme]["peak_rss"], memory[backend, scheme]["rss"] = peak_rss_in_child(args, scheme)
             print(f"timing {backend} {scheme}, compile {compile_setting}", flush=True)
             try:
                 speed = median_speed(timed, prompt, decode_lengths, args.runs)
             except Exception as e:  # torch.compile can fail on a path; the row says so, the others still run
                 print(f"  {backend} {scheme} compile {compile_setting} failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
                 speed = {}
-            rows.append({"backend": backend, "scheme": scheme, "compile": compile_setting,
+            rows.append({"backend": backend, "scheme": scheme, "compile": compile_setting if backend == "pytorch" else "—",
                          "quality": quality.get((backend, scheme)), **memory[backend, scheme], **speed})
             write_table(rows, info, args.out)  # after every row: a long run stopped early still leaves its rows
 

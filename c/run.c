@@ -277,8 +277,8 @@ int main(int argc, char **argv) {
     if (dump && fclose(dump) != 0) die("cannot write %s", dump_path);
     if (bench) {
         int decoded = generated > 1 ? generated - 1 : 0;  // forward passes after the prefill
-        printf("prefill %d tokens %.3f s %.1f tok/s (cpu %.3f s) | time to first token %.1f ms | "
-               "decode %d tokens %.3f s %.1f tok/s (cpu %.3f s) | peak memory %.1f MB\n",
+        printf("prefill %d tokens %.6f s %.1f tok/s (cpu %.3f s) | time to first token %.3f ms | "
+               "decode %d tokens %.6f s %.1f tok/s (cpu %.3f s) | peak memory %.1f MB\n",
                n_prompt, t_prefill, n_prompt / t_prefill, cpu_prefill, t_first * 1e3, decoded, t_decode,
                decoded ? decoded / t_decode : 0.0, cpu_decode, peak_memory_mb());
     }

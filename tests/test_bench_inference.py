@@ -1,6 +1,7 @@
 """bench_inference.py: its quality metrics against a direct computation, and its table end to end on a tiny model."""
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import bench_inference
+from conftest import needs_c_compiler
 from data import write_shard
 from model import GPT, GPTConfig
 from quantize import quantize
@@ -102,3 +104,33 @@ def test_eval_tokens_zero_times_without_quality_columns(checkpoint_and_data, tmp
 def test_matrix_bytes_count_every_quantized_matrix(scheme, ratio):
     model = GPT(GPTConfig(block_size=64, vocab_size=96, n_layer=2, n_head=4, n_embd=128, tie_embeddings=False, bias=False))
     assert bench_inference.memory_row(quantize(model, scheme), model)["matrix_ratio"] == pytest.approx(ratio)
+
+
+@needs_c_compiler
+def test_c_engine_rows_match_pytorch_quality_and_report_their_own_memory(checkpoint_and_data, engine, tmp_path):
+    """The C backend's rows: fp32 scores the validation windows as model.py does, q8_0 as quantize.py's q8_0 does
+    (its rounding flips make the KL differ a little), schemes the engine lacks get no row, and every speed cell is
+    the engine's own."""
+    checkpoint, data_dir = checkpoint_and_data
+    out = tmp_path / "bench.md"
+    assert bench_inference.main([checkpoint, "--data_dir", data_dir, "--schemes", "none,int8wo,q8_0", "--backends", "pytorch,c",
+                                 "--c_binary", engine, "--eval_tokens", "256", "--prompt_tokens", "16", "--decode_tokens", "4,8",
+                                 "--runs", "1", "--compile", "off", "--no_rss", "--threads", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    by_name = {(r["backend"], r["scheme"]): r for r in rows}
+    assert list(by_name) == [("pytorch", "none"), ("pytorch", "int8wo"), ("pytorch", "q8_0"), ("c", "none"), ("c", "q8_0")]
+    torch_none, torch_q8, c_none, c_q8 = (by_name[k]["quality"] for k in [("pytorch", "none"), ("pytorch", "q8_0"), ("c", "none"), ("c", "q8_0")])
+    assert c_none["loss"] == pytest.approx(torch_none["loss"], rel=1e-5)
+    assert abs(c_none["kl"]) < 1e-7 and c_none["top1"] == 1.0
+    assert c_q8["loss"] == pytest.approx(torch_q8["loss"], rel=1e-4)
+    assert c_q8["kl"] == pytest.approx(torch_q8["kl"], rel=0.2) and c_q8["kl"] > 1e-6  # the scheme's error, seen by both
+    assert c_q8["top1"] == pytest.approx(torch_q8["top1"], abs=0.01)
+    for row in (by_name["c", "none"], by_name["c", "q8_0"]):
+        assert row["compile"] == "—" and row["prefill"] > 0 and row["ttft_ms"] > 0 and row["decode4"] > 0 and row["decode8"] > 0
+    assert by_name["c", "q8_0"]["weight_bytes"] < 0.7 * by_name["c", "none"]["weight_bytes"]
+
+    args = bench_inference.parse_args([checkpoint, "--c_binary", engine, "--threads", "1"])
+    parent_memory = b"\1" * (256 << 20)  # the engine's peak is its own, not this process's
+    memory = bench_inference.c_backend(args, "none", tiny_model()).memory(tiny_model())
+    assert 0 < memory["peak_rss"] < 64e6, memory
+    del parent_memory

@@ -11,9 +11,7 @@ import itertools
 import os
 import random
 import re
-import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,35 +20,16 @@ import torch
 import export
 from model import GPT, GPTConfig
 from quantize import quantize
+from conftest import needs_c_compiler
 from test_model import randomize_
 from tokenizer import get_encoding
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # passive: OpenMP threads that spin at barriers crawl when other jobs share the cores (CI, this machine)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "passive", "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
 PROMPT_LEN, NEW_TOKENS = 20, 64
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which(os.environ.get("CC", "cc")) is None,
-                                reason="needs make and a C compiler")
-
-
-def build(out_path, cflags=None):
-    cmd = ["make", "-s", "-C", REPO, "c", f"C_OUT={out_path}"] + ([f"CFLAGS={cflags}"] if cflags else [])
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "warning" not in result.stderr, result.stderr  # -Wall -Wextra clean
-    return str(out_path)
-
-
-@pytest.fixture(scope="session")
-def engine(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("c") / "gpt")
-
-
-@pytest.fixture(scope="session")
-def engine_asan(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("c") / "gpt_asan", "-O1 -g -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer")
+pytestmark = needs_c_compiler
 
 
 @pytest.fixture(autouse=True, scope="module")
