@@ -171,7 +171,7 @@ QUANT_CKPT ?= out/quant_cpu/ckpt.pt
 QUANT_DATA ?= data/shakespeare
 
 .PHONY: train_quant_cpu bench_inference
-train_quant_cpu: setup ## the model bench_inference reports on: the modern recipe, 4L 128w, 1024 context, Tiny Shakespeare (~25 min, 2 cores)
+train_quant_cpu: setup ## the model bench_inference reports on: the modern recipe, 4L 128w, 1024 context, Tiny Shakespeare (~2 min on 2 idle cores)
 	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(QUANT_DATA)
 	OMP_NUM_THREADS=2 $(PY) train.py configs/quant_cpu.py
 

@@ -1,4 +1,4 @@
-# The model the quantization benchmark reports on: the modern recipe at CPU scale (4 layers, 128 wide, 1024-token context) on Tiny Shakespeare, about 25 minutes on 2 cores.
+# The model the quantization benchmark reports on: the modern recipe at CPU scale (4 layers, 128 wide, 1024-token context) on Tiny Shakespeare, about 2 minutes on 2 idle cores.
 # make train_quant_cpu   (= python train.py configs/quant_cpu.py after make data_shakespeare); then make bench_inference
 out_dir = "out/quant_cpu"
 data_dir = "data/shakespeare"
@@ -31,7 +31,7 @@ wsd_decay_fraction = 0.3
 min_lr_ratio = 0.0
 batch_size = 2
 total_batch_size = 2048  # 2 sequences of 1024 tokens per step
-max_steps = 32  # 65,536 tokens, a fifth of Tiny Shakespeare's 304k training tokens: what 25 minutes allowed on 2 cores shared with other jobs (~50 s per step)
+max_steps = 32  # 65,536 tokens, a fifth of Tiny Shakespeare's 304k training tokens: what 25 minutes allowed on 2 cores shared with other jobs when it was chosen (~50 s per step; ~2.4 s on idle cores)
 eval_interval = 16
 eval_tokens = 16384
 log_interval = 5
