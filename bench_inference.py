@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 import export
 from data import read_shard
-from multiple_choice import load_model
+from multiple_choice import add_model_arguments, load_model, model_arguments_error
 from quantize import SCHEMES, Int4Linear, Int8Linear, Q8_0Linear, quantize
 
 DEFAULT_SCHEMES = "none,int8wo,int8dq,int8dq-pertensor,int4wo-g32,int4wo-g64,int4wo-g128,q8_0,q8_0-g32"
@@ -350,8 +350,7 @@ def torchao_version():
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", nargs="?", help="a ckpt.pt written by train.py (or give --hf)")
-    parser.add_argument("--hf", metavar="ID_OR_DIR", help="GPT-2 weights instead: a Hugging Face id (gpt2) or a directory saved by transformers")
+    add_model_arguments(parser, "measure")
     parser.add_argument("--data_dir", default="data/shakespeare", help="shards from prepare_data.py; its val shard gives the quality tokens (default data/shakespeare)")
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES, help=f"comma-separated schemes, none first (default {DEFAULT_SCHEMES}); any of {', '.join(SCHEMES)}")
     parser.add_argument("--backends", default="pytorch", help=f"comma-separated backends (default pytorch); any of {', '.join(BACKENDS)} (c: the C engine, schemes {', '.join(C_SCHEMES)})")
@@ -372,8 +371,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    if (args.checkpoint is None) == (args.hf is None):
-        print("error: give a checkpoint path or --hf ID_OR_DIR (exactly one of them)", file=sys.stderr)
+    if error := model_arguments_error(args):
+        print(f"error: {error}", file=sys.stderr)
         return 1
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,7 +23,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from multiple_choice import load_model, model_input, pick_device, write_json_atomic
+from multiple_choice import add_model_arguments, load_model, model_arguments_error, model_input, pick_device, write_json_atomic
 from quantize import SCHEMES, quantize
 from tokenizer import EOT_TOKEN, get_encoding
 
@@ -132,8 +132,7 @@ def task_manager_for(include_path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", nargs="?", help="a ckpt.pt written by train.py, any variant (or give --hf)")
-    parser.add_argument("--hf", metavar="ID_OR_DIR", help="GPT-2 weights instead: a Hugging Face id or a directory saved by transformers")
+    add_model_arguments(parser, "score")
     parser.add_argument("--tasks", required=True, help="comma-separated lm-eval task names: hellaswag,arc_easy,piqa,winogrande,...")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N documents of each task, for a quick run")
     parser.add_argument("--num_fewshot", type=int, default=None, help="few-shot examples per prompt (default: each task's own, mostly 0)")
@@ -144,8 +143,8 @@ def main(argv=None):
     parser.add_argument("--quant", default="none", metavar="SCHEME", help=f"score the model quantized by quantize.py (CPU): {', '.join(SCHEMES)} (default none)")
     args = parser.parse_args(argv)
 
-    if (args.checkpoint is None) == (args.hf is None):
-        print("error: give a checkpoint path or --hf ID_OR_DIR (exactly one of them)", file=sys.stderr)
+    if error := model_arguments_error(args):
+        print(f"error: {error}", file=sys.stderr)
         return 1
     try:
         import lm_eval

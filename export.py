@@ -16,9 +16,9 @@ import sys
 import unicodedata
 
 import numpy as np
-import torch
 
 from model import RMS_NORM_EPS
+from multiple_choice import add_model_arguments, load_model, model_arguments_error
 from quantize import q8_0_quantize
 
 MAGIC = 0x43545047  # "GPTC" in a little-endian file
@@ -157,17 +157,15 @@ def export(model, path, dtype="fp32", group_size=64, enc=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Export a checkpoint to the C engine's memory-mappable file (c/FORMAT.md).")
-    parser.add_argument("checkpoint", nargs="?", help="a ckpt.pt written by train.py (or give --hf)")
+    add_model_arguments(parser, "export")
     parser.add_argument("out", help="the file to write, e.g. model.bin")
-    parser.add_argument("--hf", metavar="ID_OR_DIR", help="export GPT-2 weights instead: a Hugging Face id (gpt2, ...) or a directory saved by transformers")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="fp32 (default), or q8_0: int8 weights in groups with fp32 scales")
     parser.add_argument("--group_size", type=int, default=64, help="q8_0 group size, 32 or 64 (default 64)")
     args = parser.parse_args(argv)
-    if (args.checkpoint is None) == (args.hf is None):
-        print("error: give a checkpoint path or --hf ID_OR_DIR (exactly one of them)", file=sys.stderr)
+    if error := model_arguments_error(args):
+        print(f"error: {error}", file=sys.stderr)
         return 1
     try:
-        from multiple_choice import load_model
         model = load_model(checkpoint=args.checkpoint, hf=args.hf)
         size = export(model, args.out, args.dtype, args.group_size)
     except (ValueError, FileNotFoundError, OSError) as e:

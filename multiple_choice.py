@@ -310,6 +310,20 @@ def pick_device(name):
     return name
 
 
+def add_model_arguments(parser, verb="load"):
+    """The checkpoint / --hf pair of every command that loads a model; model_arguments_error checks it."""
+    parser.add_argument("checkpoint", nargs="?", help="a ckpt.pt written by train.py (or give --hf)")
+    parser.add_argument("--hf", metavar="ID_OR_DIR", help=f"{verb} GPT-2's weights instead: a Hugging Face id (gpt2, gpt2-medium, ...) "
+                        "or a directory saved by transformers")
+
+
+def model_arguments_error(args):
+    """The one-line error when not exactly one of checkpoint and --hf was given, else None."""
+    if (args.checkpoint is None) == (args.hf is None):
+        return "give a checkpoint path or --hf ID_OR_DIR (exactly one of them)"
+    return None
+
+
 def load_model(checkpoint=None, hf=None, device="cpu"):
     """A GPT from train.py's ckpt.pt, or GPT-2 weights from a Hugging Face id or a directory saved by transformers."""
     model = GPT.from_pretrained(hf) if hf is not None else load_checkpoint(checkpoint, device)[0]
@@ -352,8 +366,7 @@ def run_cli(argv, dataset, formats, doc):
     """The CLI of one dataset; formats maps each --format name to its task in TASKS (one: no --format flag)."""
     hf_id, split, _ = DATASETS[dataset]
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", nargs="?", help="a ckpt.pt written by train.py (or give --hf)")
-    parser.add_argument("--hf", metavar="ID_OR_DIR", help="score GPT-2 weights instead: a Hugging Face id (gpt2, gpt2-medium, ...) or a directory saved by transformers")
+    add_model_arguments(parser, "score")
     parser.add_argument("--data", metavar="PATH", help=f"a local .jsonl instead of downloading {hf_id} ({split})")
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N questions, for a quick run")
     if len(formats) > 1:
@@ -367,8 +380,8 @@ def run_cli(argv, dataset, formats, doc):
     args = parser.parse_args(argv)
     chosen = list(formats) if getattr(args, "format", "all") == "all" else [args.format]
 
-    if (args.checkpoint is None) == (args.hf is None):
-        print("error: give a checkpoint path or --hf ID_OR_DIR (exactly one of them)", file=sys.stderr)
+    if error := model_arguments_error(args):
+        print(f"error: {error}", file=sys.stderr)
         return 1
     model_name = args.hf if args.hf is not None else args.checkpoint
     data_name = args.data or f"{hf_id} ({split})"

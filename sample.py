@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from multiple_choice import load_model, pick_device
+from multiple_choice import add_model_arguments, load_model, model_arguments_error, pick_device
 from quantize import SCHEMES, quantize
 from tokenizer import EOT_TOKEN, get_encoding
 
@@ -73,8 +73,7 @@ def sample(model, tokens, args, enc, out=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", nargs="?", help="a ckpt.pt written by train.py (or give --hf)")
-    parser.add_argument("--hf", metavar="ID_OR_DIR", help="sample GPT-2 weights instead: a Hugging Face id (gpt2, ...) or a directory saved by transformers")
+    add_model_arguments(parser, "sample")
     parser.add_argument("--prompt", default="", help="the text to continue")
     parser.add_argument("--prompt_file", metavar="F", help="read the prompt from this UTF-8 file instead")
     parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens to generate per sample (default 200)")
@@ -89,8 +88,8 @@ def main(argv=None):
     parser.add_argument("--quant", default="none", metavar="SCHEME", help=f"quantize the weights first (quantize.py, CPU kernels): {', '.join(SCHEMES)} (default none)")
     args = parser.parse_args(argv)
 
-    if (args.checkpoint is None) == (args.hf is None):
-        print("error: give a checkpoint path or --hf ID_OR_DIR (exactly one of them)", file=sys.stderr)
+    if error := model_arguments_error(args):
+        print(f"error: {error}", file=sys.stderr)
         return 1
     try:
         if args.max_new_tokens < 1 or args.num_samples < 1:

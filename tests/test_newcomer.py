@@ -10,6 +10,7 @@ get_text.py downloads through a file:// URL. CPU only, no network.
 """
 
 import hashlib
+import importlib
 import os
 import shutil
 import signal
@@ -227,3 +228,17 @@ def test_ctrl_c_while_make_demo_prepares_its_data_keeps_the_manifest_and_the_rer
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["get_text.py", "prepare_data.py", "train.py", "plot.py"]  # prepared again
+
+
+@pytest.mark.parametrize("module, extra", [("sample", []), ("eval_lm", ["--tasks", "piqa"]), ("export", ["out.bin"]),
+                                           ("bench_inference", []), ("eval_commonsense_qa", []), ("eval_hellaswag", [])])
+@pytest.mark.parametrize("given", ["neither", "both"])
+def test_every_model_command_wants_a_checkpoint_or_hf_but_not_both(module, extra, given, tmp_path, capsys, monkeypatch):
+    """The commands that load a model share add_model_arguments: neither or both of checkpoint and --hf is one line."""
+    monkeypatch.chdir(tmp_path)
+    cli = importlib.import_module(module)
+    model = ["ckpt.pt", "--hf", "gpt2"] if given == "both" else []
+    assert cli.main(model[:1] + extra + model[1:]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: give a checkpoint path or --hf ID_OR_DIR (exactly one of them)\n", err
+    assert not (tmp_path / "out.bin").exists()
