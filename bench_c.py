@@ -69,8 +69,8 @@ def run(cmd, threads, cwd=None):
 
 
 def ours(binary, path, prompt_len, new_tokens, threads):
-    """One c/gpt --bench run: {prefill, ttft_ms, decode, memory_mb}."""
-    cmd = [binary, path, "--bench", "--prompt_len", str(prompt_len), "-n", str(new_tokens + 1), "--threads", str(threads)]
+    """One c/gpt --bench run, greedy as llama2.c's: {prefill, ttft_ms, decode, memory_mb}."""
+    cmd = [binary, path, "--bench", "--prompt_len", str(prompt_len), "-n", str(new_tokens + 1), "--threads", str(threads), "-t", "0"]
     match = OURS_LINE.search(run(cmd, threads))
     if match is None:
         raise ValueError(f"{' '.join(cmd)} printed no --bench line")
