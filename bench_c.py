@@ -162,15 +162,17 @@ def render(results, sizes, args):
     for name, row in results.items():
         lines.append(f"| {name} | {sizes[name] / 1e6:.0f} MB | {cell(row, 'prefill', '.1f')} tok/s | {cell(row, 'ttft_ms', '.0f')} ms | "
                      f"{cell(row, 'decode', '.1f')} tok/s | {cell(row, 'decode_short', '.1f')} tok/s | {cell(row, 'memory_mb', '.0f')} MB |")
-    median = lambda name, key: statistics.median(r[key] for r in results[name])
+    def ratio(a, b, key):
+        """a over b: the median of the rounds' ratios (each round ran both engines back to back), and their range."""
+        ratios = [ra[key] / rb[key] for ra, rb in zip(results[a], results[b])]
+        return f"{statistics.median(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f})"
+
     lines.append("")
-    lines.append(f"- c/gpt q8_0 over c/gpt fp32, decode at positions 3-{3 + args.new_tokens}: "
-                 f"{median('c/gpt q8_0', 'decode_short') / median('c/gpt fp32', 'decode_short'):.2f}x")
+    lines.append(f"- c/gpt q8_0 over c/gpt fp32, decode at positions 3-{3 + args.new_tokens}: {ratio('c/gpt q8_0', 'c/gpt fp32', 'decode_short')}")
     for name in results:
         if name.startswith("llama2.c"):
             ours_name = "c/gpt q8_0" if "runq" in name else "c/gpt fp32"
-            lines.append(f"- {ours_name} over {name}: decode {median(ours_name, 'decode_short') / median(name, 'decode_short'):.2f}x, "
-                         f"prefill {median(ours_name, 'prefill') / median(name, 'prefill'):.1f}x")
+            lines.append(f"- {ours_name} over {name}: decode {ratio(ours_name, name, 'decode_short')}, prefill {ratio(ours_name, name, 'prefill')}")
     return "\n".join(lines).replace("| — ms |", "| — |").replace("| — tok/s |", "| — |").replace("| — MB |", "| — |")
 
 
