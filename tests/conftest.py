@@ -1,14 +1,29 @@
-"""Fixtures shared by test files: the C engine, built once per test session by `make c` (the Makefile's flags)."""
+"""Fixtures shared by test files: a learnable token corpus for train.py, and the C engine, built once per test
+session by `make c` (the Makefile's flags)."""
 
 import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
+
+from data import write_shard
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_c_compiler = pytest.mark.skipif(shutil.which("make") is None or shutil.which(os.environ.get("CC", "cc")) is None,
                                       reason="needs make and a C compiler")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A token stream with a period of 97 random tokens: learnable, so the loss must fall."""
+    data_dir = tmp_path_factory.mktemp("corpus")
+    pattern = np.random.default_rng(0).integers(0, 1000, size=97)
+    stream = np.tile(pattern, 300).astype(np.uint16)
+    write_shard(str(data_dir / "fixture_val_000000.bin"), stream[:3000])
+    write_shard(str(data_dir / "fixture_train_000001.bin"), stream[3000:])
+    return str(data_dir)
 
 
 def build(out_path, cflags=None):

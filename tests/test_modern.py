@@ -16,7 +16,7 @@ import train
 from model import GPT, GPTConfig, MLP, RMS_NORM_EPS, CausalSelfAttention, make_norm, rope_cos_sin
 from muon import NEWTON_SCHULZ_COEFFICIENTS, Muon, configure_muon, newton_schulz
 from test_model import assert_causal, randomize_, small_config
-from test_train import REPO, TINY, corpus, read_log  # noqa: F401 (corpus is a fixture)
+from test_train import REPO, TINY, read_log
 
 MODERN_CONFIG = os.path.join(REPO, "configs", "modern.py")
 MODERN = dict(pos_emb="rope", mlp="relu2", norm="rmsnorm", qk_norm=True, tie_embeddings=False, zero_init_proj=True,

@@ -7,29 +7,15 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import torch
 
 import train
-from data import write_shard
 from model import load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--block_size=16", "--n_layer=2", "--n_head=2", "--n_embd=16", "--batch_size=4", "--total_batch_size=128",
         "--warmup_steps=2", "--max_lr=1e-2", "--eval_tokens=128", "--eval_interval=4", "--log_interval=1",
         "--device=cpu", "--dtype=float32", "--compile=False", "--sample_tokens=0", "--csqa_data=", "--hellaswag_data="]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A token stream with a period of 97 random tokens: learnable, so the loss must fall."""
-    data_dir = tmp_path_factory.mktemp("corpus")
-    pattern = np.random.default_rng(0).integers(0, 1000, size=97)
-    stream = np.tile(pattern, 300).astype(np.uint16)
-    write_shard(str(data_dir / "fixture_val_000000.bin"), stream[:3000])
-    write_shard(str(data_dir / "fixture_train_000001.bin"), stream[3000:])
-    return str(data_dir)
 
 
 def run(corpus, out_dir, *overrides):

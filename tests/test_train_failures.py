@@ -2,7 +2,6 @@
 in one clear line (never a traceback) and leave a finished run's files as they were."""
 
 import errno
-import json
 import os
 import signal
 import sys
@@ -14,7 +13,7 @@ import torch
 import train
 from data import write_shard
 from model import load_checkpoint
-from test_train import REPO, TINY, corpus, read_log, run  # noqa: F401  (corpus is a fixture)
+from test_train import REPO, read_log, run
 
 
 def one_error_line(capsys):
