@@ -21,7 +21,6 @@ Its figures are its own "achieved tok/s" line.
 
 import argparse
 import os
-import platform
 import re
 import statistics
 import struct
@@ -32,6 +31,7 @@ import time
 import torch
 
 import export
+from bench_inference import hardware
 from model import GPT, GPTConfig
 
 OURS_LINE = re.compile(r"prefill (\d+) tokens ([\d.]+) s ([\d.]+) tok/s .*\| time to first token ([\d.]+) ms \| "
@@ -47,17 +47,6 @@ model = Transformer(ModelArgs({PEER_SHAPE})).eval()
 legacy_export(model, sys.argv[1])     # run.c's fp32 file
 version2_export(model, sys.argv[2])   # runq.c's int8 file, groups of 64
 """
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run(cmd, threads, cwd=None):
@@ -153,7 +142,7 @@ def render(results, sizes, args):
         values = [r[key] for r in row if key in r]
         return format(statistics.median(values), spec) if values else "—"
 
-    lines = [f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, `{args.cflags}`, {time.strftime('%Y-%m-%d')}, "
+    lines = [f"{hardware()}, {args.threads} threads, `{args.cflags}`, {time.strftime('%Y-%m-%d')}, "
              f"median of {args.runs} runs",
              "",
              f"| engine | file | prefill, {args.prompt_len}-token prompt | time to first token | decode {args.new_tokens} "
