@@ -208,6 +208,17 @@ def head_loss(h, weight, targets, softcap=0.0, chunk_rows=None):
     return HeadLoss.apply(h, weight, targets, softcap, chunk_rows, with_grad)
 
 
+def add_matmul_(out, a, b):
+    """out += a @ b, the products summed into out's float32 inside the matmul: under bfloat16 autocast no rounded
+    bfloat16 (vocab_size, C) product is written per chunk and then added (a rounding of 2^-9 each time)."""
+    if a.dtype == out.dtype:
+        return out.addmm_(a, b)
+    if a.is_cuda:  # cuBLAS takes bfloat16 operands and writes float32 (torch >= 2.8's out_dtype)
+        return torch.addmm(out, a, b, out_dtype=out.dtype, out=out)
+    # the CPU has no mixed-dtype matmul: the same bfloat16 values, multiplied and summed in float32
+    return out.addmm_(a.to(out.dtype), b.to(out.dtype))
+
+
 class HeadLoss(torch.autograd.Function):
 
     @staticmethod
@@ -240,7 +251,7 @@ class HeadLoss(torch.autograd.Function):
             if grad_h is not None:
                 grad_h[start:start + chunk_rows] = grad_logits @ weight.to(logits.dtype)
             if grad_weight is not None:
-                grad_weight += grad_logits.t() @ h_chunk.to(logits.dtype)
+                add_matmul_(grad_weight, grad_logits.t(), h_chunk.to(logits.dtype))
         ctx.save_for_backward(grad_h, grad_weight, valid_count)
         ctx.weight_dtype = weight.dtype
         return loss_sum / valid_count

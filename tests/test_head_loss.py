@@ -96,3 +96,31 @@ def test_the_chunked_loss_compiles_as_one_graph():
         results.append((loss, *torch.autograd.grad(loss, (h, weight))))
     for ours, expected in zip(*results):
         torch.testing.assert_close(ours, expected, atol=0, rtol=0)
+
+
+def test_bfloat16_weight_gradient_is_summed_in_float32_inside_the_matmul():
+    """Under bfloat16 autocast each chunk's (vocab_size, C) product must go into the float32 sum unrounded: the
+    reference is the float32 matmul of the very bfloat16 operands the chunks use, so only the summation order
+    differs (~1e-6). Rounding each chunk's product to bfloat16 first is off by ~2^-9 relative."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(64, 32, generator=g).requires_grad_()
+    weight = torch.randn(97, 32, generator=g).requires_grad_()
+    targets = torch.randint(0, 97, (64,), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = head_loss(h, weight, targets, 0.0, 16)  # 4 chunks
+    grad_weight, = torch.autograd.grad(loss, (weight,))
+    # the same operands the Function uses: bfloat16 logits' gradient (softmax - onehot) and bfloat16 h
+    z = (h.bfloat16() @ weight.bfloat16().t()).float()
+    grad_z = (torch.softmax(z, dim=-1) - F.one_hot(targets, 97)).bfloat16().float() / targets.numel()
+    expected = grad_z.t() @ h.bfloat16().float()
+    torch.testing.assert_close(grad_weight, expected, atol=1e-7, rtol=1e-5)
+
+
+def test_add_matmul_takes_bfloat16_operands_into_a_float32_buffer():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(8, 5, generator=g).bfloat16(), torch.randn(5, 3, generator=g).bfloat16()
+    out = torch.ones(8, 3)
+    assert model_module.add_matmul_(out, a, b) is out
+    torch.testing.assert_close(out, 1 + a.double() @ b.double(), atol=1e-6, rtol=1e-6, check_dtype=False)
+    meta = torch.zeros(8, 3, device="meta")  # the CUDA branch's call, checked for its signature on the meta device
+    assert torch.addmm(meta, a.to("meta"), b.to("meta"), out_dtype=torch.float32, out=meta).dtype == torch.float32
