@@ -591,6 +591,7 @@ def run(cfg, device, rank, world_size, stop):
     val_loss = None
     history = []  # (step, loss, grad norm) since the last check, still on the device: read only when checked
     timer = StepTimer(device, train_seconds)
+    first_step_seconds = None
 
     def check_history():
         """Stop on a non-finite loss or gradient norm before anything of it is evaluated or saved."""
@@ -629,6 +630,10 @@ def run(cfg, device, rank, world_size, stop):
         tokens_seen += cfg.total_batch_size
         history.append((step, loss, grad_norm))
         timer.steps += 1
+        if step == start_step + 1:
+            # this process's first step compiles the training graph (and warms up the GPU): timed apart, so that
+            # tok_per_s, mfu and train_seconds are the steady rate, as nanoGPT's; elapsed_seconds and dollars keep it
+            first_step_seconds = timer.discard_interval()
 
         log_now = step % cfg.log_interval == 0 or step == cfg.max_steps
         checkpoint_step = step % cfg.ckpt_interval == 0 or step == cfg.max_steps
@@ -647,15 +652,22 @@ def run(cfg, device, rank, world_size, stop):
         check_history()
         if log_now:
             seconds, steps = timer.take_interval()
-            tok_per_s = steps * cfg.total_batch_size / seconds
-            mfu = raw_model.estimate_mfu(tok_per_s / world_size, cfg.peak_flops)
+            # None while only the first step has run: its time is compilation, not a rate
+            tok_per_s = steps * cfg.total_batch_size / seconds if steps else None
+            mfu = raw_model.estimate_mfu(tok_per_s / world_size, cfg.peak_flops) if steps else None
             train_loss, norm = last[1].item(), last[2].item()
-            mfu_text = f" | MFU {mfu * 100:.1f}%" if device_type == "cuda" else ""  # peak_flops is a GPU's
+            speed_text = (f"{seconds / steps * 1000:.0f} ms | {tok_per_s:,.0f} tok/s" if steps else
+                          f"first step {first_step_seconds:.1f} s (compiling)")
+            if steps and device_type == "cuda":  # peak_flops is a GPU's
+                speed_text += f" | MFU {mfu * 100:.1f}%"
             log(f"step {step:5d}/{cfg.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | norm {norm:.3f} | "
-                f"{seconds / steps * 1000:.0f} ms | {tok_per_s:,.0f} tok/s{mfu_text} | ${dollars():.2f}")
-            write_log({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "grad_norm": norm,
-                       "tok_per_s": tok_per_s, "mfu": mfu, "elapsed_seconds": elapsed_seconds(),
-                       "train_seconds": timer.total, "dollars": dollars()})
+                f"{speed_text} | ${dollars():.2f}")
+            record = {"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "grad_norm": norm,
+                      "tok_per_s": tok_per_s, "mfu": mfu, "elapsed_seconds": elapsed_seconds(),
+                      "train_seconds": timer.total, "dollars": dollars()}
+            if first_step_seconds is not None:  # the first log line of this process says what its first step took
+                record["first_step_seconds"], first_step_seconds = first_step_seconds, None
+            write_log(record)
         train_seconds = timer.total
         if checkpoint_step or stop_now:
             checkpoint_now(step)
@@ -694,6 +706,14 @@ class StepTimer:
 
     def resume(self):
         self.start = time.time()
+
+    def discard_interval(self):
+        """Leave the steps since the last take_interval() out of every count (waits for the device); their seconds."""
+        self.pause()
+        seconds = self.interval_seconds
+        self.total -= seconds
+        self.interval_seconds, self.steps = 0.0, 0
+        return seconds
 
     def take_interval(self):
         """(seconds, steps) since the last call."""

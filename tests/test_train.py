@@ -208,3 +208,31 @@ def test_a_damaged_checkpoint_in_out_dir_is_one_clear_line(corpus, tmp_path, cap
     assert run(corpus, tmp_path, "--max_steps=1") == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "ckpt.pt is not a checkpoint torch can read" in err and err.count("\n") == 1
+
+
+def test_the_first_step_compile_time_stays_out_of_throughput_but_in_the_cost(corpus, tmp_path, monkeypatch):
+    """A process's first step compiles the graph (a minute on a GPU): counting it would understate tok_per_s, mfu
+    and train_seconds at the first log line; elapsed_seconds and dollars, what the run costs, must keep it."""
+    train_step, calls = train.train_step, []
+
+    def slow_first_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            import time
+            time.sleep(2.0)  # as compiling would
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", slow_first_step)
+    assert run(corpus, tmp_path, "--max_steps=4", "--log_interval=2", "--eval_interval=100") == 0
+    first = [r for r in read_log(tmp_path) if "train_loss" in r][0]
+    assert first["step"] == 2 and first["first_step_seconds"] >= 2.0
+    seconds_per_step = 128 / first["tok_per_s"]
+    assert seconds_per_step < 0.5 and first["train_seconds"] < 0.5  # the second step's time alone
+    assert first["elapsed_seconds"] >= 2.0
+
+
+def test_a_log_line_after_only_the_first_step_reports_no_rate(corpus, tmp_path, capsys):
+    assert run(corpus, tmp_path, "--max_steps=2", "--log_interval=1") == 0
+    records = [r for r in read_log(tmp_path) if "train_loss" in r]
+    assert records[0]["tok_per_s"] is None and records[0]["mfu"] is None and records[1]["tok_per_s"] > 0
+    assert "(compiling)" in capsys.readouterr().out
