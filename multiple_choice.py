@@ -35,6 +35,7 @@ import re
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -230,6 +231,18 @@ def choose(loglikelihoods, choices):
     return pred, pred_norm
 
 
+@contextmanager
+def full_float32_matmuls():
+    """float32 matmuls at full precision inside, whatever the caller set: train.py's "high" (TF32 on a GPU, 10-bit
+    mantissas) would make the scores during training differ from the float32 ones of eval_commonsense_qa.py."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 @torch.no_grad()
 def score_batch(model, batch, device):
     """Log-likelihood of every choice of a batch of questions, in one forward pass.
@@ -246,7 +259,7 @@ def score_batch(model, batch, device):
         idx[row, :len(tokens)] = torch.tensor(tokens)
     # float32 throughout, as lm-eval scores GPT-2: no autocast, even when the caller (train.py) runs under one;
     # bf16 logits move log-likelihoods by ~1e-2 and flip close choices
-    with torch.autocast(device_type=device.type, enabled=False):
+    with torch.autocast(device_type=device.type, enabled=False), full_float32_matmuls():
         logits, _ = model(idx.to(device))  # (rows, T, vocab_size)
     # for every continuation token: its row, the position that predicts it, and the token itself
     rows = torch.tensor([row for row, c in enumerate(continuations) for _ in c], device=device)

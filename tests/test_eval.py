@@ -399,6 +399,22 @@ def test_scores_are_float32_even_under_a_callers_bf16_autocast(tmp_path):
         np.testing.assert_allclose(a["loglikelihoods"], b["loglikelihoods"], atol=1e-5, rtol=0)
 
 
+def test_scores_use_full_float32_matmuls_even_after_train_py_set_tf32(tmp_path):
+    # train.py sets "high" on a GPU (TF32: 10-bit mantissas in every float32 matmul); the benchmark scores
+    # it logs at each evaluation must be the float32 ones eval_commonsense_qa.py gives afterwards
+    model, examples = tiny_gpt(), load_examples("commonsense_qa_cloze", write_jsonl(tmp_path / "csqa.jsonl", CSQA_ROWS))
+    seen, forward = [], model.forward
+    model.forward = lambda *args, **kwargs: seen.append(torch.get_float32_matmul_precision()) or forward(*args, **kwargs)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        evaluate(model, examples)
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "high"  # the caller's setting comes back
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def test_an_unwritable_out_fails_before_any_evaluation(tmp_path, checkpoint, capsys, monkeypatch):
     import multiple_choice
     monkeypatch.setattr(multiple_choice, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --out"))
