@@ -12,7 +12,8 @@ References:
    gradients reduce-scattered in float32 (MixedPrecisionPolicy).
 2) torch.distributed.checkpoint (DCP) with torch.distributed.checkpoint.state_dict's get_state_dict /
    set_state_dict: every rank writes its own shards, and loading reshards to whatever the new run has.
-3) torchtitan (pytorch/torchtitan) applies the same recipe: activation checkpointing, then fully_shard, per block.
+3) torchtitan (pytorch/torchtitan) applies the same recipe per block: activation checkpointing, torch.compile,
+   then fully_shard.
 
 Layout of a checkpoint directory (out_dir/ckpt):
   .metadata, __*_*.distcp   DCP: {"model": ..., "optimizer": ...}, the shards of every rank
@@ -33,7 +34,6 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed._composable import checkpoint as activation_checkpoint
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
@@ -42,27 +42,20 @@ from model import GPT, gpt_config_from_dict
 TRAIN_STATE = "train_state.pt"
 
 
-def shard_model(model, param_dtype=torch.bfloat16, activation_checkpointing=False):
+def shard_model(model, param_dtype=torch.bfloat16, compile_blocks=False):
     """FSDP2 over every rank of the default process group, in place: each block, then the root (embeddings,
     final norm, head). param_dtype is the dtype parameters are gathered in for compute (None: their own,
-    float32); gradients are reduced in float32. activation_checkpointing keeps only each block's input for the
-    backward and recomputes the rest (reference 3's order: checkpoint first, then shard)."""
+    float32); gradients are reduced in float32. compile_blocks compiles each block's forward before sharding it
+    (reference 3's order): FSDP's gather and reduce-scatter hooks stay outside the compiled code, where a
+    compiled root would break its graph at every block's hooks. State_dict keys are unchanged."""
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    if activation_checkpointing:
-        checkpoint_blocks(model)
     for block in model.transformer.h:
+        if compile_blocks:
+            block.forward = torch.compile(block.forward)
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     if hasattr(model, "forward_cached"):  # the KV-cache path enters the root by another door than forward
         register_fsdp_forward_method(model, "forward_cached")
-    return model
-
-
-def checkpoint_blocks(model):
-    """Activation checkpointing of every block, in place (state_dict keys unchanged): the backward recomputes
-    a block's activations from its input instead of keeping them."""
-    for block in model.transformer.h:
-        activation_checkpoint(block)
     return model
 
 

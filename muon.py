@@ -63,7 +63,7 @@ class Muon(torch.optim.Optimizer):
     reference 2 does: the same update on every rank, for 1/world_size of the Newton-Schulz work.
     Momentum stays on every rank for every matrix (elementwise, cheap), so rank 0's state is whole for
     the checkpoint. compile_newton_schulz=True runs the iteration through torch.compile (fused
-    elementwise ops, one graph per shape); configure_muon turns it on for CUDA only.
+    elementwise ops, one graph per shape); train.py turns it on with its compile setting.
     """
 
     def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0, nesterov=True, ns_steps=5, row_blocks=1,
@@ -195,9 +195,11 @@ def muon_parameter_groups(model):
     return groups
 
 
-def configure_muon(model, muon_lr, muon_momentum, adamw_lr, embedding_lr, weight_decay, betas, device_type):
+def configure_muon(model, muon_lr, muon_momentum, adamw_lr, embedding_lr, weight_decay, betas, device_type,
+                   compile_newton_schulz=False):
     """Muon (reference 2's split) and AdamW, as one OptimizerList. Each param group carries lr_scale, its
-    learning rate over adamw_lr, so that train.py's schedule moves every group in proportion."""
+    learning rate over adamw_lr, so that train.py's schedule moves every group in proportion.
+    compile_newton_schulz: train.py's compile setting; the fused iteration is what a GPU gains from."""
     groups = muon_parameter_groups(model)
     muon_groups = [{"params": groups["muon"], "row_blocks": 1}, {"params": groups["muon_qkv"], "row_blocks": 3}]
     adamw_groups = [
@@ -205,10 +207,8 @@ def configure_muon(model, muon_lr, muon_momentum, adamw_lr, embedding_lr, weight
         {"params": groups["head"], "lr": adamw_lr, "weight_decay": weight_decay},
         {"params": groups["vector"], "lr": adamw_lr, "weight_decay": 0.0},
     ]
-    # compiled on CUDA only: the fused iteration is what a GPU gains from, while on a CPU (tests, demos) the
-    # inductor's C++ compilation of each shape would cost more seconds than a whole short run
     muon = Muon([g for g in muon_groups if g["params"]], lr=muon_lr, momentum=muon_momentum, weight_decay=weight_decay,
-                compile_newton_schulz=device_type == "cuda")
+                compile_newton_schulz=compile_newton_schulz)
     # the fused kernel is one launch for all parameters; CUDA only
     adamw = torch.optim.AdamW([g for g in adamw_groups if g["params"]], lr=adamw_lr, betas=betas,
                               fused=device_type == "cuda")

@@ -439,7 +439,7 @@ def build_model(cfg, checkpoint=None):
 def build_optimizer(model, cfg, device_type):
     if cfg.optimizer == "muon":
         return configure_muon(model, cfg.muon_lr, cfg.muon_momentum, cfg.max_lr, cfg.embedding_lr,
-                              cfg.weight_decay, (cfg.beta1, cfg.beta2), device_type)
+                              cfg.weight_decay, (cfg.beta1, cfg.beta2), device_type, compile_newton_schulz=cfg.compile)
     return model.configure_optimizer(cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2), device_type)
 
 
@@ -466,6 +466,12 @@ def train_step(model, optimizer, next_batch, grad_accum_steps, device, autocast,
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, grad_norm
+
+
+def compiled_graphs():
+    """Graphs torch.compile has compiled in this process so far (Dynamo's count): recompiles show as a rise."""
+    from torch._dynamo.utils import counters  # imported by torch.compile anyway; not needed without it
+    return counters["stats"]["unique_graphs"]
 
 
 def synchronize(device):
@@ -498,11 +504,10 @@ def run(cfg, device, rank, world_size, stop):
     if device_type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls that remain
     model = build_model(cfg, checkpoint).to(device)
+    model.activation_checkpointing = cfg.activation_checkpointing
     if sharded:  # bfloat16 weights gathered for compute, float32 gradient reduction and optimizer
         distributed.shard_model(model, param_dtype=torch.bfloat16 if cfg.dtype == "bfloat16" else None,
-                                activation_checkpointing=cfg.activation_checkpointing)
-    elif cfg.activation_checkpointing:
-        distributed.checkpoint_blocks(model)
+                                compile_blocks=cfg.compile)
     optimizer = build_optimizer(model, cfg, device_type)  # after sharding: it holds the sharded parameters
     vocab_size = model.config.vocab_size
     train_loader = ShardLoader(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, rank, world_size, vocab_size)
@@ -532,13 +537,17 @@ def run(cfg, device, rank, world_size, stop):
             log(f"resuming from {ckpt_path} at step {start_step} ({tokens_seen:,} tokens seen)")
             drop_log_records_after(log_path, start_step)  # a resumed run re-logs the steps after its checkpoint
     log("config:", json.dumps(dataclasses.asdict(cfg)))
-    raw_model = model  # the uncompiled, unwrapped module: its state_dict has no _orig_mod./module. prefix
-    if cfg.compile:
-        model = torch.compile(model)
+    raw_model = model  # the unwrapped module: its state_dict has no _orig_mod./module. prefix
     if ddp:
         # broadcast_buffers=False: the only buffers are the RoPE tables, derived from the config on every rank
         model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None,
                     broadcast_buffers=False)
+    if cfg.compile and not sharded:  # sharded: shard_model compiled each block
+        # compiled around DDP: Dynamo's DDPOptimizer, on whenever a graph runs inside DDP's forward, splits it at
+        # DDP's gradient buckets, so that each bucket's all-reduce overlaps the backward of the graphs before it
+        # (one fused backward would hand DDP every gradient at its end); tests/test_compile.py sees the split
+        model = torch.compile(model)
+    graphs_before = compiled_graphs() if cfg.compile else 0
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
     wandb_run = start_wandb(cfg) if master and cfg.wandb_project else None
 
@@ -610,10 +619,12 @@ def run(cfg, device, rank, world_size, stop):
             check_history()
             val_loss = evaluate_val_loss()
             record = {"step": step, "tokens": tokens_seen, "val_loss": val_loss}
-            for key, (examples, metric) in benchmarks.items():  # on the uncompiled model, a share on every rank
-                # (sharded: every rank runs every forward, whose weights are gathered from all of them)
-                record[key] = benchmark_accuracy(raw_model, examples, metric, device, cfg.batch_size,
-                                                 *((0, 1) if sharded else (rank, world_size)))
+            for key, (examples, metric) in benchmarks.items():  # on the raw model, a share on every rank
+                # (sharded: every rank runs every forward, whose weights are gathered from all of them); eager, as
+                # the compiled blocks of a sharded model would recompile for the questions' every length
+                with torch.compiler.set_stance("force_eager"):
+                    record[key] = benchmark_accuracy(raw_model, examples, metric, device, cfg.batch_size,
+                                                     *((0, 1) if sharded else (rank, world_size)))
             log(f"step {step:5d} | " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
                                                  if k not in ("step", "tokens")))
             write_log(record)
@@ -667,6 +678,8 @@ def run(cfg, device, rank, world_size, stop):
                       "train_seconds": timer.total, "dollars": dollars()}
             if first_step_seconds is not None:  # the first log line of this process says what its first step took
                 record["first_step_seconds"], first_step_seconds = first_step_seconds, None
+            if cfg.compile:  # steady after the first step (train and eval graphs); a rise is a recompile
+                record["compiled_graphs"] = compiled_graphs() - graphs_before
             write_log(record)
         train_seconds = timer.total
         if checkpoint_step or stop_now:
@@ -682,7 +695,8 @@ def run(cfg, device, rank, world_size, stop):
             f"{elapsed_seconds() / 60:.1f} min since launch ({timer.total / 60:.1f} of them training steps), "
             f"${dollars():.2f}")
         if cfg.sample_tokens > 0 and (master or sharded):  # sharded: every rank takes part in each forward
-            log("sample:", sample_text(raw_model, cfg, device))
+            with torch.compiler.set_stance("force_eager"):  # one token at a time: no graph to gain from
+                log("sample:", sample_text(raw_model, cfg, device))
     if wandb_run:
         wandb_run.finish()
     return 0 if step >= cfg.max_steps else 128 + stop.signal

@@ -39,8 +39,9 @@ def batches():
 def build(options, optimizer_name, shard=False, checkpointing=False):
     torch.manual_seed(0)
     model = GPT(small_config(**options))
+    model.activation_checkpointing = checkpointing
     if shard:  # float32 compute: the comparison is about the sharding, not bfloat16's rounding
-        distributed.shard_model(model, param_dtype=None, activation_checkpointing=checkpointing)
+        distributed.shard_model(model, param_dtype=None)
     if optimizer_name == "muon":
         optimizer = configure_muon(model, 0.02, 0.95, 1e-3, 1e-2, 0.0, (0.8, 0.95), "cpu")
     else:
@@ -259,19 +260,27 @@ def test_a_checkpoint_of_the_other_parallelism_is_one_clear_line(two_rank_run, t
     assert "--parallelism=fsdp" in capsys.readouterr().err
 
 
-def test_activation_checkpointing_in_one_process_gives_the_same_gradients():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_activation_checkpointing_gives_the_same_gradients_and_keeps_fewer_activations(compiled):
+    """Recomputing the blocks in the backward changes what is kept, never the gradients; compiled too, where the
+    module-hook checkpointing used before failed (its recomputed tensors did not match the saved ones)."""
     idx, targets = batches()[0]
     gradients = []
     for checkpointing in (False, True):
-        model, _ = build(MODERN, "adamw")
-        if checkpointing:
-            distributed.checkpoint_blocks(model)
-        saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-            loss = model(idx, targets)[1]
+        torch._dynamo.reset()
+        model, _ = build(MODERN, "adamw", checkpointing=checkpointing)
+        forward = torch.compile(model) if compiled else model
+        saved = []  # the bytes of every tensor autograd keeps for the backward (a compiled graph's too)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            loss = forward(idx, targets)[1]
         loss.backward()
         gradients.append(([p.grad for p in model.parameters()], sum(saved)))
     (plain, plain_saved), (checkpointed, checkpointed_saved) = gradients
     for a, b in zip(plain, checkpointed):
+        # the same operations again: bit for bit, compiled too (measured); a recomputation that read other
+        # weights or another dropout mask would be far off
         torch.testing.assert_close(a, b, atol=0, rtol=0)
-    assert checkpointed_saved < plain_saved / 2  # the blocks' activations are recomputed, not kept
+    # the blocks' activations are recomputed, not kept: measured 137,732 of 711,684 bytes eager, 174,020 of
+    # 474,180 compiled (which already keeps fewer: the partitioner recomputes cheap elementwise ops)
+    assert checkpointed_saved < plain_saved / 2
