@@ -13,10 +13,10 @@ FINEWEB_NAME ?= sample-10BT
 # multi-GB CUDA build that plain pip installs on Linux. Bounded waits: an unreachable index fails in seconds.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP_NETWORK ?= --timeout 15 --retries 1
-TORCH_REQUIREMENT := $(shell sed -n 's/^\(torch[^ #]*\).*/\1/p' requirements.txt)
-# The CPU build is pinned to the version the test suite was last run with: pip does not fail when the CPU index is
-# unreachable, it takes the newest torch its other sources have (measured here: a CUDA build, 2.14.1 from a mirror).
-TORCH_CPU_VERSION ?= 2.13.0
+# torch is pinned to the version the test suite was last run with, the CUDA build on a GPU machine too: the newest
+# is not what was tested (and pip, when the CPU index is unreachable, takes the newest its other sources have:
+# measured here, a CUDA build, 2.14.1 from a mirror).
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_shakespeare bench_prepare \
         train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu train_ddp c bench_c
@@ -30,13 +30,13 @@ $(VENV)/.runtime: requirements.txt
 	@if $(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"; then \
 	  echo "setup: torch is already installed in $(VENV); keeping it"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
-	  echo "setup: NVIDIA GPU found (nvidia-smi): installing PyTorch's CUDA build"; \
-	  $(PY) -m pip install "$(TORCH_REQUIREMENT)"; \
+	  echo "setup: NVIDIA GPU found (nvidia-smi): installing PyTorch $(TORCH_VERSION)'s CUDA build"; \
+	  $(PY) -m pip install "torch==$(TORCH_VERSION)"; \
 	else \
 	  echo "setup: no NVIDIA GPU (no nvidia-smi): installing PyTorch's CPU build from $(TORCH_CPU_INDEX)"; \
-	  $(PY) -m pip install $(PIP_NETWORK) --index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_CPU_VERSION)" || { \
-	    echo "setup: $(TORCH_CPU_INDEX) could not be used: installing the torch $(TORCH_CPU_VERSION) that pip finds (may be the CUDA build)"; \
-	    $(PY) -m pip install "torch==$(TORCH_CPU_VERSION)"; }; \
+	  $(PY) -m pip install $(PIP_NETWORK) --index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_VERSION)" || { \
+	    echo "setup: $(TORCH_CPU_INDEX) could not be used: installing the torch $(TORCH_VERSION) that pip finds (may be the CUDA build)"; \
+	    $(PY) -m pip install "torch==$(TORCH_VERSION)"; }; \
 	fi
 	$(PY) -m pip install -r requirements.txt
 	$(PY) tokenizer.py

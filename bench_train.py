@@ -10,7 +10,8 @@ to run on a freshly rented GPU, before paying for a whole run.
 Each config gets the model and optimizer that train.py builds and train.py's own train_step, fed batches of
 random token ids. The first --warmup steps are timed apart (torch.compile compiles in the first one); then
 --steps steps are timed one by one, the device synchronised after each, and the median is reported:
-tokens/s, MFU (against the config's peak_flops, on CUDA only), peak GPU memory (on the CPU: the process's
+tokens/s, MFU both ways (nanoGPT's FLOPs, and with causal attention's masked half left out) against the GPU's
+peak (by its name: model.gpu_peak_flops; or --peak_flops), peak GPU memory (on the CPU: the process's
 peak resident memory so far), ms/step, compile seconds (the first step minus a median step), the loss of the
 first step (about ln(50257) = 10.8 for an untrained model), and the config's whole token budget projected
 at this speed: hours and dollars at its gpu_hourly_cost, on one GPU.
@@ -18,6 +19,7 @@ at this speed: hours and dollars at its gpu_hourly_cost, on one GPU.
 
 import argparse
 import datetime
+import gc
 import os
 import resource
 import statistics
@@ -42,20 +44,37 @@ SMOKE = ["--batch_size=1", "--total_batch_size=1024", "--device=cpu", "--dtype=b
 
 
 def bench_config(path, overrides=(), steps=20, warmup=3):
-    """One config's row: {"config", "tok_per_s", "mfu", "peak_memory_gib", "ms_per_step", "compile_seconds",
-    "first_loss", "budget_hours", "budget_dollars"}."""
+    """One config's row: {"config", "tok_per_s", "mfu", "mfu_causal", "peak_flops", "peak_memory_gib",
+    "ms_per_step", "compile_seconds", "first_loss", "budget_hours", "budget_dollars", "budget_tokens"}. Whatever
+    it built is freed before it returns (weights, optimizer state, compiled graphs, the CUDA allocator's cached
+    blocks), so the next config's peak memory is its own and its compile is not the reuse of this one's graphs."""
     cfg = train.load_config(path, overrides)
     device = train.resolve_device(cfg.device, 0, False, torch.cuda.is_available())
     train.check_cpu_can_train(cfg, device)  # device "auto" without a GPU: refuse the 124M configs
-    device_type = torch.device(device).type
     tokens_per_micro_step = cfg.batch_size * cfg.block_size
     if cfg.total_batch_size % tokens_per_micro_step:
         raise ValueError(f"{path}: total_batch_size={cfg.total_batch_size} is not a multiple of batch_size*block_size")
+    try:
+        return time_steps(cfg, path, device, steps, warmup)
+    finally:
+        gc.collect()  # the model and optimizer, once the compiled graphs no longer hold them
+        torch._dynamo.reset()
+        gc.collect()
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def time_steps(cfg, path, device, steps, warmup):
+    """bench_config's row, from warmup + steps optimizer steps of the model and optimizer train.py builds."""
+    device_type = torch.device(device).type
+    tokens_per_micro_step = cfg.batch_size * cfg.block_size
     torch.manual_seed(cfg.seed)
     if device_type == "cuda":
         torch.set_float32_matmul_precision("high")
         torch.cuda.reset_peak_memory_stats(device)
+    peak_flops = train.peak_flops_of(cfg, device)
     model = train.build_model(cfg).to(device)
+    model.activation_checkpointing = cfg.activation_checkpointing
     optimizer = train.build_optimizer(model, cfg, device_type)
     for group in optimizer.param_groups:  # the peak learning rate: the steps update the weights as in a real run
         group["lr"] = train.learning_rate(cfg.warmup_steps, cfg) * group.get("lr_scale", 1.0)
@@ -82,8 +101,9 @@ def bench_config(path, overrides=(), steps=20, warmup=3):
         peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     budget_hours = cfg.max_steps * step_seconds / 3600
     return {"config": os.path.relpath(path, REPO), "tok_per_s": tok_per_s,
-            "mfu": model.estimate_mfu(tok_per_s, cfg.peak_flops) if device_type == "cuda" else None,
-            "peak_memory_gib": peak_memory, "ms_per_step": step_seconds * 1000,
+            "mfu": model.estimate_mfu(tok_per_s, peak_flops) if peak_flops else None,
+            "mfu_causal": model.estimate_mfu(tok_per_s, peak_flops, causal=True) if peak_flops else None,
+            "peak_flops": peak_flops, "peak_memory_gib": peak_memory, "ms_per_step": step_seconds * 1000,
             "compile_seconds": seconds[0] - step_seconds if warmup and cfg.compile else None, "first_loss": first_loss,
             "budget_hours": budget_hours, "budget_dollars": budget_hours * cfg.gpu_hourly_cost,
             "budget_tokens": cfg.max_steps * cfg.total_batch_size}
@@ -99,11 +119,17 @@ def markdown(rows, note):
     def cell(value, fmt):
         return "—" if value is None else fmt.format(value)
 
-    lines = [note, "",
-             "| config | tokens/s | MFU | peak memory (GiB) | ms/step | compile (s) | first loss | whole run | its cost |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    peaks = {r["peak_flops"] for r in rows}
+    peak_note = ("MFU: no peak FLOP/s is known for this device (set --peak_flops)." if peaks == {None} else
+                 f"MFU against {', '.join(f'{p / 1e12:,.1f}' for p in peaks if p)} TFLOP/s bf16 dense; 6N + 12LTd FLOPs "
+                 f"per token as nanoGPT counts (causal attention's masked half included), and 6N + 6LTd without it.")
+    lines = [note, "", peak_note, "",
+             "| config | tokens/s | MFU | MFU, masked half excluded | peak memory (GiB) | ms/step | compile (s) | first loss "
+             "| whole run | its cost |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| `{r['config']}` | {r['tok_per_s']:,.0f} | {cell(r['mfu'], '{:.1%}')} | {r['peak_memory_gib']:.1f} | "
+        lines.append(f"| `{r['config']}` | {r['tok_per_s']:,.0f} | {cell(r['mfu'], '{:.1%}')} | "
+                     f"{cell(r['mfu_causal'], '{:.1%}')} | {r['peak_memory_gib']:.1f} | "
                      f"{r['ms_per_step']:,.1f} | {cell(r['compile_seconds'], '{:.1f}')} | {r['first_loss']:.3f} | "
                      f"{r['budget_hours']:,.2f} h for {format_tokens(r['budget_tokens'])} tokens | ${r['budget_dollars']:,.2f} |")
     return "\n".join(lines) + "\n"

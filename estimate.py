@@ -30,7 +30,7 @@ import sys
 
 import torch
 
-from model import GPT, Block, rope_cos_sin
+from model import GPT, H100_BF16_PEAK_FLOPS, Block, rope_cos_sin
 
 GPU_MEMORY_BYTES = 80e9  # an H100 / A100 80 GB
 USABLE_FRACTION = 0.9
@@ -135,7 +135,7 @@ def estimate(cfg, gpus=(1, 8), mfu=None, activations=None):
     total_flops = sizes["flops_per_token"] * cfg.total_batch_size * cfg.max_steps
     rows = []
     for n in gpus:
-        hours = total_flops / (n * cfg.peak_flops * mfu) / 3600
+        hours = total_flops / (n * (cfg.peak_flops or H100_BF16_PEAK_FLOPS) * mfu) / 3600  # H100s, unless set
         for parallelism in ("ddp", "fsdp"):
             for checkpointing in (False, True):
                 memory = memory_per_gpu(sizes, activations, model_config.n_layer, tokens, cfg.optimizer,

@@ -377,20 +377,21 @@ class GPT(nn.Module):
         adds vocab_size * n_embd)."""
         return sum(p.numel() for p in self.parameters())
 
-    def flops_per_token(self):
-        """Training FLOPs per token, PaLM paper appendix B: 6N for the matmuls plus 12*L*H*Q*T for attention.
-        N leaves out the position table and an untied token embedding (lookups, not matmuls); a tied token
-        embedding counts once, as the head."""
+    def flops_per_token(self, causal=False):
+        """Training FLOPs per token, PaLM paper appendix B: 6N for the matmuls plus 12*L*H*Q*T for attention
+        (nanoGPT's count, which includes the masked upper half of causal attention's scores). causal=True leaves
+        that half out, 6*L*H*Q*T: the FLOPs a causal kernel needs, as modded-nanogpt counts. N leaves out the
+        position table and an untied token embedding (lookups, not matmuls); a tied one counts once, as the head."""
         cfg = self.config
         lookups = self.transformer.wpe.weight.numel() if cfg.pos_emb == "learned" else 0
         if not cfg.tie_embeddings:
             lookups += self.transformer.wte.weight.numel()
         n = self.num_params() - lookups
-        return 6 * n + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
+        return 6 * n + (6 if causal else 12) * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
 
-    def estimate_mfu(self, tokens_per_second, peak_flops=H100_BF16_PEAK_FLOPS):
+    def estimate_mfu(self, tokens_per_second, peak_flops=H100_BF16_PEAK_FLOPS, causal=False):
         """Model FLOPs utilisation: achieved training FLOP/s as a fraction of the accelerator's peak."""
-        return self.flops_per_token() * tokens_per_second / peak_flops
+        return self.flops_per_token(causal) * tokens_per_second / peak_flops
 
     def configure_optimizer(self, weight_decay, learning_rate, betas, device_type):
         """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, not on biases and norms."""
@@ -499,6 +500,22 @@ class GPT(nn.Module):
             with torch.no_grad():
                 ours[key].copy_(w)
         return model
+
+
+def gpu_peak_flops(device_name):
+    """Dense bf16 tensor-core peak FLOP/s of a GPU from its name (torch.cuda.get_device_name), or None when the
+    name is not one of these. NVIDIA's datasheets (their sparse figures halved): H100 SXM ("NVIDIA H100 80GB
+    HBM3") and H200 SXM 989.5 TFLOPS, H100 PCIe 756, A100 312. The NVL parts run at other clocks: unknown."""
+    name = device_name.upper()
+    if "NVL" in name:
+        return None
+    if "H100" in name:
+        return 756e12 if "PCIE" in name else 989.5e12 if "HBM3" in name or "SXM" in name else None
+    if "H200" in name:
+        return 989.5e12
+    if "A100" in name:
+        return 312e12
+    return None
 
 
 def filter_logits(logits, top_k=None, top_p=None):

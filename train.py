@@ -43,7 +43,7 @@ import distributed  # noqa: E402
 import estimate  # noqa: E402
 
 from data import ShardLoader, atomic_write  # noqa: E402
-from model import GPT, GPTConfig, H100_BF16_PEAK_FLOPS, gpt_config_from_dict, read_checkpoint  # noqa: E402
+from model import GPT, GPTConfig, gpt_config_from_dict, gpu_peak_flops, read_checkpoint  # noqa: E402
 from muon import configure_muon  # noqa: E402
 from multiple_choice import evaluate, load_examples  # noqa: E402
 from tokenizer import get_encoding, EOT_TOKEN  # noqa: E402
@@ -95,7 +95,7 @@ class TrainConfig(GPTConfig):
     parallelism: str = "ddp"  # "ddp": each GPU holds the whole model; "fsdp": weights, grads, optimizer sharded (FSDP2)
     activation_checkpointing: bool = False  # recompute each block in the backward: far less memory, ~1/3 more compute
     assumed_mfu: float = 0.4  # --dry_run: the model FLOPs utilisation its hours and dollars assume
-    peak_flops: float = H100_BF16_PEAK_FLOPS  # the accelerator's peak FLOP/s (H100 bf16 dense), for MFU
+    peak_flops: float = 0.0  # the GPU's peak FLOP/s for MFU; 0: by its name (H100, H200, A100 bf16 dense), else no MFU
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,6 +113,8 @@ class TrainConfig(GPTConfig):
             raise ValueError("config: min_lr_ratio must be in [0, 1] and wsd_decay_fraction in (0, 1]")
         if not 0 < self.assumed_mfu <= 1:
             raise ValueError(f"config: assumed_mfu must be in (0, 1], got {self.assumed_mfu}")
+        if self.peak_flops < 0:
+            raise ValueError(f"config: peak_flops must be 0 (from the GPU's name) or the GPU's FLOP/s, got {self.peak_flops}")
 
     def model_config(self):
         return GPTConfig(**{f.name: getattr(self, f.name) for f in fields(GPTConfig)})
@@ -256,6 +258,14 @@ def cuda_missing_reason():
 
 # a step of more FLOPs than this is for a GPU: about 20 minutes on a CPU's ~100 GFLOP/s (the baseline's is 4e17)
 GPU_SIZED_FLOPS_PER_STEP = 1e14
+
+
+def peak_flops_of(cfg, device):
+    """The peak FLOP/s that MFU is measured against: the config's peak_flops, else the GPU's by its name; None on
+    the CPU or a GPU the table does not know (MFU is then not reported)."""
+    if cfg.peak_flops > 0:
+        return cfg.peak_flops
+    return gpu_peak_flops(torch.cuda.get_device_name(device)) if torch.device(device).type == "cuda" else None
 
 
 def check_cpu_can_train(cfg, device):
@@ -593,6 +603,9 @@ def run(cfg, device, rank, world_size, stop):
         elif master:
             save_checkpoint(ckpt_path, {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), **state})
 
+    peak_flops = peak_flops_of(cfg, device)
+    if device_type == "cuda" and peak_flops is None:
+        log(f"MFU not reported: no peak FLOP/s known for {torch.cuda.get_device_name(device)}; set --peak_flops")
     log(f"{raw_model.num_params():,} parameters | {grad_accum_steps} micro-steps of {cfg.batch_size}x{cfg.block_size} "
         f"tokens x {world_size} process(es) per step | device {device} | {max(0, cfg.max_steps - start_step)} steps to go")
     step = start_step
@@ -665,16 +678,19 @@ def run(cfg, device, rank, world_size, stop):
             seconds, steps = timer.take_interval()
             # None while only the first step has run: its time is compilation, not a rate
             tok_per_s = steps * cfg.total_batch_size / seconds if steps else None
-            mfu = raw_model.estimate_mfu(tok_per_s / world_size, cfg.peak_flops) if steps else None
+            mfu = mfu_causal = None
+            if steps and peak_flops:  # both ways: nanoGPT's FLOPs (causal attention's masked half counted), and not
+                mfu = raw_model.estimate_mfu(tok_per_s / world_size, peak_flops)
+                mfu_causal = raw_model.estimate_mfu(tok_per_s / world_size, peak_flops, causal=True)
             train_loss, norm = last[1].item(), last[2].item()
             speed_text = (f"{seconds / steps * 1000:.0f} ms | {tok_per_s:,.0f} tok/s" if steps else
                           f"first step {first_step_seconds:.1f} s (compiling)")
-            if steps and device_type == "cuda":  # peak_flops is a GPU's
-                speed_text += f" | MFU {mfu * 100:.1f}%"
+            if mfu is not None:
+                speed_text += f" | MFU {mfu * 100:.1f}% ({mfu_causal * 100:.1f}% causal)"
             log(f"step {step:5d}/{cfg.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | norm {norm:.3f} | "
                 f"{speed_text} | ${dollars():.2f}")
             record = {"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "grad_norm": norm,
-                      "tok_per_s": tok_per_s, "mfu": mfu, "elapsed_seconds": elapsed_seconds(),
+                      "tok_per_s": tok_per_s, "mfu": mfu, "mfu_causal": mfu_causal, "elapsed_seconds": elapsed_seconds(),
                       "train_seconds": timer.total, "dollars": dollars()}
             if first_step_seconds is not None:  # the first log line of this process says what its first step took
                 record["first_step_seconds"], first_step_seconds = first_step_seconds, None

@@ -87,7 +87,7 @@ def test_every_config_gets_a_table_with_the_cost_arithmetic():
         result = estimate.estimate(cfg, gpus=(1, 8), mfu=0.4, activations=dict(fixed))
         tokens = cfg.total_batch_size * cfg.max_steps
         for row in result["rows"]:
-            hours = result["sizes"]["flops_per_token"] * tokens / (row["gpus"] * cfg.peak_flops * 0.4) / 3600
+            hours = result["sizes"]["flops_per_token"] * tokens / (row["gpus"] * 989.5e12 * 0.4) / 3600
             assert row["hours"] == pytest.approx(hours) and row["dollars"] == pytest.approx(hours * row["gpus"] * cfg.gpu_hourly_cost)
             memory = row["memory"]
             assert memory["activations"] == pytest.approx(

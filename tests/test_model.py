@@ -139,6 +139,19 @@ def test_flops_per_token_follows_palm_appendix_b():
     non_embedding = 124_475_904 - 1024 * 768  # the position table is a lookup, not a matmul
     assert model.flops_per_token() == 6 * non_embedding + 12 * 12 * 12 * 64 * 1024
     assert model.estimate_mfu(1e5, peak_flops=1e15) == pytest.approx(model.flops_per_token() * 1e5 / 1e15)
+    # modded-nanogpt's way: causal attention's masked half (half of the 12*L*T*d) left out
+    assert model.flops_per_token(causal=True) == 6 * non_embedding + 6 * 12 * 12 * 64 * 1024
+    assert model.estimate_mfu(1e5, 1e15, causal=True) == pytest.approx(model.flops_per_token(causal=True) * 1e5 / 1e15)
+
+
+@pytest.mark.parametrize("name, tflops", [
+    ("NVIDIA H100 80GB HBM3", 989.5), ("NVIDIA H100 PCIe", 756), ("NVIDIA H200", 989.5),
+    ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA A100 80GB PCIe", 312), ("NVIDIA A100-PCIE-40GB", 312),
+    ("NVIDIA H100 NVL", None), ("NVIDIA H200 NVL", None), ("NVIDIA GeForce RTX 4090", None), ("NVIDIA L4", None)])
+def test_the_peak_flops_for_mfu_come_from_the_gpus_name(name, tflops):
+    # torch.cuda.get_device_name() as each GPU reports itself; an unknown one gets no MFU rather than the H100's
+    from model import gpu_peak_flops
+    assert gpu_peak_flops(name) == (tflops * 1e12 if tflops else None)
 
 
 def test_loss_ignores_targets_of_minus_one():

@@ -225,6 +225,19 @@ def test_the_first_step_compile_time_stays_out_of_throughput_but_in_the_cost(cor
     assert first["elapsed_seconds"] >= 2.0
 
 
+def test_mfu_is_logged_both_ways_against_a_known_peak_and_not_at_all_without_one(corpus, tmp_path, capsys):
+    assert run(corpus, tmp_path / "cpu", "--max_steps=2") == 0  # the CPU: no peak FLOP/s known
+    assert all(r["mfu"] is None and r["mfu_causal"] is None for r in read_log(tmp_path / "cpu") if "train_loss" in r)
+    assert "MFU" not in capsys.readouterr().out
+    assert run(corpus, tmp_path / "peak", "--max_steps=2", "--peak_flops=1e9") == 0  # as a GPU's would be
+    second = [r for r in read_log(tmp_path / "peak") if "train_loss" in r][1]
+    model, _ = load_checkpoint(str(tmp_path / "peak" / "ckpt.pt"))
+    assert second["mfu"] == pytest.approx(model.flops_per_token() * second["tok_per_s"] / 1e9)
+    assert second["mfu_causal"] == pytest.approx(model.flops_per_token(causal=True) * second["tok_per_s"] / 1e9)
+    out = capsys.readouterr().out
+    assert f"MFU {second['mfu'] * 100:.1f}% ({second['mfu_causal'] * 100:.1f}% causal)" in out
+
+
 def test_a_log_line_after_only_the_first_step_reports_no_rate(corpus, tmp_path, capsys):
     assert run(corpus, tmp_path, "--max_steps=2", "--log_interval=1") == 0
     records = [r for r in read_log(tmp_path) if "train_loss" in r]
