@@ -165,6 +165,23 @@ bench_gpu: setup ## every GPU config for 20 steps on synthetic tokens: tokens/s,
 smoke: setup ## every GPU config at its real 124M shape, one step on the CPU in bf16 (shape/dtype bugs; in make test)
 	$(PY) bench_train.py --smoke
 
+# make gpu_check's tokens: Python's own standard library sources (no download), made here, small enough (4 MB) to travel
+data/gpu_check/.prepared: | setup
+	$(PY) get_text.py pystdlib --out_dir data/pystdlib_text
+	$(PY) prepare_data.py --input 'data/pystdlib_text/*.txt' --out_dir data/gpu_check --prefix stdlib --val_tokens 262144
+	touch $@
+
+.PHONY: gpu_check_data gpu_check
+gpu_check_data: data/gpu_check/.prepared ## on any machine, before make gpu_check: its 2.1M tokens into data/gpu_check
+
+# A GPU machine without internet has no .venv to build: the venv's python where there is one, else the system's
+# (a GPU image's, with torch); no setup prerequisite. DEVICE=cpu: the dry path at a tiny shape (make test runs it).
+DEVICE ?= cuda
+GPU_CHECK_DATA ?= data/gpu_check
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu_check: ## on a GPU, ~6 min: compiled throughput, 100 training steps, act. checkpointing, sample -> media/gpu_check.md
+	$(GPU_PY) gpu_check.py --device $(DEVICE) --data_dir $(GPU_CHECK_DATA) $(GPU_CHECK_ARGS)
+
 # --- quantized inference ------------------------------------------------------------------------
 
 QUANT_CKPT ?= out/quant_cpu/ckpt.pt

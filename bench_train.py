@@ -57,11 +57,15 @@ def bench_config(path, overrides=(), steps=20, warmup=3):
     try:
         return time_steps(cfg, path, device, steps, warmup)
     finally:
-        gc.collect()  # the model and optimizer, once the compiled graphs no longer hold them
-        torch._dynamo.reset()
-        gc.collect()
-        if torch.device(device).type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(device)
+
+
+def free_memory(device):
+    """Drop what a finished model left: Dynamo's compiled graphs, the objects only they held, CUDA's cached blocks."""
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def time_steps(cfg, path, device, steps, warmup):

@@ -3,6 +3,7 @@ The texts the CPU targets train on, found or fetched (prepare_data.py then token
 
     python get_text.py tinyshakespeare   # prints the path of Tiny Shakespeare: ../shared/data's copy, else downloaded
     python get_text.py pydoc             # writes Python's help() topics into data/pydoc_text/ (no download)
+    python get_text.py pystdlib          # writes the standard library's sources into data/pystdlib_text/ (no download)
 
 Tiny Shakespeare is Karpathy's char-rnn corpus (1.1 MB, data/tinyshakespeare/input.txt of
 karpathy/char-rnn). It is taken from --shared when that folder holds it (as on the machines this
@@ -15,6 +16,7 @@ import argparse
 import hashlib
 import os
 import sys
+import sysconfig
 import urllib.request
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -70,20 +72,33 @@ def write_pydoc_text(out_dir):
     return len(pydoc_data.topics.topics)
 
 
+def write_stdlib_text(out_dir):
+    """The sources of Python's standard library (its top-level modules), one .txt per module: 4.7 MB of code and
+    docstrings that every Python ships, for a run that needs more tokens than the help() topics (make gpu_check)."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    names = sorted(name for name in os.listdir(stdlib) if name.endswith(".py"))
+    for name in names:
+        with open(os.path.join(stdlib, name), "rb") as f:
+            write_atomically(os.path.join(out_dir, name[:-len(".py")] + ".txt"), f.read())
+    return len(names)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("text", choices=["tinyshakespeare", "pydoc"], help="which text")
+    parser.add_argument("text", choices=["tinyshakespeare", "pydoc", "pystdlib"], help="which text")
     parser.add_argument("--shared", default=os.path.join(REPO, "..", "shared", "data"),
                         help="a folder that may already hold tinyshakespeare.txt (default: ../shared/data beside the checkout)")
     parser.add_argument("--out_dir", default=None,
-                        help="where a download or the pydoc text goes (default: data/text for tinyshakespeare, "
-                             "data/pydoc_text for pydoc)")
+                        help="where a download or the Python text goes (default: data/text for tinyshakespeare, "
+                             "data/TEXT_text for pydoc and pystdlib)")
     args = parser.parse_args(argv)
     try:
-        if args.text == "pydoc":
-            out_dir = args.out_dir or os.path.join("data", "pydoc_text")
-            count = write_pydoc_text(out_dir)
-            print(f"pydoc: {count} help() topics of Python {sys.version.split()[0]} in {out_dir}/", file=sys.stderr)
+        if args.text in ("pydoc", "pystdlib"):
+            out_dir = args.out_dir or os.path.join("data", f"{args.text}_text")
+            write, what = ((write_pydoc_text, "help() topics") if args.text == "pydoc" else
+                           (write_stdlib_text, "standard library modules"))
+            count = write(out_dir)
+            print(f"{args.text}: {count} {what} of Python {sys.version.split()[0]} in {out_dir}/", file=sys.stderr)
             print(os.path.join(out_dir, "*.txt"))
         else:
             path, origin = tinyshakespeare(os.path.normpath(args.shared), args.out_dir or os.path.join("data", "text"))
