@@ -164,6 +164,20 @@ def test_pydoc_text_is_written_without_a_download(tmp_path, capsys):
     assert (tmp_path / "pydoc_text" / "for.txt").read_text() == pydoc_data.topics.topics["for"]
 
 
+def test_standard_library_text_is_written_without_a_download(tmp_path, capsys):
+    # make gpu_check's tokens: every top-level module of the running Python's standard library, byte for byte
+    import glob
+    import sysconfig
+
+    assert get_text.main(["pystdlib", "--out_dir", str(tmp_path / "stdlib")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "stdlib" / "*.txt")
+    stdlib = sysconfig.get_paths()["stdlib"]
+    assert len(os.listdir(tmp_path / "stdlib")) == len(glob.glob(os.path.join(stdlib, "*.py"))) > 100
+    with open(os.path.join(stdlib, "glob.py"), "rb") as f:
+        assert (tmp_path / "stdlib" / "glob.txt").read_bytes() == f.read()
+    assert not os.path.exists(tmp_path / "stdlib" / "json.txt")  # a package (a folder), not a top-level module
+
+
 # -----------------------------------------------------------------------------
 # make demo: the modern recipe by default, GPT-2's one flag away, both at the same scale
 
