@@ -211,13 +211,14 @@ def head_loss(h, weight, targets, softcap=0.0, chunk_rows=None):
 
 def add_matmul_(out, a, b):
     """out += a @ b, the products summed into out's float32 inside the matmul: under bfloat16 autocast no rounded
-    bfloat16 (vocab_size, C) product is written per chunk and then added (a rounding of 2^-9 each time)."""
-    if a.dtype == out.dtype:
-        return out.addmm_(a, b)
-    if a.is_cuda:  # cuBLAS takes bfloat16 operands and writes float32 (torch >= 2.8's out_dtype)
-        return torch.addmm(out, a, b, out_dtype=out.dtype, out=out)
-    # the CPU has no mixed-dtype matmul: the same bfloat16 values, multiplied and summed in float32
-    return out.addmm_(a.to(out.dtype), b.to(out.dtype))
+    bfloat16 (vocab_size, C) product is written per chunk and then added (a rounding of 2^-9 each time).
+    The bfloat16 operands are multiplied as float32: their 8-bit significands are exact in float32 and in TF32
+    (11 bits), so this is a bfloat16 matmul with float32 accumulation, at TF32's rate on a GPU. Not cuBLAS's
+    mixed-dtype matmul (addmm's out_dtype): torch.compile's Inductor cannot lower it in torch 2.13
+    ("tuned_addmm() takes 3 positional arguments", pytorch/pytorch#163880), and training is compiled."""
+    if a.dtype != out.dtype:
+        a, b = a.to(out.dtype), b.to(out.dtype)
+    return out.addmm_(a, b)
 
 
 class HeadLoss(torch.autograd.Function):
