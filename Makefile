@@ -172,7 +172,9 @@ data/gpu_check/.prepared: | setup
 	touch $@
 
 .PHONY: gpu_check_data gpu_check
-gpu_check_data: data/gpu_check/.prepared ## on any machine, before make gpu_check: its 2.1M tokens into data/gpu_check
+gpu_check_data: data/gpu_check/.prepared ## on any machine, before make gpu_check: its 2.1M tokens, and GPT-2's BPE in .cache/tiktoken
+	@# in the tree, whatever TIKTOKEN_CACHE_DIR says here: a GPU machine without internet reads it from there
+	TIKTOKEN_CACHE_DIR=$(CURDIR)/.cache/tiktoken $(PY) tokenizer.py
 
 # A GPU machine without internet has no .venv to build: the venv's python where there is one, else the system's
 # (a GPU image's, with torch); no setup prerequisite. DEVICE=cpu: the dry path at a tiny shape (make test runs it).

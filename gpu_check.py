@@ -2,9 +2,13 @@
 The one command for the first session with a GPU: what the CPU could not show, in about 6 minutes on one
 H100 or H200, written to media/gpu_check.md.
 
-    make gpu_check_data            # here, on the CPU, beforehand: data/gpu_check (4 MB of tokens, no download)
+    make gpu_check_data            # here, on the CPU, beforehand: data/gpu_check (4 MB of tokens) and .cache/tiktoken
     make gpu_check                 # on the GPU machine: data/gpu_check and .cache/tiktoken must travel there
     make gpu_check DEVICE=cpu      # the same steps at a tiny shape on the CPU (what make test runs)
+
+With this workplace's device tool: run(command="make gpu_check; cp media/gpu_check.md $OUT/",
+carry=["data/gpu_check", ".cache/tiktoken"], timeout_s=540); without a .venv there, the Makefile takes the
+image's python3 and its torch (the version goes into the report).
 
 The steps, each timed, the table rewritten after each (a run cut short keeps what it measured):
 1. torch, CUDA and the GPU's name, and the peak FLOP/s its MFU is measured against
