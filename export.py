@@ -114,6 +114,9 @@ def model_tensors(model, dtype, group_size):
     return out
 
 
+SPEEDRUN_OPTIONS = ("doc_mask", "attn_window", "value_embeds", "unet_skips")  # model.py's, not yet in c/gpt.c
+
+
 def export(model, path, dtype="fp32", group_size=64, enc=None):
     """Write model (a model.GPT) to path in the C engine's format, atomically (temp file + rename)."""
     from tokenizer import get_encoding
@@ -122,6 +125,10 @@ def export(model, path, dtype="fp32", group_size=64, enc=None):
     if dtype == "q8_0" and group_size not in (32, 64):
         raise ValueError(f"--group_size must be 32 or 64 (INTERFACES.md's q8_0), got {group_size}")
     cfg = model.config
+    not_in_engine = [name for name in SPEEDRUN_OPTIONS if getattr(cfg, name)]
+    if not_in_engine:
+        raise ValueError(f"the C engine does not run {', '.join(not_in_engine)} yet; sample.py, the evals and "
+                         f"quantize.py run this checkpoint")
     enc = enc or get_encoding()
     tensors = model_tensors(model, dtype, group_size)
     tokenizer = tokenizer_section(enc)

@@ -31,7 +31,9 @@ EOT_TEXT = "<|endoftext|>"
 # what GPT-2's architecture in transformers fixes: (GPTConfig field, required value, what to say when it differs)
 GPT2_ARCHITECTURE = [("pos_emb", "learned", "RoPE"), ("mlp", "gelu", "a non-GELU MLP"), ("norm", "layernorm", "RMSNorm"),
                      ("qk_norm", False, "QK-norm"), ("tie_embeddings", True, "an untied head"),
-                     ("logit_softcap", 0.0, "logit soft-capping"), ("bias", True, "Linear layers without biases")]
+                     ("logit_softcap", 0.0, "logit soft-capping"), ("bias", True, "Linear layers without biases"),
+                     ("doc_mask", False, "document masking"), ("attn_window", 0, "windowed attention"),
+                     ("value_embeds", False, "value embeddings"), ("unet_skips", False, "U-net skips")]
 
 
 def check_gpt2_architecture(config):

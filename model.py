@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 H100_BF16_PEAK_FLOPS = 989.5e12  # H100 SXM, dense bf16 tensor cores (NVIDIA H100 datasheet)
 RMS_NORM_EPS = 1e-6  # Llama's; torch's default, the dtype's machine epsilon, would be 0.008 in bfloat16
+EOT_TOKEN = 50256  # GPT-2's <|endoftext|>, which prepare_data.py puts before every document (doc_mask's boundary)
 
 
 @dataclass
@@ -49,6 +50,10 @@ class GPTConfig:
     tie_embeddings: bool = True  # False: the input embedding and the output head are separate matrices
     zero_init_proj: bool = False  # start the residual projections (and an untied head) at zero
     logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 leaves them as they are
+    doc_mask: bool = False  # attention stays inside each document: no token attends across an <|endoftext|>
+    attn_window: int = 0  # > 0: a token attends to the last attn_window positions only (itself included); 0: all
+    value_embeds: bool = False  # ceil(n_layer/2) embedding tables mixed into the attention values, in U-net order
+    unet_skips: bool = False  # the last n_layer//2 blocks add a learned multiple of the mirrored first blocks' outputs
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -69,6 +74,8 @@ class GPTConfig:
                              f"n_embd/n_head={self.n_embd // self.n_head} must be even")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout}")
+        if self.attn_window < 0:
+            raise ValueError(f"GPTConfig: attn_window must be 0 (the whole context) or positive, got {self.attn_window}")
 
     @property
     def swiglu_hidden(self):
@@ -109,12 +116,20 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        if config.value_embeds:
+            # how much of the block's own values and of its value embedding make the values: half and half at
+            # the start, as modded-nanogpt (12/04/24) initialises them
+            self.value_lambdas = nn.Parameter(torch.tensor([0.5, 0.5]))
 
-    def forward(self, x, rope=None, cache=None, layer=0):
+    def forward(self, x, rope=None, cache=None, layer=0, mask=None, value_embed=None):
         """x (B, T, C). With a KVCache (inference): x holds the tokens at positions cache.length ... +T-1, their keys
-        and values are stored in the cache's `layer` slot, and they attend to every cached position before them."""
+        and values are stored in the cache's `layer` slot, and they attend to the cached positions before them.
+        mask (B, 1, T, keys), from GPT.attention_mask: where a query may attend (None: every earlier position).
+        value_embed (B, T, C): this layer's value embedding of the tokens, mixed into the values."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
+        if value_embed is not None:
+            v = self.value_lambdas[0] * v + self.value_lambdas[1] * value_embed
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -126,16 +141,20 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is None:
+        dropout = self.dropout if self.training else 0.0
+        if cache is None and mask is None:
             # flash attention on CUDA; the causal mask is applied inside the kernel
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
             start, end = cache.length, cache.length + T
             cache.k[layer, :, :, start:end] = k
             cache.v[layer, :, :, start:end] = v
             k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]  # (B, nh, end, hs)
             # the new token i sits at position start + i and sees positions 0 ... start + i; one new token sees all
-            mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            if mask is None and T > 1:
+                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
@@ -180,8 +199,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x, rope=None, cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), rope, cache, layer)
+    def forward(self, x, rope=None, cache=None, layer=0, mask=None, value_embed=None):
+        x = x + self.attn(self.ln_1(x), rope, cache, layer, mask, value_embed)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -274,6 +293,7 @@ class KVCache:
         shape = (n_layer, batch_size, n_head, block_size, head_size)  # (L, B, nh, block_size, hs)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.docs = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)  # doc_mask: each position's document
         self.length = 0
 
     def reset(self):
@@ -298,6 +318,17 @@ class GPT(nn.Module):
             cos, sin = rope_cos_sin(config.n_embd // config.n_head, config.block_size, config.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        if config.value_embeds:
+            # one table per pair of mirrored layers: layer i and layer n_layer-1-i share table i (modded-nanogpt
+            # 12/08/24's U-net order), so the first and the last layers see the tokens' own value vectors
+            self.value_embeds = nn.ModuleList(nn.Embedding(config.vocab_size, config.n_embd)
+                                              for _ in range((config.n_layer + 1) // 2))
+        if config.unet_skips:
+            # the outputs of the first n_layer//2 blocks are added into the inputs of the last n_layer//2, block i
+            # into block n_layer-1-i, each times a learned weight that starts at 1 (modded-nanogpt 11/10/24)
+            self.skip_weights = nn.Parameter(torch.ones(config.n_layer // 2))
+        # the window a token attends within, as a tensor: train.py grows it during training without a recompile
+        self.register_buffer("attn_window", torch.tensor(config.attn_window), persistent=False)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # train.py's activation_checkpointing: keep only each block's input for the backward and recompute the
         # rest there (~1/3 more compute, a fraction of the memory). Not in the config: checkpoints don't carry it
@@ -314,6 +345,8 @@ class GPT(nn.Module):
             # no longer the head, the input embedding starts at unit scale, like the normalised inputs of
             # the blocks: PyTorch's nn.Embedding default, kept by modded-nanogpt; nanochat uses std 1.0 too
             torch.nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=1.0)
+        for table in getattr(self, "value_embeds", []):  # nn.Embedding's default, as modded-nanogpt keeps them
+            torch.nn.init.normal_(table.weight, mean=0.0, std=1.0)
         if config.zero_init_proj:
             # modded-nanogpt (10/14/24 and 11/03/24 records): every block starts as the identity and an
             # untied head predicts the uniform distribution; the first steps grow them from zero
@@ -335,14 +368,7 @@ class GPT(nn.Module):
             raise ValueError(f"input has {T} tokens but the model's block_size is {self.config.block_size}; "
                              f"crop the input to the last {self.config.block_size} tokens")
         x, rope = self.embed(idx)
-        x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                # non-reentrant: the variant torch.compile traces, where module-hook checkpointing broke
-                # (pytorch/pytorch#113263); it also recomputes through FSDP2's hooks on the block
-                x = torch.utils.checkpoint.checkpoint(block, x, rope, use_reentrant=False)
-            else:
-                x = block(x, rope)
+        x = self.run_blocks(self.transformer.drop(x), rope, self.attention_mask(idx), self.value_embeddings(idx))
         x = self.transformer.ln_f(x)
         if targets is None:
             return self.head(x), None
@@ -353,6 +379,53 @@ class GPT(nn.Module):
         # a head that quantize.py replaced (no plain float weight to chunk): inference-sized inputs, plain cross-entropy
         logits = self.head(x).float()
         return None, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+
+    def run_blocks(self, x, rope, mask, value_embeds, cache=None):
+        """x (B, T, C) through every block, with the U-net skips where configured; cache: forward_cached's."""
+        n_layer, skips = self.config.n_layer, []
+        for layer, block in enumerate(self.transformer.h):
+            mirrored = n_layer - 1 - layer  # the layer of the first half that this one of the second half mirrors
+            if self.config.unet_skips and mirrored < n_layer // 2:
+                x = x + self.skip_weights[mirrored] * skips[mirrored]
+            value_embed = value_embeds[min(layer, mirrored)] if value_embeds else None
+            if cache is None and self.activation_checkpointing and torch.is_grad_enabled():
+                # non-reentrant: the variant torch.compile traces, where module-hook checkpointing broke
+                # (pytorch/pytorch#113263); it also recomputes through FSDP2's hooks on the block
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, None, layer, mask, value_embed, use_reentrant=False)
+            else:
+                x = block(x, rope, cache, layer, mask, value_embed)
+            if self.config.unet_skips and layer < n_layer // 2:
+                skips.append(x)
+        return x
+
+    def value_embeddings(self, idx):
+        """The value embedding of the tokens idx (B, T) from every table, or None without value_embeds."""
+        return [table(idx) for table in self.value_embeds] if self.config.value_embeds else None
+
+    def attention_mask(self, idx, start=0, cache=None):
+        """Where each of the tokens idx (B, T), at positions start ... start+T-1, may attend: a (B, 1, T, start+T)
+        boolean mask of the earlier positions inside its window and its document, or None when neither doc_mask
+        nor attn_window is set (every earlier position: the kernels' own causal mask). cache: the document of
+        each earlier position (forward_cached), which this call extends with idx's."""
+        if not self.config.doc_mask and not self.config.attn_window:
+            return None
+        T = idx.size(1)
+        query = torch.arange(start, start + T, device=idx.device)[:, None]  # (T, 1)
+        key = torch.arange(start + T, device=idx.device)[None, :]  # (1, start+T)
+        mask = (key <= query)[None, None]  # (1, 1, T, start+T)
+        if self.config.attn_window:
+            mask = mask & (query - key < self.attn_window)
+        if self.config.doc_mask:
+            # a document starts at its <|endoftext|>: the tokens' document numbers count the ones up to them
+            earlier = cache.docs[:, start - 1:start] if cache is not None and start > 0 else 0
+            docs = earlier + (idx == EOT_TOKEN).cumsum(dim=1)  # (B, T)
+            if cache is not None:
+                cache.docs[:, start:start + T] = docs
+                docs_of_keys = cache.docs[:, :start + T]
+            else:
+                docs_of_keys = docs
+            mask = mask & (docs[:, None, :, None] == docs_of_keys[:, None, None, :])
+        return mask
 
     def embed(self, idx, start=0):
         """(x, rope) for the tokens idx (B, T) at positions start ... start+T-1: their embeddings (B, T, C), plus
@@ -419,8 +492,8 @@ class GPT(nn.Module):
             raise ValueError(f"the KV cache holds {start} tokens and {T} more would pass the model's "
                              f"block_size={self.config.block_size}; reset it and start from the last tokens")
         x, rope = self.embed(idx, start)
-        for layer, block in enumerate(self.transformer.h):
-            x = block(x, rope, cache, layer)
+        mask = self.attention_mask(idx, start, cache)
+        x = self.run_blocks(x, rope, mask, self.value_embeddings(idx), cache)
         cache.length += T
         return self.head(self.transformer.ln_f(x))  # (B, T, vocab_size)
 

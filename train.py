@@ -72,6 +72,8 @@ class TrainConfig(GPTConfig):
     optimizer: str = "adamw"  # "adamw"; "muon": Muon for the blocks' matrices, AdamW at max_lr for the rest (muon.py)
     muon_lr: float = 0.02  # muon: the peak learning rate of the Muon matrices, scheduled like max_lr
     muon_momentum: float = 0.95  # muon: Nesterov momentum of Muon
+    muon_momentum_warmup_steps: int = 0  # muon: > 0: the momentum rises linearly from 0.85 to muon_momentum over these steps
+    attn_window_start: int = 0  # > 0 with attn_window: the window grows linearly from this to attn_window over the run
     embedding_lr: float = 6e-4  # muon: the AdamW peak learning rate of an untied input embedding and position table
     # evaluation, logging, checkpoints
     eval_interval: int = 250  # steps between validation losses (and benchmarks)
@@ -113,6 +115,11 @@ class TrainConfig(GPTConfig):
             raise ValueError("config: min_lr_ratio must be in [0, 1] and wsd_decay_fraction in (0, 1]")
         if not 0 < self.assumed_mfu <= 1:
             raise ValueError(f"config: assumed_mfu must be in (0, 1], got {self.assumed_mfu}")
+        if self.muon_momentum_warmup_steps < 0 or self.attn_window_start < 0:
+            raise ValueError("config: muon_momentum_warmup_steps and attn_window_start must be 0 (off) or positive")
+        if self.attn_window_start and not 0 < self.attn_window_start <= self.attn_window:
+            raise ValueError(f"config: attn_window_start={self.attn_window_start} grows the window to attn_window, "
+                             f"which must be at least as large (got attn_window={self.attn_window})")
         if self.peak_flops < 0:
             raise ValueError(f"config: peak_flops must be 0 (from the GPU's name) or the GPU's FLOP/s, got {self.peak_flops}")
 
@@ -211,6 +218,26 @@ def learning_rate(step, cfg):
         return cfg.max_lr
     progress = min(1.0, (step - decay_start) / max(1, cfg.max_steps - decay_start))
     return cfg.max_lr + progress * (min_lr - cfg.max_lr)
+
+
+def attention_window(step, cfg):
+    """The attention window of step `step`: attn_window, or with attn_window_start a window that grows linearly
+    from it to attn_window over the run (modded-nanogpt 11/24/24: short windows first, the whole one at the end)."""
+    if not cfg.attn_window_start:
+        return cfg.attn_window
+    return round(cfg.attn_window_start + (cfg.attn_window - cfg.attn_window_start) * step / cfg.max_steps)
+
+
+MUON_MOMENTUM_START = 0.85  # modded-nanogpt 11/06/24: 0.85 -> 0.95 over the first 300 steps
+
+
+def muon_momentum(step, cfg):
+    """Muon's momentum at step `step`: muon_momentum, or over the first muon_momentum_warmup_steps a linear rise to
+    it from 0.85, so that the first updates follow the current gradients more than their still-noisy average."""
+    if not cfg.muon_momentum_warmup_steps:
+        return cfg.muon_momentum
+    fraction = min(1.0, step / cfg.muon_momentum_warmup_steps)
+    return MUON_MOMENTUM_START + fraction * (cfg.muon_momentum - MUON_MOMENTUM_START)
 
 
 def rng_state(device):
@@ -627,6 +654,7 @@ def run(cfg, device, rank, world_size, stop):
                            f"nothing after it was saved and {kept}; lower max_lr (or raise warmup_steps) and rerun")
 
     while True:
+        raw_model.attn_window.fill_(attention_window(step, cfg))  # the step's, for its evaluation too; a tensor: no recompile
         if step % cfg.eval_interval == 0 or step >= cfg.max_steps:
             timer.pause()
             check_history()
@@ -648,6 +676,8 @@ def run(cfg, device, rank, world_size, stop):
         lr = learning_rate(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # muon: each group's peak over max_lr
+            if "momentum" in group:  # Muon's groups (AdamW's have betas)
+                group["momentum"] = muon_momentum(step, cfg)
         loss, grad_norm = train_step(model, optimizer, train_loader.next_batch, grad_accum_steps, device, autocast,
                                      cfg.grad_clip, ddp, fsdp=sharded)
         step += 1
