@@ -156,6 +156,10 @@ train_ddp: setup ## several GPUs of one machine (DDP): make train_ddp CONFIG=con
 train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (muon.py)
 	$(PY) train.py configs/modern.py
 
+.PHONY: train_speedrun
+train_speedrun: setup ## modern + document masking, growing window, value embeddings, U-net skips, momentum warmup: 0.78B tokens
+	$(PY) train.py configs/speedrun.py
+
 # --- GPU checks ---------------------------------------------------------------------------------
 
 .PHONY: bench_gpu smoke

@@ -33,7 +33,7 @@ from plot import format_tokens
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 GPU_CONFIGS = [os.path.join(REPO, "configs", f"{name}.py")
-               for name in ("baseline", "increase_max_lr", "rotational_pos_emb", "swiglu", "modern")]
+               for name in ("baseline", "increase_max_lr", "rotational_pos_emb", "swiglu", "modern", "speedrun")]
 GPT2_VOCAB = 50257  # the ids a real shard holds; the padded rows of the embedding are never looked up
 # a few million parameters on the CPU: the GPU configs' code paths (compile aside), in seconds
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64", "--batch_size=2", "--total_batch_size=256",

@@ -455,11 +455,13 @@ class GPT(nn.Module):
         """Training FLOPs per token, PaLM paper appendix B: 6N for the matmuls plus 12*L*H*Q*T for attention
         (nanoGPT's count, which includes the masked upper half of causal attention's scores). causal=True leaves
         that half out, 6*L*H*Q*T: the FLOPs a causal kernel needs, as modded-nanogpt counts. N leaves out the
-        position table and an untied token embedding (lookups, not matmuls); a tied one counts once, as the head."""
+        position table, an untied token embedding and the value embeddings (lookups, not matmuls); a tied token
+        embedding counts once, as the head."""
         cfg = self.config
         lookups = self.transformer.wpe.weight.numel() if cfg.pos_emb == "learned" else 0
         if not cfg.tie_embeddings:
             lookups += self.transformer.wte.weight.numel()
+        lookups += sum(table.weight.numel() for table in getattr(self, "value_embeds", []))
         n = self.num_params() - lookups
         return 6 * n + (6 if causal else 12) * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
 

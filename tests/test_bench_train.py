@@ -16,7 +16,7 @@ def test_the_gpu_table_runs_every_config_at_a_tiny_shape(tmp_path, capsys):
     rows = [line for line in table.splitlines() if line.startswith("| `configs/")]
     assert [row.split("`")[1] for row in rows] == [
         "configs/baseline.py", "configs/increase_max_lr.py", "configs/rotational_pos_emb.py", "configs/swiglu.py",
-        "configs/modern.py"]
+        "configs/modern.py", "configs/speedrun.py"]
     assert "MFU: no peak FLOP/s is known for this device" in table  # the CPU
     for row in rows:  # tokens/s, MFU both ways only with a known peak, ..., the whole run's projected hours and dollars
         cells = [cell.strip() for cell in row.strip("|").split("|")]

@@ -108,6 +108,9 @@ def test_value_embeddings_and_skips_add_the_parameters_they_say():
     skips = tiny(n_layer=5, **{**SPEEDRUN, "value_embeds": False}).num_params() - plain
     assert tables == 3 * 50304 * 16 + 5 * 2  # ceil(5/2) tables; two mixing weights in every attention
     assert skips == 2  # blocks 3 and 4 take blocks 1 and 0
+    # value embeddings are lookups, not matmuls: no training FLOPs of their own beyond the two mixing weights
+    flops = [tiny(n_layer=5, **{**SPEEDRUN, "unet_skips": False, "value_embeds": ve}).flops_per_token() for ve in (0, 1)]
+    assert flops[1] - flops[0] == 6 * 5 * 2
 
 
 def test_the_kv_cache_gives_the_logits_of_the_whole_sequence():
