@@ -22,7 +22,7 @@ from multiple_choice import add_model_arguments, load_model, model_arguments_err
 from quantize import q8_0_quantize
 
 MAGIC = 0x43545047  # "GPTC" in a little-endian file
-VERSION = 1
+VERSION = 2  # 2: the speedrun's doc_mask, attn_window, value_embeds, unet_skips
 HEADER_SIZE = 256
 ALIGN = 64
 TOKENIZER_MAGIC = 0x31455042  # "BPE1"
@@ -92,8 +92,12 @@ def model_tensors(model, dtype, group_size):
         vector("transformer.wte.weight")
     if cfg.pos_emb == "learned":
         vector("transformer.wpe.weight")
+    if cfg.value_embeds:  # lookups, fp32 in either dtype, one after the other
+        out.append(np.concatenate([sd[f"value_embeds.{t}.weight"].numpy() for t in range((cfg.n_layer + 1) // 2)]))
     for i in range(cfg.n_layer):
         p = f"transformer.h.{i}."
+        if cfg.value_embeds:
+            vector(p + "attn.value_lambdas")
         vector(p + "ln_1.weight")
         if layernorm_bias:
             vector(p + "ln_1.bias")
@@ -106,15 +110,14 @@ def model_tensors(model, dtype, group_size):
             matrix(p + lin + ".weight")
             if cfg.bias:
                 vector(p + lin + ".bias")
+    if cfg.unet_skips and cfg.n_layer // 2:
+        vector("skip_weights")
     vector("transformer.ln_f.weight")
     if layernorm_bias:
         vector("transformer.ln_f.bias")
     if not cfg.tie_embeddings or dtype == "q8_0":
         matrix("lm_head.weight")
     return out
-
-
-SPEEDRUN_OPTIONS = ("doc_mask", "attn_window", "value_embeds", "unet_skips")  # model.py's, not yet in c/gpt.c
 
 
 def export(model, path, dtype="fp32", group_size=64, enc=None):
@@ -125,10 +128,6 @@ def export(model, path, dtype="fp32", group_size=64, enc=None):
     if dtype == "q8_0" and group_size not in (32, 64):
         raise ValueError(f"--group_size must be 32 or 64 (INTERFACES.md's q8_0), got {group_size}")
     cfg = model.config
-    not_in_engine = [name for name in SPEEDRUN_OPTIONS if getattr(cfg, name)]
-    if not_in_engine:
-        raise ValueError(f"the C engine does not run {', '.join(not_in_engine)} yet; sample.py, the evals and "
-                         f"quantize.py run this checkpoint")
     enc = enc or get_encoding()
     tensors = model_tensors(model, dtype, group_size)
     tokenizer = tokenizer_section(enc)
@@ -152,6 +151,7 @@ def export(model, path, dtype="fp32", group_size=64, enc=None):
                          group_size if dtype == "q8_0" else 0, enc.eot_token,
                          cfg.logit_softcap, cfg.rope_theta, norm_eps, RMS_NORM_EPS,
                          tokenizer_offset, len(tokenizer), file_size)
+    header += struct.pack("<4i", int(cfg.doc_mask), cfg.attn_window, int(cfg.value_embeds), int(cfg.unet_skips))
     header += b"\0" * (HEADER_SIZE - len(header))
     tmp_path = path + ".tmp"
     with open(tmp_path, "wb") as f:

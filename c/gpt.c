@@ -24,7 +24,7 @@
 #endif
 
 #define GPT_MAGIC 0x43545047u  // "GPTC" read as a little-endian uint32
-#define GPT_VERSION 1u
+#define GPT_VERSION 2u
 #define HEADER_SIZE 256
 #define ALIGN 64
 
@@ -79,9 +79,11 @@ static void layout_weights(GPTModel *m, Layout *l) {
     int layernorm_bias = c->norm == GPT_NORM_LAYERNORM && c->bias;
     m->wte = (c->tie_embeddings && c->dtype == GPT_DTYPE_Q8_0) ? NULL : take_f32(l, (uint64_t)V * C);
     m->wpe = c->pos_emb == GPT_POS_LEARNED ? take_f32(l, (uint64_t)c->block_size * C) : NULL;
+    m->value_embeds = c->value_embeds ? take_f32(l, (uint64_t)((c->n_layer + 1) / 2) * V * C) : NULL;
     for (int i = 0; i < c->n_layer; i++) {
         GPTLayer *L = &m->layers[i];
         memset(L, 0, sizeof *L);
+        if (c->value_embeds) L->value_lambdas = take_f32(l, 2);
         L->ln_1_w = take_f32(l, C);
         if (layernorm_bias) L->ln_1_b = take_f32(l, C);
         L->c_attn = take_matrix(l, c, 3 * C, C);
@@ -99,6 +101,7 @@ static void layout_weights(GPTModel *m, Layout *l) {
         L->mlp_proj = take_matrix(l, c, C, c->hidden);
         if (c->bias) L->mlp_proj_b = take_f32(l, C);
     }
+    m->skip_weights = c->unet_skips && c->n_layer / 2 ? take_f32(l, c->n_layer / 2) : NULL;
     m->ln_f_w = take_f32(l, C);
     m->ln_f_b = layernorm_bias ? take_f32(l, C) : NULL;
     if (!c->tie_embeddings || c->dtype == GPT_DTYPE_Q8_0) {
@@ -123,7 +126,9 @@ static int check_config(const GPTConfig *c, const char *path, char *err, size_t 
     if (c->mlp < GPT_MLP_GELU || c->mlp > GPT_MLP_RELU2) BAD("%s: unknown mlp %d", path, c->mlp);
     if (c->norm != GPT_NORM_LAYERNORM && c->norm != GPT_NORM_RMSNORM) BAD("%s: unknown norm %d", path, c->norm);
     if (c->hidden < 1 || c->hidden > 1 << 20) BAD("%s: MLP hidden size %d is out of range", path, c->hidden);
-    if ((c->qk_norm | c->tie_embeddings | c->bias) & ~1) BAD("%s: a flag (qk_norm, tie_embeddings, bias) is neither 0 nor 1", path);
+    if ((c->qk_norm | c->tie_embeddings | c->bias | c->doc_mask | c->value_embeds | c->unet_skips) & ~1)
+        BAD("%s: a flag (qk_norm, tie_embeddings, bias, doc_mask, value_embeds, unet_skips) is neither 0 nor 1", path);
+    if (c->attn_window < 0) BAD("%s: attn_window %d is negative", path, c->attn_window);
     if (c->dtype == GPT_DTYPE_Q8_0) {
         if (c->group_size != 32 && c->group_size != 64) BAD("%s: q8_0 group_size %d is not 32 or 64", path, c->group_size);
         if (c->n_embd % c->group_size || c->hidden % c->group_size)
@@ -196,6 +201,8 @@ GPTModel *gpt_open(const char *path, char *err, size_t err_size) {
     c->norm_eps = read_f32(h + 80);
     c->qk_norm_eps = read_f32(h + 84);
     uint64_t tokenizer_offset = read_u64(h + 88), tokenizer_size = read_u64(h + 96), file_size = read_u64(h + 104);
+    c->doc_mask = read_i32(h + 112); c->attn_window = read_i32(h + 116);
+    c->value_embeds = read_i32(h + 120); c->unet_skips = read_i32(h + 124);
     if (check_config(c, path, err, err_size) != 0) goto fail;
     if (file_size != size) {
         set_error(err, err_size, "%s is %s: the header says %llu bytes, the file has %llu", path,
@@ -272,6 +279,8 @@ struct GPTState {
     int length;        // tokens seen so far
     int pos;           // positions held in the KV cache (<= block_size)
     int *window;       // the last min(length, block_size) tokens
+    int *doc_start;    // doc_mask: the position where the document of each cached position starts
+    float *skips;      // unet_skips: the outputs of blocks 0 .. n_layer/2-1 for the tokens of one forward
     float *key_cache;  // (n_layer, n_head, block_size, head_size): each head's keys contiguous, read as one stream
     float *value_cache;
     // activations for up to block_size tokens at once
@@ -289,6 +298,8 @@ GPTState *gpt_state_new(const GPTModel *m, char *err, size_t err_size) {
     GPTState *s = calloc(1, sizeof *s);
     if (s == NULL) goto oom;
     s->window = malloc(T * sizeof(int));
+    s->doc_start = malloc(T * sizeof(int));
+    s->skips = malloc(((size_t)c->n_layer / 2 + 1) * T * C * sizeof(float));
     s->key_cache = malloc((size_t)c->n_layer * T * C * sizeof(float));
     s->value_cache = malloc((size_t)c->n_layer * T * C * sizeof(float));
     s->x = malloc(T * C * sizeof(float));
@@ -300,7 +311,7 @@ GPTState *gpt_state_new(const GPTModel *m, char *err, size_t err_size) {
     s->xq = malloc(T * widest);
     s->xs = malloc(T * widest * sizeof(float));  // one scale per group; generous
     s->logits = malloc((size_t)c->padded_vocab_size * sizeof(float));
-    if (!s->window || !s->key_cache || !s->value_cache || !s->x || !s->xb || !s->xb2 || !s->qkv || !s->hb ||
+    if (!s->window || !s->doc_start || !s->skips || !s->key_cache || !s->value_cache || !s->x || !s->xb || !s->xb2 || !s->qkv || !s->hb ||
         !s->hb2 || !s->xq || !s->xs || !s->logits) goto oom;
     return s;
 oom:
@@ -311,7 +322,7 @@ oom:
 
 void gpt_state_free(GPTState *s) {
     if (s == NULL) return;
-    free(s->window); free(s->key_cache); free(s->value_cache); free(s->x); free(s->xb); free(s->xb2);
+    free(s->window); free(s->doc_start); free(s->skips); free(s->key_cache); free(s->value_cache); free(s->x); free(s->xb); free(s->xb2);
     free(s->qkv); free(s->hb); free(s->hb2); free(s->xq); free(s->xs); free(s->logits);
     free(s);
 }
@@ -562,16 +573,32 @@ static void forward(const GPTModel *m, GPTState *s, const int *tokens, int n, fl
         if (m->wpe)
             for (int i = 0; i < C; i++) x[i] += m->wpe[(size_t)(pos + t) * C + i];
     }
+    for (int t = 0; t < n; t++) {  // a document starts at its <|endoftext|> (model.py's attention_mask)
+        int p = pos + t;
+        s->doc_start[p] = (p == 0 || tokens[t] == c->eot_token) ? p : s->doc_start[p - 1];
+    }
     float att_scale = 1.0f / sqrtf((float)hs);
+    int half = c->n_layer / 2;
     for (int l = 0; l < c->n_layer; l++) {
         const GPTLayer *L = &m->layers[l];
         float *kc = s->key_cache + (size_t)l * T * C, *vc = s->value_cache + (size_t)l * T * C;
+        int mirrored = c->n_layer - 1 - l;  // the block of the first half that this one of the second half mirrors
+        if (c->unet_skips && mirrored < half) {
+            const float *skip = s->skips + (size_t)mirrored * T * C;
+            float w = m->skip_weights[mirrored];
+            for (size_t i = 0; i < (size_t)n * C; i++) s->x[i] += w * skip[i];
+        }
+        const float *value_table = c->value_embeds ? m->value_embeds + (size_t)(l < mirrored ? l : mirrored) * V * C : NULL;
         norm_rows(c, s->xb, s->x, L->ln_1_w, L->ln_1_b, n);
         matmul(m, s, s->qkv, s->xb, &L->c_attn, L->c_attn_b, n);
         #pragma omp parallel for collapse(2)
         for (int t = 0; t < n; t++) {
             for (int h = 0; h < nh; h++) {
                 float *q = s->qkv + (size_t)t * 3 * C + h * hs, *k = q + C, *v = q + 2 * C;
+                if (value_table) {
+                    const float *ve = value_table + (size_t)tokens[t] * C + h * hs;
+                    for (int i = 0; i < hs; i++) v[i] = L->value_lambdas[0] * v[i] + L->value_lambdas[1] * ve[i];
+                }
                 if (c->qk_norm) {
                     rmsnorm(q, q, NULL, hs, c->qk_norm_eps);
                     rmsnorm(k, k, NULL, hs, c->qk_norm_eps);
@@ -585,12 +612,16 @@ static void forward(const GPTModel *m, GPTState *s, const int *tokens, int n, fl
                 memcpy(vc + ((size_t)h * T + pos + t) * hs, v, hs * sizeof(float));
             }
         }
-        // causal attention, one (token, head) at a time
+        // causal attention, one (token, head) at a time, over the keys first .. pos+t: all the earlier ones, or
+        // from where the token's document starts and within its window (a contiguous range either way)
         #pragma omp parallel for collapse(2) schedule(dynamic, 1)  // 1: a single token's heads split evenly
         for (int t = 0; t < n; t++)
-            for (int h = 0; h < nh; h++)
-                attend(s->xb + (size_t)t * C + h * hs, s->qkv + (size_t)t * 3 * C + h * hs, kc + (size_t)h * T * hs,
-                       vc + (size_t)h * T * hs, pos + t + 1, hs, att_scale);
+            for (int h = 0; h < nh; h++) {
+                int p = pos + t, first = c->doc_mask ? s->doc_start[p] : 0;
+                if (c->attn_window && p - c->attn_window + 1 > first) first = p - c->attn_window + 1;
+                attend(s->xb + (size_t)t * C + h * hs, s->qkv + (size_t)t * 3 * C + h * hs,
+                       kc + ((size_t)h * T + first) * hs, vc + ((size_t)h * T + first) * hs, p + 1 - first, hs, att_scale);
+            }
         matmul(m, s, s->xb2, s->xb, &L->attn_proj, L->attn_proj_b, n);
         for (size_t i = 0; i < (size_t)n * C; i++) s->x[i] += s->xb2[i];
 
@@ -610,6 +641,7 @@ static void forward(const GPTModel *m, GPTState *s, const int *tokens, int n, fl
         }
         matmul(m, s, s->xb2, s->hb, &L->mlp_proj, L->mlp_proj_b, n);
         for (size_t i = 0; i < (size_t)n * C; i++) s->x[i] += s->xb2[i];
+        if (c->unet_skips && l < half) memcpy(s->skips + (size_t)l * T * C, s->x, (size_t)n * C * sizeof(float));
     }
     // the head: every row only when asked, else the last token's
     int first = all_logits ? 0 : n - 1;

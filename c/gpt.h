@@ -44,6 +44,10 @@ typedef struct {
     float qk_norm_eps;      // 1e-6
     int dtype, group_size;  // GPT_DTYPE_*; group_size of q8_0 (0 for fp32)
     int eot_token;          // <|endoftext|>, 50256
+    int doc_mask;           // 1: a token attends within its document only (from its last <|endoftext|> on)
+    int attn_window;        // > 0: a token attends to the last attn_window positions only (itself included)
+    int value_embeds;       // 1: value embedding tables mixed into the attention values (model.py's U-net order)
+    int unet_skips;         // 1: block n_layer-1-i adds skip_weights[i] x the output of block i, i < n_layer/2
 } GPTConfig;
 
 /* A weight matrix (out rows x in columns, row-major): fp32, or q8_0 int8 values with one fp32 scale per group. */
@@ -55,6 +59,7 @@ typedef struct {
 } GPTMatrix;
 
 typedef struct {
+    const float *value_lambdas;  // 2: v = value_lambdas[0] v + value_lambdas[1] value embedding; NULL without
     const float *ln_1_w, *ln_1_b, *ln_2_w, *ln_2_b;  // b NULL without bias or with RMSNorm
     GPTMatrix c_attn, attn_proj, c_fc, c_gate, mlp_proj;  // c_gate only for SwiGLU
     const float *c_attn_b, *attn_proj_b, *c_fc_b, *c_gate_b, *mlp_proj_b;  // NULL without bias
@@ -64,6 +69,8 @@ typedef struct {
     GPTConfig config;
     const float *wte;         // fp32 input embedding (padded_vocab_size x n_embd), or NULL when it is the q8_0 head
     const float *wpe;         // learned positions (block_size x n_embd), or NULL for RoPE
+    const float *value_embeds;  // (n_layer+1)/2 tables of padded_vocab_size x n_embd, fp32; NULL without
+    const float *skip_weights;  // n_layer/2, with unet_skips; else NULL
     GPTLayer *layers;         // n_layer
     const float *ln_f_w, *ln_f_b;
     GPTMatrix lm_head;        // padded_vocab_size x n_embd; shares wte's memory when tied and fp32

@@ -128,6 +128,30 @@ def test_greedy_continuation_is_model_generate(engine, tmp_path, pos_emb, mlp, n
     assert greedy_path(reference_logits(model, prompt + ids, PROMPT_LEN), PROMPT_LEN)[:NEW_TOKENS] == expected
 
 
+SPEEDRUN = dict(pos_emb="rope", mlp="relu2", norm="rmsnorm", qk_norm=True, tie_embeddings=False, bias=False,
+                logit_softcap=15.0, doc_mask=True, attn_window=12, value_embeds=True, unet_skips=True)
+
+
+@pytest.mark.parametrize("n_layer,dtype", [(3, "fp32"), (4, "fp32"), (4, "q8_0")])
+def test_speedrun_options_match_model_py(engine, tmp_path, n_layer, dtype):
+    """Document masking, the window, value embeddings and U-net skips, in a prefill and in cached decoding past
+    block_size (32): GPT-2's vocabulary, so that the prompt's <|endoftext|> (50256) starts a document."""
+    model = random_model(config(vocab_size=50304, n_layer=n_layer, **SPEEDRUN), seed=7)
+    path = str(tmp_path / "model.bin")
+    export.export(model, path, dtype=dtype, group_size=32)
+    prompt = torch.randint(0, 1000, (PROMPT_LEN,), generator=torch.Generator().manual_seed(3)).tolist()
+    prompt[6] = prompt[15] = 50256
+    ids, c_logits = c_generate(engine, path, prompt, tmp_path)
+    reference = model if dtype == "fp32" else quantize(model, "q8_0-g32")
+    ref = reference_logits(reference, prompt + ids, PROMPT_LEN)
+    assert_close(c_logits, ref, 1e-4 if dtype == "fp32" else 2e-2, f"{dtype} logits")
+    if dtype == "fp32":
+        assert ids == greedy_path(ref, PROMPT_LEN)[:NEW_TOKENS]
+    # the test can fail: the same file without the document mask gives other logits after position 6
+    no_mask = random_model(config(vocab_size=50304, n_layer=n_layer, **{**SPEEDRUN, "doc_mask": False}), seed=7)
+    assert np.abs(reference_logits(no_mask, prompt + ids, PROMPT_LEN)[6:PROMPT_LEN] - ref[6:PROMPT_LEN]).max() > 1e-3
+
+
 def test_prompt_longer_than_block_size_keeps_its_last_tokens(engine, tmp_path):
     """A prompt past block_size is cut to its last block_size tokens, as model.generate does."""
     model = random_model(config(block_size=16))
@@ -385,7 +409,7 @@ def test_truncated_and_corrupted_files_give_one_error_line(engine_asan, tmp_path
     rng = random.Random(0)
     cases = [data[:n] for n in (0, 3, 100, 255, 256, 300, len(data) // 2, len(data) - 1)]
     cases.append(b"\x7fELF" + data[4:])  # wrong magic
-    cases.append(data[:4] + (2).to_bytes(4, "little") + data[8:])  # a newer version
+    cases.append(data[:4] + (3).to_bytes(4, "little") + data[8:])  # a newer version
     cases.append(data + b"\0" * 64)  # longer than the header says
     for field in range(16):  # every int field of the header set to nonsense
         for value in (0, -1, 2**31 - 1, 7):
