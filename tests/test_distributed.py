@@ -27,7 +27,10 @@ MODERN = dict(pos_emb="rope", mlp="relu2", norm="rmsnorm", qk_norm=True, tie_emb
 # name: (model options, optimizer, activation checkpointing)
 SCENARIOS = {"adamw": (dict(block_size=16), "adamw", False),
              "muon": (MODERN, "muon", False),
-             "muon_checkpointed": (MODERN, "muon", True)}
+             "muon_checkpointed": (MODERN, "muon", True),
+             # the speedrun's additions: value embeddings and skip weights live in the root's shard, the window
+             # and document masks (no <|endoftext|> in this vocabulary of 97: every row is one document) in the blocks
+             "speedrun": (dict(MODERN, attn_window=6, doc_mask=True, value_embeds=True, unet_skips=True), "muon", True)}
 
 
 def batches():

@@ -158,6 +158,35 @@ def test_speedrun_options_train_compiled_like_eager_without_recompiling_as_the_w
     assert len(graphs) == 1, graphs  # the same count from the first step to the last
 
 
+def test_a_run_stopped_and_resumed_continues_the_window_and_momentum_schedules(corpus, tmp_path, monkeypatch):
+    # both schedules are functions of the step: a resumed run must log the straight run's losses
+    import os
+    import signal
+    from test_train import read_log
+    options = [f"--data_dir={corpus}", "--block_size=16", "--n_layer=2", "--n_head=2", "--n_embd=16", "--batch_size=4",
+               "--total_batch_size=128", "--max_steps=10", "--warmup_steps=2", "--eval_interval=5", "--eval_tokens=128",
+               "--log_interval=1", "--device=cpu", "--dtype=float32", "--compile=False", "--sample_tokens=0",
+               "--csqa_data=", "--hellaswag_data=", "--optimizer=muon", "--pos_emb=rope", "--attn_window=16",
+               "--attn_window_start=2", "--value_embeds=True", "--unet_skips=True", "--muon_momentum_warmup_steps=8"]
+    assert train.main(options + [f"--out_dir={tmp_path / 'straight'}"]) == 0
+    schedule = train.attention_window
+
+    def preempt_at_step_4(step, cfg):  # a spot instance's SIGTERM arrives during step 4
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return schedule(step, cfg)
+
+    monkeypatch.setattr(train, "attention_window", preempt_at_step_4)
+    assert train.main(options + [f"--out_dir={tmp_path / 'resumed'}"]) == 128 + signal.SIGTERM
+    monkeypatch.setattr(train, "attention_window", schedule)
+    assert train.main(options + [f"--out_dir={tmp_path / 'resumed'}"]) == 0
+    losses = [{r["step"]: r["train_loss"] for r in read_log(tmp_path / name) if "train_loss" in r}
+              for name in ("straight", "resumed")]
+    assert losses[0].keys() == losses[1].keys() == set(range(1, 11))
+    for step in losses[0]:
+        assert losses[1][step] == pytest.approx(losses[0][step], abs=1e-6), step
+
+
 def test_the_hugging_face_export_refuses_what_gpt2_cannot_run():
     import export_hf
     with pytest.raises(ValueError, match="document masking, windowed attention, value embeddings, U-net skips"):
