@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 from torch.nn import functional as F
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 H100_BF16_PEAK_FLOPS = 989.5e12  # H100 SXM, dense bf16 tensor cores (NVIDIA H100 datasheet)
 RMS_NORM_EPS = 1e-6  # Llama's; torch's default, the dtype's machine epsilon, would be 0.008 in bfloat16
@@ -145,6 +146,8 @@ class CausalSelfAttention(nn.Module):
         if cache is None and mask is None:
             # flash attention on CUDA; the causal mask is applied inside the kernel
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif isinstance(mask, BlockMask):  # FlexAttention skips the blocks of scores the mask leaves out (CUDA)
+            y = flex_attention(q, k, v, block_mask=mask)
         elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
@@ -410,6 +413,8 @@ class GPT(nn.Module):
         if not self.config.doc_mask and not self.config.attn_window:
             return None
         T = idx.size(1)
+        if cache is None and self.uses_flex_attention(idx):
+            return self.flex_block_mask(idx)
         query = torch.arange(start, start + T, device=idx.device)[:, None]  # (T, 1)
         key = torch.arange(start + T, device=idx.device)[None, :]  # (1, start+T)
         mask = (key <= query)[None, None]  # (1, 1, T, start+T)
@@ -426,6 +431,26 @@ class GPT(nn.Module):
                 docs_of_keys = docs
             mask = mask & (docs[:, None, :, None] == docs_of_keys[:, None, None, :])
         return mask
+
+    def uses_flex_attention(self, idx):
+        """FlexAttention for the masked training forward on CUDA, where it skips the masked-out blocks of scores
+        (modded-nanogpt 11/19/24); SDPA's boolean mask elsewhere (tests/test_speedrun.py holds one to the other)."""
+        return idx.is_cuda and not (self.training and self.config.dropout > 0)  # FlexAttention has no dropout
+
+    def flex_block_mask(self, idx):
+        """attention_mask's mask for idx (B, T) from position 0, as FlexAttention's BlockMask."""
+        B, T = idx.shape
+        docs = (idx == EOT_TOKEN).cumsum(dim=1)
+        window, doc_mask, windowed = self.attn_window, self.config.doc_mask, bool(self.config.attn_window)
+
+        def allowed(b, h, q, k):
+            keep = k <= q
+            if windowed:
+                keep = keep & (q - k < window)
+            if doc_mask:
+                keep = keep & (docs[b, q] == docs[b, k])
+            return keep
+        return create_block_mask(allowed, B, None, T, T, device=idx.device)
 
     def embed(self, idx, start=0):
         """(x, rope) for the tokens idx (B, T) at positions start ... start+T-1: their embeddings (B, T, C), plus

@@ -17,12 +17,12 @@ def test_make_gpu_check_dry_path_runs_every_step_and_passes_its_checks(corpus, t
                             cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = report.read_text()
-    for section in ("### Throughput", "### Training", "### Sample", "### Checks"):
+    for section in ("### Throughput", "### Training", "### Sample", "### Speedrun", "### Checks"):
         assert section in text
     assert "`configs/baseline.py`" in text and "`configs/modern.py`" in text  # both rows of bench_train
     assert "| plain |" in text and "| checkpointed |" in text
     checks = [line for line in text.splitlines() if line.startswith(("- PASS", "- FAIL"))]
-    assert len(checks) == 5 and all(line.startswith("- PASS") for line in checks), checks
+    assert len(checks) == 7 and all(line.startswith("- PASS") for line in checks), checks
     assert "DEVICE=cpu" in text and "no GPU" in text  # never passed off as a GPU's numbers
     # the committed GPU table is left alone by the dry path
     assert (os.path.getmtime(media) if os.path.exists(media) else None) == before

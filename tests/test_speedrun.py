@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import train
+from torch.nn.attention.flex_attention import BlockMask
+
 from model import EOT_TOKEN, GPT, GPTConfig
 from test_model import randomize_
 
@@ -156,6 +158,24 @@ def test_speedrun_options_train_compiled_like_eager_without_recompiling_as_the_w
         assert compiled["train_loss"] == pytest.approx(eager["train_loss"], abs=1e-3), compiled["step"]
     graphs = {r["compiled_graphs"] for r in runs[True]}
     assert len(graphs) == 1, graphs  # the same count from the first step to the last
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_flex_attention_gives_the_logits_of_the_boolean_mask(compiled, monkeypatch):
+    # on CUDA the masked forward runs FlexAttention's BlockMask; here, forced, against SDPA's boolean mask. The
+    # forward only: torch 2.13 has no FlexAttention backward on the CPU (its gradients run on the GPU alone)
+    model = tiny(**SPEEDRUN)
+    idx, targets = tokens(eot_at=(5, 13)), tokens(seed=2)
+    results = []
+    for flex in (False, True):
+        monkeypatch.setattr(GPT, "uses_flex_attention", lambda self, idx: flex)
+        assert isinstance(model.attention_mask(idx), BlockMask) == flex
+        torch._dynamo.reset()
+        forward = torch.compile(model) if compiled else model
+        with torch.no_grad():
+            results.append((forward(idx)[0], forward(idx, targets)[1]))
+    for sdpa, flex in zip(*results):
+        torch.testing.assert_close(flex, sdpa, atol=1e-5, rtol=1e-4)
 
 
 def test_a_run_stopped_and_resumed_continues_the_window_and_momentum_schedules(corpus, tmp_path, monkeypatch):
