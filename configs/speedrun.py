@@ -1,5 +1,5 @@
-# modern plus the NanoGPT speedrun's later records (KellerJordan/modded-nanogpt README and records/track_1_short):
-# document masking, a growing attention window, U-net value embeddings, U-net skips, Muon momentum warmup.
+# Modern plus the NanoGPT speedrun's later records: document masking, a growing attention window, U-net value embeddings and skips, Muon momentum warmup.
+# Sources: KellerJordan/modded-nanogpt's README table and records/track_1_short (each line below names its record).
 # make train_speedrun   (= python train.py configs/speedrun.py); 0.78B tokens (1,480 steps of 524,288)
 #
 # H100 TARGET (a target, not a measurement: no GPU has run it): FineWeb validation loss <= 3.28 (llm.c's GPT-2 124M)
