@@ -79,9 +79,9 @@ def train_one(name, config, extra, seed, data_dir):
     print(f"done: {name}, seed {seed}", flush=True)
 
 
-def train_all(data_dir, jobs, variants):
+def train_all(data_dir, jobs, variants, seeds=SEEDS):
     """Every (variant, seed) run, `jobs` at a time; finished runs return at once, interrupted ones resume."""
-    runs = [(name, config, extra, seed) for name, config, extra in variants for seed in SEEDS]
+    runs = [(name, config, extra, seed) for name, config, extra in variants for seed in seeds]
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(train_one, *run, data_dir) for run in runs]
         try:
@@ -123,8 +123,8 @@ def count_params(config):
         return GPT(cfg.model_config()).num_params()
 
 
-def markdown_table(target, rows, hardware, text="Tiny Shakespeare"):
-    lines = [f"{text}, {rows[0]['tokens']:,} training tokens per run, seeds {list(SEEDS)}, "
+def markdown_table(target, rows, hardware, text="Tiny Shakespeare", seeds=SEEDS):
+    lines = [f"{text}, {rows[0]['tokens']:,} training tokens per run, seeds {list(seeds)}, "
              f"{hardware}, {datetime.date.today().isoformat()}. Val loss: mean ± half the spread of the seeds. "
              f"'Reaches baseline' is the tokens at which the run's val loss first reaches the baseline's mean final "
              f"loss ({target:.3f}), per seed.", "",
@@ -137,7 +137,7 @@ def markdown_table(target, rows, hardware, text="Tiny Shakespeare"):
     return "\n".join(lines) + "\n"
 
 
-def plot_ablation(runs_by_variant, target, path):
+def plot_ablation(runs_by_variant, target, path, seeds=SEEDS):
     """
     Mean validation loss against tokens per variant, the seeds' range shaded, the baseline's final loss dashed:
     the whole runs from where they start (the untrained ~10.8), and beside them the last half, where they differ.
@@ -159,7 +159,8 @@ def plot_ablation(runs_by_variant, target, path):
     ax_all.set_title("whole runs", fontsize=10)
     ax_end.set_title(f"second half (from {plot.format_tokens(last_tokens / 2)} tokens)", fontsize=10)
     all_runs = [run for runs in runs_by_variant.values() for run in runs]
-    return plot.finish(fig, f"CPU-scale ablation: mean of {len(SEEDS)} seeds, range shaded", all_runs, path)
+    what = f"mean of {len(seeds)} seeds, range shaded" if len(seeds) > 1 else f"seed {seeds[0]}"
+    return plot.finish(fig, f"CPU-scale ablation: {what}", all_runs, path)
 
 
 def main(argv=None):
@@ -170,22 +171,26 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one CPU thread each (default: 2)")
     parser.add_argument("--variants", default="", metavar="A,B",
                         help="train and report these variants only (baseline always: it sets the target); default all")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), metavar="0,1",
+                        help=f"train and report these seeds only (default {','.join(map(str, SEEDS))})")
+    parser.add_argument("--name", default="ablation_cpu", help="the file names written in --out (default ablation_cpu)")
     args = parser.parse_args(argv)
     try:
+        seeds = tuple(int(seed) for seed in args.seeds.split(","))
         chosen = set(args.variants.split(",")) | {"baseline"} if args.variants else None
         unknown = chosen - {name for name, _, _ in VARIANTS} if chosen else set()
         if unknown:
             raise ValueError(f"no variant {', '.join(sorted(unknown))}; the variants: {', '.join(n for n, _, _ in VARIANTS)}")
         variants = [v for v in VARIANTS if chosen is None or v[0] in chosen]
         if not args.report_only:
-            train_all(args.data_dir, args.jobs, variants)
-        runs_by_variant = {name: [plot.read_run(run_dir(name, seed)) for seed in SEEDS] for name, _, _ in variants}
+            train_all(args.data_dir, args.jobs, variants, seeds)
+        runs_by_variant = {name: [plot.read_run(run_dir(name, seed)) for seed in seeds] for name, _, _ in variants}
         target, rows = summarize(runs_by_variant)
         hardware = runs_by_variant["baseline"][0]["config"].get("hardware", "hardware not recorded")
         data = plot.dataset_name(runs_by_variant["baseline"][0]["config"].get("data_dir"))
-        table = markdown_table(target, rows, hardware, plot.TEXT_NAMES.get(data, data))
-        plot_ablation(runs_by_variant, target, os.path.join(args.out, "ablation_cpu.png"))
-        with open(os.path.join(args.out, "ablation_cpu.md"), "w") as f:
+        table = markdown_table(target, rows, hardware, plot.TEXT_NAMES.get(data, data), seeds)
+        plot_ablation(runs_by_variant, target, os.path.join(args.out, args.name + ".png"), seeds)
+        with open(os.path.join(args.out, args.name + ".md"), "w") as f:
             f.write(table)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -194,7 +199,7 @@ def main(argv=None):
         print("stopped; run the same command to resume", file=sys.stderr)
         return 130
     print(table)
-    print(f"wrote {os.path.join(args.out, 'ablation_cpu.png')} and ablation_cpu.md")
+    print(f"wrote {os.path.join(args.out, args.name)}.png and .md")
     return 0
 
 

@@ -47,3 +47,9 @@ def test_table_names_the_text_the_runs_trained_on():
     target, rows = ablation_cpu.summarize(runs)
     assert ablation_cpu.markdown_table(target, rows, "test hardware").startswith("Tiny Shakespeare, ")
     assert ablation_cpu.markdown_table(target, rows, "test hardware", "Python's help() text").startswith("Python's help() text, ")
+
+
+def test_an_unknown_variant_is_one_line_naming_the_variants(capsys):
+    assert ablation_cpu.main(["--variants", "speedrun,nope", "--report_only"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no variant nope") and "speedrun_no_value_embeds" in err and err.count("\n") == 1
