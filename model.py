@@ -479,7 +479,8 @@ class GPT(nn.Module):
     def flops_per_token(self, causal=False):
         """Training FLOPs per token, PaLM paper appendix B: 6N for the matmuls plus 12*L*H*Q*T for attention
         (nanoGPT's count, which includes the masked upper half of causal attention's scores). causal=True leaves
-        that half out, 6*L*H*Q*T: the FLOPs a causal kernel needs, as modded-nanogpt counts. N leaves out the
+        that half out, 6*L*H*Q*T: the FLOPs a causal kernel needs, as modded-nanogpt counts. With an attention
+        window W < T each query is scored against W keys instead of T (W(1 - W/2T) of them unmasked). N leaves out the
         position table, an untied token embedding and the value embeddings (lookups, not matmuls); a tied token
         embedding counts once, as the head."""
         cfg = self.config
@@ -488,7 +489,12 @@ class GPT(nn.Module):
             lookups += self.transformer.wte.weight.numel()
         lookups += sum(table.weight.numel() for table in getattr(self, "value_embeds", []))
         n = self.num_params() - lookups
-        return 6 * n + (6 if causal else 12) * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
+        # the keys each query is scored against: the context, or a shorter attention window (its final size)
+        keys = cfg.attn_window if 0 < cfg.attn_window < cfg.block_size else cfg.block_size
+        attention = 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * keys
+        if causal:  # the masked share left out: half of the square without a window, W / 2T of it with one
+            attention = attention * (1 - keys / (2 * cfg.block_size))
+        return 6 * n + attention
 
     def estimate_mfu(self, tokens_per_second, peak_flops=H100_BF16_PEAK_FLOPS, causal=False):
         """Model FLOPs utilisation: achieved training FLOP/s as a fraction of the accelerator's peak."""

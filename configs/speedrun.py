@@ -34,15 +34,16 @@ lr_schedule = "wsd"  # warmup, constant, linear decay (Hägele et al. 2024, arXi
 warmup_steps = 0  # none, as modded-nanogpt: zero-initialised projections and Muon's normalised steps start gently
 min_lr_ratio = 0.0  # decay to zero, as modded-nanogpt
 total_batch_size = 524288  # the baseline's 2**19 tokens per step; modded-nanogpt's 8 x 64 x 1024 is the same
-batch_size = 64
 csqa_data = "hf"  # CommonsenseQA validation from Hugging Face, scored at every eval (the plots read csqa_acc)
 max_steps = 1480  # 0.78B tokens: the 12/08/24 record's 1,480 steps of 8 x 65,536 tokens
 wsd_decay_fraction = 0.4  # the 12/08/24 record: 600 cooldown steps of 1,480
 doc_mask = True  # 11/19/24 record (7.2 -> 5.0 min, with 64K-token sequences): no token attends across an <|endoftext|>
-attn_window = 1024  # the whole context at the end of the run (the 11/19/24 record's window: 1,024 of its 64K tokens)
+block_size = 4096  # longer sequences, as the window makes them affordable: 16 x 4096 = the same 65,536 tokens per micro-batch,
+batch_size = 16  # and fewer documents cut at a sequence's edge (the 11/19/24 record trains on one 64K-token sequence per GPU)
+attn_window = 1024  # at the end of the run (the 11/19/24 record's window: 1,024 of its 64K tokens)
 attn_window_start = 128  # 11/24/24 record (5.0 -> 4.7 min): the window grows linearly during training (there 64 -> 1,792)
 value_embeds = True  # 12/04/24 record (4.7 -> 4.4 min) in the 12/08/24 U-net order (4.4 -> 3.95 min, with code tweaks)
 unet_skips = True  # 11/10/24 record (7.8 -> 7.2 min, with a doubled lr): block n-1-i adds block i's output, learned weight
 muon_momentum_warmup_steps = 300  # 11/06/24 record (10.8 -> 8.2 min with its other changes): momentum 0.85 -> 0.95
-# block_size stays 1024: attention with a mask runs through SDPA's masked kernels, which compute every block of the
-# T x T scores; longer sequences pay off only with block-sparse attention (FlexAttention), not here yet
+# on CUDA the masked attention is FlexAttention's, which skips the blocks outside the window and the document: the cost
+# of a 4096-token sequence grows with 4096 x 1024, not 4096^2 (SDPA's boolean mask, the CPU's path, computes them all)

@@ -115,6 +115,15 @@ def test_value_embeddings_and_skips_add_the_parameters_they_say():
     assert flops[1] - flops[0] == 6 * 5 * 2
 
 
+def test_a_window_counts_its_keys_in_the_training_flops():
+    full, windowed = (tiny(**{**SPEEDRUN, "attn_window": w, "value_embeds": False}) for w in (0, 6))
+    attention = 12 * 3 * 16  # 12 x n_layer x n_embd FLOPs per key
+    assert full.flops_per_token() - windowed.flops_per_token() == attention * (24 - 6)
+    # unmasked: T/2 keys on average without a window; W - W^2/2T with one (W for most queries, fewer at the start)
+    assert full.flops_per_token(causal=True) - full.flops_per_token(causal=False) == -attention * 12
+    assert windowed.flops_per_token(causal=True) == pytest.approx(windowed.flops_per_token() - attention * 6 * 6 / 48)
+
+
 def test_the_kv_cache_gives_the_logits_of_the_whole_sequence():
     # documents and windows at inference as at training: the prompt holds an <|endoftext|>, and the tokens
     # that follow one at a time cross another and pass the window
