@@ -275,44 +275,69 @@ void gpt_set_threads(int n) {
 // ----------------------------------------------------------------------------
 // the state of one generation
 
+// The activations of one forward pass over up to `rows` tokens, which may belong to different generations
+// (a batched decode step): row r is token r of state row_state[r] at position row_pos[r].
+typedef struct {
+    int rows;
+    GPTState **row_state;
+    int *row_pos;
+    float *x, *xb, *xb2, *qkv, *hb, *hb2;
+    float *skips;      // unet_skips: the outputs of blocks 0 .. n_layer/2-1 for these rows
+    int8_t *xq;        // q8_0 activations and their scales
+    float *xs;
+} Activations;
+
+static void activations_free(Activations *a) {
+    free(a->row_state); free(a->row_pos); free(a->x); free(a->xb); free(a->xb2); free(a->qkv); free(a->hb);
+    free(a->hb2); free(a->skips); free(a->xq); free(a->xs);
+}
+
+static int activations_init(Activations *a, const GPTConfig *c, int rows) {
+    size_t R = (size_t)rows, C = (size_t)c->n_embd, H = (size_t)c->hidden;
+    size_t widest = 3 * C > H ? 3 * C : H;
+    memset(a, 0, sizeof *a);
+    a->rows = rows;
+    a->row_state = malloc(R * sizeof(GPTState *));
+    a->row_pos = malloc(R * sizeof(int));
+    a->x = malloc(R * C * sizeof(float));
+    a->xb = malloc(R * C * sizeof(float));
+    a->xb2 = malloc(R * C * sizeof(float));
+    a->qkv = malloc(R * 3 * C * sizeof(float));
+    a->hb = malloc(R * H * sizeof(float));
+    a->hb2 = malloc(R * H * sizeof(float));
+    a->skips = malloc(((size_t)c->n_layer / 2 + 1) * R * C * sizeof(float));
+    a->xq = malloc(R * widest);
+    a->xs = malloc(R * widest * sizeof(float));  // one scale per group; generous
+    if (a->row_state && a->row_pos && a->x && a->xb && a->xb2 && a->qkv && a->hb && a->hb2 && a->skips && a->xq && a->xs)
+        return 0;
+    activations_free(a);
+    return -1;
+}
+
 struct GPTState {
     int length;        // tokens seen so far
     int pos;           // positions held in the KV cache (<= block_size)
     int *window;       // the last min(length, block_size) tokens
     int *doc_start;    // doc_mask: the position where the document of each cached position starts
-    float *skips;      // unet_skips: the outputs of blocks 0 .. n_layer/2-1 for the tokens of one forward
     float *key_cache;  // (n_layer, n_head, block_size, head_size): each head's keys contiguous, read as one stream
     float *value_cache;
-    // activations for up to block_size tokens at once
-    float *x, *xb, *xb2, *qkv, *hb, *hb2;
-    int8_t *xq;        // q8_0 activations and their scales
-    float *xs;
+    Activations act;   // for a prefill of up to block_size tokens at once
     float *logits;     // padded_vocab_size: the last token's
     char error[256];
 };
 
 GPTState *gpt_state_new(const GPTModel *m, char *err, size_t err_size) {
     const GPTConfig *c = &m->config;
-    size_t T = (size_t)c->block_size, C = (size_t)c->n_embd, H = (size_t)c->hidden;
-    size_t widest = 3 * C > H ? 3 * C : H;
+    size_t T = (size_t)c->block_size, C = (size_t)c->n_embd;
     GPTState *s = calloc(1, sizeof *s);
     if (s == NULL) goto oom;
     s->window = malloc(T * sizeof(int));
     s->doc_start = malloc(T * sizeof(int));
-    s->skips = malloc(((size_t)c->n_layer / 2 + 1) * T * C * sizeof(float));
     s->key_cache = malloc((size_t)c->n_layer * T * C * sizeof(float));
     s->value_cache = malloc((size_t)c->n_layer * T * C * sizeof(float));
-    s->x = malloc(T * C * sizeof(float));
-    s->xb = malloc(T * C * sizeof(float));
-    s->xb2 = malloc(T * C * sizeof(float));
-    s->qkv = malloc(T * 3 * C * sizeof(float));
-    s->hb = malloc(T * H * sizeof(float));
-    s->hb2 = malloc(T * H * sizeof(float));
-    s->xq = malloc(T * widest);
-    s->xs = malloc(T * widest * sizeof(float));  // one scale per group; generous
     s->logits = malloc((size_t)c->padded_vocab_size * sizeof(float));
-    if (!s->window || !s->doc_start || !s->skips || !s->key_cache || !s->value_cache || !s->x || !s->xb || !s->xb2 || !s->qkv || !s->hb ||
-        !s->hb2 || !s->xq || !s->xs || !s->logits) goto oom;
+    if (!s->window || !s->doc_start || !s->key_cache || !s->value_cache || !s->logits) goto oom;
+    if (activations_init(&s->act, c, c->block_size) != 0) goto oom;
     return s;
 oom:
     set_error(err, err_size, "out of memory for the KV cache and activations (block_size %d)", c->block_size);
@@ -322,8 +347,8 @@ oom:
 
 void gpt_state_free(GPTState *s) {
     if (s == NULL) return;
-    free(s->window); free(s->doc_start); free(s->skips); free(s->key_cache); free(s->value_cache); free(s->x); free(s->xb); free(s->xb2);
-    free(s->qkv); free(s->hb); free(s->hb2); free(s->xq); free(s->xs); free(s->logits);
+    free(s->window); free(s->doc_start); free(s->key_cache); free(s->value_cache); free(s->logits);
+    activations_free(&s->act);
     free(s);
 }
 
@@ -487,12 +512,12 @@ static void matmul_q8(float *y, const int8_t *xq, const float *xs, const GPTMatr
     }
 }
 
-static void matmul(const GPTModel *m, GPTState *s, float *y, const float *x, const GPTMatrix *w, const float *b, int n) {
+static void matmul(const GPTModel *m, Activations *a, float *y, const float *x, const GPTMatrix *w, const float *b, int n) {
     if (w->f) {
         matmul_f32(y, x, w->f, b, n, w->cols, w->rows);
     } else {
-        quantize_rows(s->xq, s->xs, x, n, w->cols, m->config.group_size);
-        matmul_q8(y, s->xq, s->xs, w, b, n, m->config.group_size);
+        quantize_rows(a->xq, a->xs, x, n, w->cols, m->config.group_size);
+        matmul_q8(y, a->xq, a->xs, w, b, n, m->config.group_size);
     }
 }
 
@@ -555,14 +580,15 @@ static void attend(float *restrict out, const float *restrict q, const float *re
 }
 
 // ----------------------------------------------------------------------------
-// the forward pass of n tokens at positions s->pos .. s->pos + n - 1 (all inside block_size)
+// the forward pass of n rows: row r is tokens[r] of generation a->row_state[r] at position a->row_pos[r]
+// (inside block_size). Rows of one state come in order of position. logits receives every row's logits (all_rows)
+// or the last row's only.
 
-static void forward(const GPTModel *m, GPTState *s, const int *tokens, int n, float *all_logits) {
+static void forward(const GPTModel *m, Activations *a, const int *tokens, int n, float *logits, int all_rows) {
     const GPTConfig *c = &m->config;
     int C = c->n_embd, nh = c->n_head, hs = C / nh, T = c->block_size, H = c->hidden, V = c->padded_vocab_size;
-    int pos = s->pos;
     for (int t = 0; t < n; t++) {
-        float *x = s->x + (size_t)t * C;
+        float *x = a->x + (size_t)t * C;
         if (m->wte) {
             memcpy(x, m->wte + (size_t)tokens[t] * C, C * sizeof(float));
         } else {  // a tied q8_0 head is the embedding too: dequantize the row
@@ -571,30 +597,32 @@ static void forward(const GPTModel *m, GPTState *s, const int *tokens, int n, fl
             for (int i = 0; i < C; i++) x[i] = q[i] * sc[i / c->group_size];
         }
         if (m->wpe)
-            for (int i = 0; i < C; i++) x[i] += m->wpe[(size_t)(pos + t) * C + i];
-    }
-    for (int t = 0; t < n; t++) {  // a document starts at its <|endoftext|> (model.py's attention_mask)
-        int p = pos + t;
+            for (int i = 0; i < C; i++) x[i] += m->wpe[(size_t)a->row_pos[t] * C + i];
+        // a document starts at its <|endoftext|> (model.py's attention_mask)
+        GPTState *s = a->row_state[t];
+        int p = a->row_pos[t];
         s->doc_start[p] = (p == 0 || tokens[t] == c->eot_token) ? p : s->doc_start[p - 1];
     }
     float att_scale = 1.0f / sqrtf((float)hs);
     int half = c->n_layer / 2;
     for (int l = 0; l < c->n_layer; l++) {
         const GPTLayer *L = &m->layers[l];
-        float *kc = s->key_cache + (size_t)l * T * C, *vc = s->value_cache + (size_t)l * T * C;
+        size_t layer_cache = (size_t)l * T * C;
         int mirrored = c->n_layer - 1 - l;  // the block of the first half that this one of the second half mirrors
         if (c->unet_skips && mirrored < half) {
-            const float *skip = s->skips + (size_t)mirrored * T * C;
+            const float *skip = a->skips + (size_t)mirrored * a->rows * C;
             float w = m->skip_weights[mirrored];
-            for (size_t i = 0; i < (size_t)n * C; i++) s->x[i] += w * skip[i];
+            for (size_t i = 0; i < (size_t)n * C; i++) a->x[i] += w * skip[i];
         }
         const float *value_table = c->value_embeds ? m->value_embeds + (size_t)(l < mirrored ? l : mirrored) * V * C : NULL;
-        norm_rows(c, s->xb, s->x, L->ln_1_w, L->ln_1_b, n);
-        matmul(m, s, s->qkv, s->xb, &L->c_attn, L->c_attn_b, n);
+        norm_rows(c, a->xb, a->x, L->ln_1_w, L->ln_1_b, n);
+        matmul(m, a, a->qkv, a->xb, &L->c_attn, L->c_attn_b, n);
         #pragma omp parallel for collapse(2)
         for (int t = 0; t < n; t++) {
             for (int h = 0; h < nh; h++) {
-                float *q = s->qkv + (size_t)t * 3 * C + h * hs, *k = q + C, *v = q + 2 * C;
+                GPTState *s = a->row_state[t];
+                int p = a->row_pos[t];
+                float *q = a->qkv + (size_t)t * 3 * C + h * hs, *k = q + C, *v = q + 2 * C;
                 if (value_table) {
                     const float *ve = value_table + (size_t)tokens[t] * C + h * hs;
                     for (int i = 0; i < hs; i++) v[i] = L->value_lambdas[0] * v[i] + L->value_lambdas[1] * ve[i];
@@ -604,56 +632,70 @@ static void forward(const GPTModel *m, GPTState *s, const int *tokens, int n, fl
                     rmsnorm(k, k, NULL, hs, c->qk_norm_eps);
                 }
                 if (c->pos_emb == GPT_POS_ROPE) {
-                    const float *cs = m->rope_cos + (size_t)(pos + t) * hs, *sn = m->rope_sin + (size_t)(pos + t) * hs;
+                    const float *cs = m->rope_cos + (size_t)p * hs, *sn = m->rope_sin + (size_t)p * hs;
                     rope(q, cs, sn, hs);
                     rope(k, cs, sn, hs);
                 }
-                memcpy(kc + ((size_t)h * T + pos + t) * hs, k, hs * sizeof(float));
-                memcpy(vc + ((size_t)h * T + pos + t) * hs, v, hs * sizeof(float));
+                memcpy(s->key_cache + layer_cache + ((size_t)h * T + p) * hs, k, hs * sizeof(float));
+                memcpy(s->value_cache + layer_cache + ((size_t)h * T + p) * hs, v, hs * sizeof(float));
             }
         }
-        // causal attention, one (token, head) at a time, over the keys first .. pos+t: all the earlier ones, or
-        // from where the token's document starts and within its window (a contiguous range either way)
+        // causal attention, one (token, head) at a time, over the keys first .. p of the row's own cache: all the
+        // earlier ones, or from where the token's document starts and within its window (a contiguous range)
         #pragma omp parallel for collapse(2) schedule(dynamic, 1)  // 1: a single token's heads split evenly
         for (int t = 0; t < n; t++)
             for (int h = 0; h < nh; h++) {
-                int p = pos + t, first = c->doc_mask ? s->doc_start[p] : 0;
+                const GPTState *s = a->row_state[t];
+                int p = a->row_pos[t], first = c->doc_mask ? s->doc_start[p] : 0;
                 if (c->attn_window && p - c->attn_window + 1 > first) first = p - c->attn_window + 1;
-                attend(s->xb + (size_t)t * C + h * hs, s->qkv + (size_t)t * 3 * C + h * hs,
-                       kc + ((size_t)h * T + first) * hs, vc + ((size_t)h * T + first) * hs, p + 1 - first, hs, att_scale);
+                const float *kc = s->key_cache + layer_cache + ((size_t)h * T + first) * hs;
+                const float *vc = s->value_cache + layer_cache + ((size_t)h * T + first) * hs;
+                attend(a->xb + (size_t)t * C + h * hs, a->qkv + (size_t)t * 3 * C + h * hs, kc, vc, p + 1 - first, hs,
+                       att_scale);
             }
-        matmul(m, s, s->xb2, s->xb, &L->attn_proj, L->attn_proj_b, n);
-        for (size_t i = 0; i < (size_t)n * C; i++) s->x[i] += s->xb2[i];
+        matmul(m, a, a->xb2, a->xb, &L->attn_proj, L->attn_proj_b, n);
+        for (size_t i = 0; i < (size_t)n * C; i++) a->x[i] += a->xb2[i];
 
-        norm_rows(c, s->xb, s->x, L->ln_2_w, L->ln_2_b, n);
-        matmul(m, s, s->hb, s->xb, &L->c_fc, L->c_fc_b, n);
+        norm_rows(c, a->xb, a->x, L->ln_2_w, L->ln_2_b, n);
+        matmul(m, a, a->hb, a->xb, &L->c_fc, L->c_fc_b, n);
         long count = (long)n * H;
         if (c->mlp == GPT_MLP_SWIGLU) {
-            matmul(m, s, s->hb2, s->xb, &L->c_gate, L->c_gate_b, n);
+            matmul(m, a, a->hb2, a->xb, &L->c_gate, L->c_gate_b, n);
             #pragma omp parallel for simd
-            for (long i = 0; i < count; i++) s->hb[i] *= s->hb2[i] / (1.0f + exp_f32(-s->hb2[i]));
+            for (long i = 0; i < count; i++) a->hb[i] *= a->hb2[i] / (1.0f + exp_f32(-a->hb2[i]));
         } else if (c->mlp == GPT_MLP_RELU2) {
             #pragma omp parallel for simd
-            for (long i = 0; i < count; i++) s->hb[i] = s->hb[i] > 0.0f ? s->hb[i] * s->hb[i] : 0.0f;
+            for (long i = 0; i < count; i++) a->hb[i] = a->hb[i] > 0.0f ? a->hb[i] * a->hb[i] : 0.0f;
         } else {
             #pragma omp parallel for simd
-            for (long i = 0; i < count; i++) s->hb[i] = gelu_tanh(s->hb[i]);
+            for (long i = 0; i < count; i++) a->hb[i] = gelu_tanh(a->hb[i]);
         }
-        matmul(m, s, s->xb2, s->hb, &L->mlp_proj, L->mlp_proj_b, n);
-        for (size_t i = 0; i < (size_t)n * C; i++) s->x[i] += s->xb2[i];
-        if (c->unet_skips && l < half) memcpy(s->skips + (size_t)l * T * C, s->x, (size_t)n * C * sizeof(float));
+        matmul(m, a, a->xb2, a->hb, &L->mlp_proj, L->mlp_proj_b, n);
+        for (size_t i = 0; i < (size_t)n * C; i++) a->x[i] += a->xb2[i];
+        if (c->unet_skips && l < half) memcpy(a->skips + (size_t)l * a->rows * C, a->x, (size_t)n * C * sizeof(float));
     }
-    // the head: every row only when asked, else the last token's
-    int first = all_logits ? 0 : n - 1;
-    norm_rows(c, s->xb, s->x + (size_t)first * C, m->ln_f_w, m->ln_f_b, n - first);
-    float *logits = all_logits ? all_logits : s->logits;
-    matmul(m, s, logits, s->xb, &m->lm_head, NULL, n - first);
+    // the head: every row, or the last one only
+    int first = all_rows ? 0 : n - 1;
+    norm_rows(c, a->xb, a->x + (size_t)first * C, m->ln_f_w, m->ln_f_b, n - first);
+    matmul(m, a, logits, a->xb, &m->lm_head, NULL, n - first);
     if (c->logit_softcap > 0.0f) {
         float cap = c->logit_softcap;
         #pragma omp parallel for simd
         for (long i = 0; i < (long)(n - first) * V; i++)  // cap tanh(l / cap), tanh(y) = 2 / (1 + e^(-2y)) - 1
             logits[i] = cap * (2.0f / (1.0f + exp_f32(-2.0f * logits[i] / cap)) - 1.0f);
     }
+}
+
+// n tokens of one generation at positions s->pos .. s->pos + n - 1 (inside block_size); s->logits gets the last
+// one's logits, all_logits (if not NULL) every one's
+static void forward_state(const GPTModel *m, GPTState *s, const int *tokens, int n, float *all_logits) {
+    Activations *a = &s->act;
+    for (int t = 0; t < n; t++) {
+        a->row_state[t] = s;
+        a->row_pos[t] = s->pos + t;
+    }
+    int V = m->config.padded_vocab_size;
+    forward(m, a, tokens, n, all_logits ? all_logits : s->logits, all_logits != NULL);
     if (all_logits) memcpy(s->logits, all_logits + (size_t)(n - 1) * V, V * sizeof(float));
     s->pos += n;
 }
@@ -674,7 +716,7 @@ const float *gpt_prefill(const GPTModel *m, GPTState *s, const int *tokens, int 
     if (s->pos + n <= T) {  // fits: extend the cache
         memcpy(s->window + s->pos, tokens, n * sizeof(int));
         s->length += n;
-        forward(m, s, tokens, n, all_logits);
+        forward_state(m, s, tokens, n, all_logits);
         return s->logits;
     }
     if (all_logits) {
@@ -692,7 +734,7 @@ const float *gpt_prefill(const GPTModel *m, GPTState *s, const int *tokens, int 
     }
     s->length += n;
     s->pos = 0;
-    forward(m, s, s->window, T, NULL);
+    forward_state(m, s, s->window, T, NULL);
     return s->logits;
 }
 
