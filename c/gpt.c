@@ -740,6 +740,82 @@ const float *gpt_prefill(const GPTModel *m, GPTState *s, const int *tokens, int 
 
 const float *gpt_decode(const GPTModel *m, GPTState *s, int token) { return gpt_prefill(m, s, &token, 1, NULL); }
 
+struct GPTBatch {
+    int max_batch;
+    Activations act;
+    int *tokens;       // the tokens of the rows of a step
+    float *logits;     // max_batch x padded_vocab_size
+};
+
+GPTBatch *gpt_batch_new(const GPTModel *m, int max_batch, char *err, size_t err_size) {
+    if (max_batch < 1 || max_batch > 4096) {
+        set_error(err, err_size, "a batch of %d generations: give 1 to 4096", max_batch);
+        return NULL;
+    }
+    GPTBatch *b = calloc(1, sizeof *b);
+    if (b != NULL) {
+        b->logits = malloc((size_t)max_batch * m->config.padded_vocab_size * sizeof(float));
+        b->tokens = malloc((size_t)max_batch * sizeof(int));
+    }
+    if (b == NULL || !b->logits || !b->tokens || activations_init(&b->act, &m->config, max_batch) != 0) {
+        if (b != NULL) { free(b->logits); free(b->tokens); }
+        free(b);
+        set_error(err, err_size, "out of memory for a batch of %d generations", max_batch);
+        return NULL;
+    }
+    b->max_batch = max_batch;
+    return b;
+}
+
+void gpt_batch_free(GPTBatch *b) {
+    if (b == NULL) return;
+    activations_free(&b->act);
+    free(b->logits);
+    free(b->tokens);
+    free(b);
+}
+
+const float *gpt_state_logits(const GPTState *s) { return s->logits; }
+
+int gpt_decode_batch(const GPTModel *m, GPTBatch *b, GPTState **states, const int *tokens, int n) {
+    const GPTConfig *c = &m->config;
+    int T = c->block_size, V = c->padded_vocab_size;
+    if (n < 1 || n > b->max_batch) {
+        if (n >= 1) snprintf(states[0]->error, sizeof states[0]->error, "a decode step of %d generations in a batch of "
+                             "at most %d", n, b->max_batch);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V) {
+            snprintf(states[i]->error, sizeof states[i]->error, "token %d is outside the model's vocabulary [0, %d)",
+                     tokens[i], V);
+            return -1;
+        }
+    }
+    Activations *a = &b->act;
+    int rows = 0;
+    for (int i = 0; i < n; i++) {
+        GPTState *s = states[i];
+        if (s->pos == T) {  // its cache is full: the window moves and is recomputed, alone (gpt_decode's path)
+            gpt_prefill(m, s, &tokens[i], 1, NULL);
+            continue;
+        }
+        s->window[s->pos] = tokens[i];
+        s->length += 1;
+        a->row_state[rows] = s;
+        a->row_pos[rows] = s->pos;
+        b->tokens[rows++] = tokens[i];
+    }
+    if (rows == 0) return 0;
+    forward(m, a, b->tokens, rows, b->logits, 1);
+    for (int r = 0; r < rows; r++) {
+        GPTState *s = a->row_state[r];
+        memcpy(s->logits, b->logits + (size_t)r * V, V * sizeof(float));
+        s->pos += 1;
+    }
+    return 0;
+}
+
 // ----------------------------------------------------------------------------
 // sampling
 

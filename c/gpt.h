@@ -104,6 +104,20 @@ const float *gpt_prefill(const GPTModel *m, GPTState *s, const int *tokens, int 
 /* One token against the KV cache: gpt_prefill of n = 1. */
 const float *gpt_decode(const GPTModel *m, GPTState *s, int token);
 
+/* Decoding many generations at once: one token for each of n distinct states, in one pass that reads every
+   weight once for all of them (decoding is bound by reading the weights). A GPTBatch holds the activations
+   for up to max_batch generations; one per thread that decodes. Returns 0, and each state's logits are then
+   gpt_state_logits(state), what gpt_decode would have returned (to float rounding: the batch sums its matrix
+   products in another order); a state already holding block_size positions recomputes its window alone, as
+   gpt_decode does. -1 on bad input (n outside [1, max_batch], a token outside the vocabulary): no state is
+   changed, and the first bad state's gpt_state_error says why. */
+typedef struct GPTBatch GPTBatch;
+
+GPTBatch *gpt_batch_new(const GPTModel *m, int max_batch, char *err, size_t err_size);
+void gpt_batch_free(GPTBatch *b);
+int gpt_decode_batch(const GPTModel *m, GPTBatch *b, GPTState **states, const int *tokens, int n);
+const float *gpt_state_logits(const GPTState *s);  // the logits of the state's last token
+
 /* Sampling: greedy at temperature 0, else softmax(logits / temperature) cut to the top_k most likely
    (top_k <= 0: all) and to the smallest set whose probability reaches top_p (top_p >= 1: all). */
 typedef struct {

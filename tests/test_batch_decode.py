@@ -1,0 +1,51 @@
+"""gpt_decode_batch (c/gpt.c): one decode step for many generations at once gives each the logits it gets decoded
+alone, for every option combination, 16 generations at different lengths, one of them past block_size."""
+
+import subprocess
+
+import pytest
+
+import export
+from conftest import REPO, needs_c_compiler
+from test_c_engine import ENV, SPEEDRUN, config, random_model
+
+pytestmark = needs_c_compiler
+# prompt lengths: 16 generations, all different; with 12 decode steps the 25-token one passes block_size (32)
+LENGTHS = [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 15, 17, 20, 25]
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    out = tmp_path_factory.mktemp("batch") / "batch_decode"
+    cmd = ["gcc", "-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unknown-pragmas", "-fsanitize=address,undefined",
+           "-fno-omit-frame-pointer", "-o", str(out), "tests/c/batch_decode.c", "c/gpt.c", "-lm"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    return str(out)
+
+
+def batch_difference(driver, model, tmp_path, lengths=LENGTHS, steps=12, dtype="fp32"):
+    path = str(tmp_path / "model.bin")
+    export.export(model, path, dtype=dtype, group_size=32)
+    result = subprocess.run([driver, path, str(steps), *map(str, lengths)], capture_output=True, text=True, env=ENV,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    diff, scale = map(float, result.stdout.split())
+    return diff, max(1.0, scale)
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(pos_emb="rope", mlp="swiglu", norm="rmsnorm", qk_norm=True, tie_embeddings=False, bias=False),
+    dict(pos_emb="rope", mlp="relu2", norm="rmsnorm", logit_softcap=3.0), dict(vocab_size=50304, **SPEEDRUN)],
+    ids=["gpt2", "llama-like", "relu2-softcap", "speedrun"])
+@pytest.mark.parametrize("dtype", ["fp32", "q8_0"])
+def test_a_batched_step_gives_every_generation_its_own_logits(driver, tmp_path, options, dtype):
+    diff, scale = batch_difference(driver, random_model(config(**options), seed=11), tmp_path, dtype=dtype)
+    # the batch's 4x4-tiled matrix products sum in another order than one row's: float32 rounding, far below 1e-4
+    assert diff <= 1e-4 * scale, f"max |batched - alone| = {diff:.3g} (scale {scale:.3g})"
+
+
+def test_a_generation_alone_in_a_batch_is_bit_for_bit_gpt_decode(driver, tmp_path):
+    # one row takes gpt_decode's very matrix-vector path
+    diff, _ = batch_difference(driver, random_model(config(), seed=12), tmp_path, lengths=[9], steps=30)
+    assert diff == 0.0
