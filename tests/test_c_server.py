@@ -6,6 +6,7 @@ right: characters split across tokens (é in 2, 日 in 3, 😀 in 4), text a sto
 references are model.generate, c/gpt and tiktoken; the client is the `openai` package.
 """
 
+import concurrent.futures
 import http.client
 import json
 import os
@@ -532,7 +533,9 @@ def test_client_gone_mid_stream_frees_the_generation(server, planted, enc):
 
 
 def test_full_queue_answers_503_and_frees_with_the_client(binaries, planted, tmp_path):
-    busy = Server(binaries[0], planted[1], str(tmp_path / "busy.log"), "--queue", "0", "--max_tokens_cap", "100000")
+    # one slot, no queue: the one stream holds everything (test_parallel_... fills several slots)
+    busy = Server(binaries[0], planted[1], str(tmp_path / "busy.log"), "--parallel", "1", "--queue", "0",
+                  "--max_tokens_cap", "100000")
     try:
         s = open_stream(busy.port)
         status, answer = post(busy.port, {"prompt": PROMPT, "max_tokens": 2})
@@ -549,7 +552,7 @@ def test_full_queue_answers_503_and_frees_with_the_client(binaries, planted, tmp
 
 
 def test_sigterm_mid_stream_ends_the_stream_properly_and_exits_0(binaries, planted, tmp_path):
-    doomed = Server(binaries[0], planted[1], str(tmp_path / "doomed.log"), "--max_tokens_cap", "100000")
+    doomed = Server(binaries[0], planted[1], str(tmp_path / "doomed.log"), "--parallel", "1", "--max_tokens_cap", "100000")
     queued = {}
     try:
         s = open_stream(doomed.port)
@@ -570,4 +573,42 @@ def test_sigterm_mid_stream_ends_the_stream_properly_and_exits_0(binaries, plant
     finally:
         code = doomed.stop()
     doomed.assert_clean()
+    assert code == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# continuous batching (--parallel, default 8): generations decoded together in one step
+
+def test_a_full_batch_of_greedy_requests_gets_the_texts_each_gets_alone(random_server, random_model, enc):
+    prompts = ["The for statement", "Hello world", "x", "import os\nimport sys", "1 2 3", "Once upon a", "def f(", "A"]
+    bodies = [{"prompt": p, "max_tokens": 12 + i, "temperature": 0} for i, p in enumerate(prompts)]
+    alone = [post(random_server.port, b)[1]["choices"][0]["text"] for b in bodies]
+    assert alone == [enc.decode(greedy(random_model[0], enc.encode(b["prompt"]), b["max_tokens"])) for b in bodies]
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:  # 8 at once: one batch, ending at different steps
+        together = list(pool.map(lambda b: post(random_server.port, b), bodies))
+    assert [status for status, _ in together] == [200] * len(bodies)
+    assert [answer["choices"][0]["text"] for _, answer in together] == alone
+
+
+def test_a_seeded_sample_is_the_same_alone_and_in_a_full_batch(random_server):
+    sampled = {"prompt": "Hello world", "max_tokens": 20, "temperature": 1.0, "top_p": 0.9, "seed": 1234}
+    alone = post(random_server.port, sampled)[1]["choices"][0]["text"]
+    others = [{"prompt": p, "max_tokens": 20, "temperature": 0.8, "seed": i} for i, p in enumerate("abcdefg")]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda b: post(random_server.port, b), [sampled] + others))
+    assert answers[0][1]["choices"][0]["text"] == alone  # its own sampler and seed, whatever else is decoded with it
+
+
+def test_requests_beyond_the_slots_and_the_queue_get_503(binaries, planted, tmp_path):
+    busy = Server(binaries[0], planted[1], str(tmp_path / "busy.log"), "--parallel", "2", "--queue", "0",
+                  "--max_tokens_cap", "100000")
+    try:
+        streams = [open_stream(busy.port), open_stream(busy.port)]  # both slots decode at once
+        status, answer = post(busy.port, {"prompt": PROMPT, "max_tokens": 2})
+        assert status == 503 and answer["error"]["code"] == "queue_full"
+        for s in streams:
+            s.close()
+    finally:
+        code = busy.stop()
+    busy.assert_clean()
     assert code == 0
