@@ -118,7 +118,7 @@ demo: data/pydoc/.prepared ## CPU, no download: a tiny GPT, modern recipe, a few
 ABLATION_INPUT ?=
 ABLATION_DATA ?= data/shakespeare
 
-ablation_cpu: setup ## every variant at CPU scale, 2 seeds, plus an LR sweep (<1 h on 2 cores): media/ablation_cpu.png/.md
+ablation_cpu: setup ## every variant at CPU scale, 2 seeds, an LR sweep and the speedrun less each technique (~2 h on 2 cores): media/ablation_cpu.png/.md
 ifeq ($(ABLATION_INPUT),)
 	@$(MAKE) --no-print-directory data_shakespeare
 	@# offline without Tiny Shakespeare, data_shakespeare prepared the pydoc text instead

@@ -1,11 +1,12 @@
 """
 CPU-scale ablation: every variant, shrunk to a few million parameters, trained on the same local corpus
 for the same token budget with two seeds each, plus a learning-rate sweep of the baseline architecture.
-Renders media/ablation_cpu.png and media/ablation_cpu.md (the README's table). Under an hour on 2 cores.
+Renders media/ablation_cpu.png and media/ablation_cpu.md (the README's table). About two hours on 2 cores.
 
     make ablation_cpu                                   # Tiny Shakespeare (found or downloaded; offline, pydoc text)
     python ablation_cpu.py --data_dir data/shakespeare  # shards that prepare_data.py wrote
     python ablation_cpu.py --data_dir data/shakespeare --report_only   # redraw from the logged runs
+    python ablation_cpu.py --variants modern,speedrun,speedrun_no_window --name ablation_speedrun   # a subset
 
 Each run is `python train.py configs/VARIANT.py` with the TINY overrides below, in out/ablation_cpu/NAME_seedN/
 (its console output in train.txt), two at a time on one core each; a finished run is not trained again,
