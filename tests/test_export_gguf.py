@@ -1,0 +1,75 @@
+"""export_gguf.py: a GPT-2-architecture checkpoint as llama.cpp's GGUF, read back with the gguf package's own
+reader: the architecture's metadata, GPT-2's tokenizer, and every tensor equal to the model's (f32), to half
+precision (f16), or to llama.cpp's Q8_0 of it (q8_0)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import export_gguf
+from model import GPT, GPTConfig
+from test_model import randomize_
+
+gguf = pytest.importorskip("gguf", reason="export_gguf.py's writer: pip install gguf (requirements-dev.txt)")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = GPT(GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=64))
+    randomize_(model)
+    path = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, path)
+    return model, str(path)
+
+
+def read(path):
+    reader = gguf.GGUFReader(path)
+    fields = {name: field for name, field in reader.fields.items()}
+
+    def value(name):
+        field = fields[name]
+        return field.contents() if hasattr(field, "contents") else field.parts[field.data[0]]
+    return reader, value
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0"])
+def test_the_gguf_file_holds_gpt2_as_llama_cpp_reads_it(checkpoint, tmp_path, dtype):
+    model, ckpt = checkpoint
+    out = str(tmp_path / "model.gguf")
+    assert export_gguf.main([ckpt, out, "--dtype", dtype]) == 0
+    reader, value = read(out)
+    assert value("general.architecture") == "gpt2"
+    assert (value("gpt2.context_length"), value("gpt2.embedding_length"), value("gpt2.block_count"),
+            value("gpt2.attention.head_count"), value("gpt2.feed_forward_length")) == (32, 64, 2, 2, 256)
+    assert value("tokenizer.ggml.model") == "gpt2"
+    tokens = value("tokenizer.ggml.tokens")
+    assert len(tokens) == 50257 and tokens[50256] == "<|endoftext|>" and tokens[464] == "The"
+    assert len(value("tokenizer.ggml.merges")) == 50000  # r50k_base: 256 bytes + 50,000 merges + <|endoftext|>
+    assert value("tokenizer.ggml.eos_token_id") == 50256
+    tensors = {t.name: t for t in reader.tensors}
+    expected = export_gguf.gguf_tensors(model)
+    assert tensors.keys() == expected.keys()
+    for name, want in expected.items():
+        t = tensors[name]
+        got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(want.shape)
+        if dtype == "f32" or want.ndim == 1:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        elif dtype == "f16":
+            np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32), err_msg=name)
+        else:  # Q8_0: blocks of 32, scale max|w|/127 stored in fp16: half a step, plus 127 x the scale's rounding
+            assert t.tensor_type == gguf.GGMLQuantizationType.Q8_0, name
+            step = np.abs(want.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
+            bound = step * (0.5 + 127 * 2.0 ** -11) + 1e-7
+            assert (np.abs(got.reshape(-1, 32) - want.reshape(-1, 32)) <= bound).all(), name
+
+
+def test_a_checkpoint_gpt2_cannot_hold_is_one_line(tmp_path, capsys):
+    model = GPT(GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=64, pos_emb="rope"))
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, path)
+    assert export_gguf.main([str(path), str(tmp_path / "model.gguf")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "RoPE" in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("*.gguf*"))  # nothing half-written left behind
