@@ -233,6 +233,10 @@ c/gpt-server: $(SERVER_SOURCES) c/gpt.h c/bpe.h c/http.h c/json.h
 	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -o $@ $(SERVER_SOURCES) -lm -lpthread
 
 .PHONY: server serve
+.PHONY: bench_serve
+bench_serve: c setup ## many clients at once: c/gpt-server, and llama-server beside it with LLAMACPP=DIR (a llama.cpp build)
+	$(PY) bench_serve.py $(if $(LLAMACPP),--llamacpp $(LLAMACPP))
+
 server: c/gpt-server ## build the OpenAI-compatible HTTP server c/gpt-server (also part of make c)
 
 serve: c/gpt-server ## serve a model over HTTP on 127.0.0.1:8080: make serve MODEL=model.bin [PORT=8080] [SERVE_ARGS=...]

@@ -1,0 +1,229 @@
+"""
+Serving many users at once: c/gpt-server against llama.cpp's llama-server on the same weights, same threads and
+slot count, 1, 4, 8 and 16 concurrent clients each streaming a completion of a 256-token prompt.
+
+    make c && python bench_serve.py                          # ours alone (what `make bench_serve` runs)
+    make bench_serve LLAMACPP=/tmp/llama.cpp/build           # with the peer: a directory holding bin/llama-server
+    python bench_serve.py --tiny --clients 1,2 --rounds 1    # a tiny model, seconds (what the tests run)
+
+The model is GPT-2 124M's shape with random weights (speed does not depend on their values), written twice:
+our format (export.py: fp32 and q8_0) and GGUF (export_gguf.py: f32 and q8_0) for the peer. Per round, per client
+count, the engines run one after the other (the order alternating between rounds), each as a fresh server with
+--parallel (llama-server: -np) equal to the most clients; every client sends its request at once and reads the
+stream. Reported per engine, type and client count, median of the rounds with their range: aggregate generated
+tokens/s (all clients' tokens over the wall time from the first request to the last answer), median and p99
+time to the first token, median time between tokens. A client talks to 127.0.0.1 only, every read has a timeout,
+and the whole benchmark is bounded by its rounds. Writes media/bench_serve.md.
+"""
+
+import argparse
+import concurrent.futures
+import dataclasses
+import http.client
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+import export
+from bench_inference import hardware
+from model import GPT, GPTConfig
+from tokenizer import get_encoding
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+SHAPES = {"124M": dict(block_size=1024, n_layer=12, n_head=12, n_embd=768),
+          "tiny": dict(block_size=64, n_layer=2, n_head=2, n_embd=64)}
+PROMPT_TEXT = ("The quick brown fox jumps over the lazy dog, and the dog, being lazy, does not mind at all. "
+               "Every morning the fox comes back to the same field and tries again. ")
+REQUEST_SECONDS = 600  # one client's request, start to end: a bound, not an expectation
+
+
+def prompt_of(n_tokens):
+    """Text that GPT-2's tokenizer (ours and llama.cpp's) reads as exactly n_tokens tokens."""
+    enc = get_encoding()
+    tokens = enc.encode_ordinary(PROMPT_TEXT * (n_tokens // 10 + 1))[:n_tokens]
+    text = enc.decode(tokens)
+    if len(enc.encode_ordinary(text)) != n_tokens:
+        raise ValueError("the benchmark prompt does not round-trip through the tokenizer")
+    return text
+
+
+def write_models(out_dir, shape, with_gguf):
+    """{(engine, dtype): path}: the same random GPT-2-shaped weights in our format and, for the peer, in GGUF."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SHAPES[shape])).eval()
+    paths = {}
+    for dtype in ("fp32", "q8_0"):
+        paths[("ours", dtype)] = os.path.join(out_dir, f"model_{dtype}.bin")
+        export.export(model, paths[("ours", dtype)], dtype=dtype)
+    if with_gguf:
+        import export_gguf
+        ckpt = os.path.join(out_dir, "ckpt.pt")
+        torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, ckpt)
+        for dtype, gguf_type in (("fp32", "f32"), ("q8_0", "q8_0")):
+            paths[("llama.cpp", dtype)] = os.path.join(out_dir, f"model_{gguf_type}.gguf")
+            export_gguf.export(ckpt, paths[("llama.cpp", dtype)], gguf_type)
+    return paths
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(engine, path, threads, slots, block_size, peer_dir, ours_binary, log):
+    """(process, port) of a server listening on 127.0.0.1, once it answers /health."""
+    port = free_port()
+    if engine == "ours":
+        cmd = [ours_binary, path, "--port", str(port), "--threads", str(threads),
+               "--parallel", str(slots), "--queue", "64", "--max_tokens_cap", "100000"]
+    else:  # each of llama-server's -np slots gets -c / -np positions: block_size each, as ours
+        cmd = [os.path.join(peer_dir, "bin", "llama-server"), "-m", path, "--host", "127.0.0.1", "--port", str(port),
+               "-t", str(threads), "-np", str(slots), "-c", str(block_size * slots), "--no-webui"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise ValueError(f"{cmd[0]} exited at start (see {log.name})")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise ValueError(f"{cmd[0]} did not answer /health within 120 s (see {log.name})")
+
+
+def stream_one(port, prompt, max_tokens):
+    """(time to first token, [times between tokens], tokens) of one streamed completion, in seconds."""
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}).encode()
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_SECONDS)
+    conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    if response.status != 200:
+        raise ValueError(f"the server answered {response.status}: {response.read()[:200]!r}")
+    arrivals = []
+    for line in response:
+        if not line.startswith(b"data: {"):
+            continue
+        event = json.loads(line[len(b"data: "):])
+        if any(choice.get("text") for choice in event.get("choices", [])):
+            arrivals.append(time.perf_counter())
+    conn.close()
+    if not arrivals:
+        raise ValueError("a completion streamed no text")
+    return arrivals[0] - start, [b - a for a, b in zip(arrivals, arrivals[1:])], len(arrivals)
+
+
+def load(port, prompt, max_tokens, clients):
+    """One load: `clients` completions at once. {"tok_per_s", "ttft_median", "ttft_p99", "itl_median"}."""
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda _: stream_one(port, prompt, max_tokens), range(clients)))
+    wall = time.perf_counter() - start
+    ttfts = sorted(r[0] for r in results)
+    gaps = [g for r in results for g in r[1]]
+    return {"tok_per_s": sum(r[2] for r in results) / wall, "ttft_median": statistics.median(ttfts),
+            "ttft_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+            "itl_median": statistics.median(gaps) if gaps else None}
+
+
+def summarize(samples):
+    """(median, low, high) of a list of numbers, or None."""
+    values = [v for v in samples if v is not None]
+    return (statistics.median(values), min(values), max(values)) if values else None
+
+
+def markdown(rows, note):
+    def cell(stat, scale=1.0, fmt="{:,.1f}"):
+        if stat is None:
+            return "—"
+        median, low, high = (v * scale for v in stat)
+        return fmt.format(median) + (f" ({fmt.format(low)}–{fmt.format(high)})" if high > low else "")
+
+    lines = [note, "", "| engine | type | clients | generated tok/s | TTFT median ms | TTFT p99 ms | between tokens ms |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for (engine, dtype, clients), r in rows.items():
+        lines.append(f"| {engine} | {dtype} | {clients} | {cell(r['tok_per_s'])} | {cell(r['ttft_median'], 1000)} | "
+                     f"{cell(r['ttft_p99'], 1000)} | {cell(r['itl_median'], 1000)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llamacpp", metavar="DIR", help="a llama.cpp build directory with bin/llama-server (the peer)")
+    parser.add_argument("--clients", default="1,4,8,16", help="concurrent clients per load (default 1,4,8,16)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, median reported with the range (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of each server (default 2)")
+    parser.add_argument("--prompt_tokens", type=int, default=256)
+    parser.add_argument("--max_tokens", type=int, default=128)
+    parser.add_argument("--tiny", action="store_true", help="a tiny model instead of GPT-2 124M's shape")
+    parser.add_argument("--server", default=os.path.join(REPO, "c", "gpt-server"), help="our server (default c/gpt-server)")
+    parser.add_argument("--out", default=os.path.join(REPO, "media", "bench_serve.md"))
+    args = parser.parse_args(argv)
+    try:
+        clients = sorted({int(c) for c in args.clients.split(",")})
+        if args.rounds < 1 or clients[0] < 1:
+            raise ValueError("--rounds and every --clients count must be at least 1")
+        if args.llamacpp and not os.path.isfile(os.path.join(args.llamacpp, "bin", "llama-server")):
+            raise ValueError(f"{args.llamacpp} holds no bin/llama-server: build llama.cpp with CMake first")
+        if not os.access(args.server, os.X_OK):
+            raise ValueError(f"{args.server} is not built: run `make c`")
+        shape = "tiny" if args.tiny else "124M"
+        block_size = SHAPES[shape]["block_size"]
+        prompt = prompt_of(min(args.prompt_tokens, block_size - args.max_tokens))
+        engines = ["ours"] + (["llama.cpp"] if args.llamacpp else [])
+        samples = {}
+        with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "servers.log"), "w") as log:
+            paths = write_models(tmp, shape, bool(args.llamacpp))
+            for round_ in range(args.rounds):
+                order = engines if round_ % 2 == 0 else engines[::-1]  # whoever went second goes first
+                for dtype in ("fp32", "q8_0"):
+                    for engine in order:
+                        proc, port = start_server(engine, paths[(engine, dtype)], args.threads, clients[-1],
+                                                  block_size, args.llamacpp, args.server, log)
+                        try:
+                            load(port, prompt, 4, 1)  # warm-up: the first request pages the weights in
+                            for n in clients:
+                                result = load(port, prompt, args.max_tokens, n)
+                                samples.setdefault((engine, dtype, n), []).append(result)
+                                print(f"round {round_ + 1}: {engine} {dtype} {n} clients: {result['tok_per_s']:,.1f} "
+                                      f"tok/s", flush=True)
+                        finally:
+                            proc.terminate()
+                            proc.wait(timeout=30)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    rows = {key: {metric: summarize([s[metric] for s in runs]) for metric in runs[0]}
+            for key, runs in sorted(samples.items())}
+    note = (f"`python bench_serve.py{' --tiny' if args.tiny else ''}` on {hardware()}, "
+            f"{time.strftime('%Y-%m-%d')}: GPT-2 {shape} shape, random weights, {args.threads} threads per server, "
+            f"--parallel {clients[-1]}, each client streams {args.max_tokens} tokens after a "
+            f"{len(get_encoding().encode_ordinary(prompt))}-token prompt; median of {args.rounds} round(s), range in "
+            f"brackets.")
+    table = markdown(rows, note)
+    print(table)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out + ".tmp", "w") as f:
+        f.write(table)
+    os.replace(args.out + ".tmp", args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
