@@ -3,6 +3,9 @@ reader: the architecture's metadata, GPT-2's tokenizer, and every tensor equal t
 precision (f16), or to llama.cpp's Q8_0 of it (q8_0)."""
 
 import dataclasses
+import http.client
+import json
+import os
 
 import numpy as np
 import pytest
@@ -73,3 +76,38 @@ def test_a_checkpoint_gpt2_cannot_hold_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "RoPE" in err and err.count("\n") == 1
     assert not list(tmp_path.glob("*.gguf*"))  # nothing half-written left behind
+
+
+LLAMACPP = os.environ.get("LLAMACPP", "")  # a llama.cpp build directory (bin/llama-server), as make bench_serve takes
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(LLAMACPP, "bin", "llama-server")),
+                    reason="set LLAMACPP to a llama.cpp build (bench_serve.py's docstring says how) to run the peer")
+def test_llama_cpp_continues_our_gguf_greedily_as_model_py(tmp_path):
+    import bench_serve
+    from tokenizer import get_encoding
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=64))
+    with torch.no_grad():  # large random weights: the greedy choice is never a near tie
+        for name, p in model.named_parameters():
+            p.normal_(0.0, 0.3)
+            if name.endswith("weight") and ("ln" in name):
+                p.add_(1.0)
+    model.eval()
+    ckpt, out = tmp_path / "ckpt.pt", str(tmp_path / "model.gguf")
+    torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, ckpt)
+    export_gguf.export(str(ckpt), out)
+    enc, prompt = get_encoding(), "The for statement"
+    ids = enc.encode_ordinary(prompt)
+    expected = enc.decode(model.generate(torch.tensor([ids]), 24, temperature=0)[0, len(ids):].tolist())
+    with open(tmp_path / "server.log", "w") as log:
+        proc, port = bench_serve.start_server("llama.cpp", out, 1, 1, 64, LLAMACPP, None, log)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            body = {"prompt": prompt, "max_tokens": 24, "temperature": 0, "top_k": 1}
+            conn.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+            answer = json.loads(conn.getresponse().read())
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert answer["choices"][0]["text"] == expected
