@@ -480,9 +480,9 @@ class GPT(nn.Module):
         """Training FLOPs per token, PaLM paper appendix B: 6N for the matmuls plus 12*L*H*Q*T for attention
         (nanoGPT's count, which includes the masked upper half of causal attention's scores). causal=True leaves
         that half out, 6*L*H*Q*T: the FLOPs a causal kernel needs, as modded-nanogpt counts. With an attention
-        window W < T each query is scored against W keys instead of T (W(1 - W/2T) of them unmasked). N leaves out the
-        position table, an untied token embedding and the value embeddings (lookups, not matmuls); a tied token
-        embedding counts once, as the head."""
+        window W < T each query is scored against W keys instead of T (W(1 - W/2T) of them unmasked). N leaves
+        out the position table, an untied token embedding and the value embeddings (lookups, not matmuls); a
+        tied token embedding counts once, as the head."""
         cfg = self.config
         lookups = self.transformer.wpe.weight.numel() if cfg.pos_emb == "learned" else 0
         if not cfg.tie_embeddings:
