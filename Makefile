@@ -18,7 +18,7 @@ PIP_NETWORK ?= --timeout 15 --retries 1
 # measured here, a CUDA build, 2.14.1 from a mirror).
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_shakespeare bench_prepare \
+.PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_fineweb_cached data_shakespeare bench_prepare \
         train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu train_ddp c bench_c
 
 help: ## list the targets
@@ -72,6 +72,9 @@ data_shakespeare: setup ## Tiny Shakespeare into data/shakespeare (found or down
 	  echo "data_shakespeare: no Tiny Shakespeare offline; preparing Python's help() text (make demo's) into data/pydoc instead"; \
 	  $(MAKE) --no-print-directory data/pydoc/.prepared; \
 	fi
+
+data_fineweb_cached: setup ## FineWeb-Edu already tokenized (the speedrun's kjj0/finewebedu10B-gpt2): 3.2B tokens into data/fineweb_edu, no GPU time spent tokenizing
+	$(PY) download_tokens.py finewebedu10B --train_shards 32 --out_dir data/fineweb_edu
 
 data_fineweb: setup ## stream FineWeb-Edu (sample-10BT) from Hugging Face into data/fineweb_edu (needs internet)
 	$(PY) prepare_data.py --dataset HuggingFaceFW/fineweb-edu --name $(FINEWEB_NAME) --out_dir data/fineweb_edu \
