@@ -40,7 +40,12 @@ TINY = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64", "--batch_
         "--device=cpu", "--dtype=float32", "--compile=False"]
 # the real 124M shapes and context, one sequence per step, bf16 autocast as on the GPU: catches the shape,
 # dtype and memory-layout bugs that tiny test models hide
-SMOKE = ["--batch_size=1", "--total_batch_size=1024", "--device=cpu", "--dtype=bfloat16", "--compile=False"]
+SMOKE = ["--batch_size=1", "--device=cpu", "--dtype=bfloat16", "--compile=False"]
+
+
+def smoke_overrides(path):
+    """SMOKE for one config: a step of one sequence of the config's own context (1024 tokens, speedrun's 4096)."""
+    return SMOKE + [f"--total_batch_size={train.load_config(path, []).block_size}"]
 
 
 def bench_config(path, overrides=(), steps=20, warmup=3):
@@ -153,13 +158,13 @@ def main(argv=None):
     args, overrides = parser.parse_known_args(argv)
     if args.smoke:
         args.steps, args.warmup = 1, 0
-    overrides = (TINY if args.tiny else SMOKE if args.smoke else []) + overrides
     try:
         if args.steps < 1 or args.warmup < 0:
             raise ValueError("--steps must be at least 1 and --warmup at least 0")
         rows = []
         for path in args.configs or GPU_CONFIGS:
-            rows.append(bench_config(path, overrides, args.steps, args.warmup))
+            shape = TINY if args.tiny else smoke_overrides(path) if args.smoke else []
+            rows.append(bench_config(path, shape + overrides, args.steps, args.warmup))
             print(f"{rows[-1]['config']}: {rows[-1]['tok_per_s']:,.0f} tokens/s", flush=True)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -37,7 +37,7 @@ def test_a_bad_config_or_gpu_config_without_a_gpu_is_one_line(capsys):
 
 @pytest.mark.parametrize("config", bench_train.GPU_CONFIGS, ids=lambda path: path.rsplit("/", 1)[-1])
 def test_full_size_smoke_every_gpu_config_takes_one_bf16_step_at_its_real_shape(config):
-    row = bench_train.bench_config(config, bench_train.SMOKE, steps=1, warmup=0)
+    row = bench_train.bench_config(config, bench_train.smoke_overrides(config), steps=1, warmup=0)
     # an untrained model predicts about uniformly: ln(50257) = 10.82; a shape or dtype bug shows as an error or far off
     assert math.isfinite(row["first_loss"]) and abs(row["first_loss"] - math.log(50257)) < 0.5, row["first_loss"]
 
