@@ -34,6 +34,7 @@ import torch
 
 import export
 from bench_inference import hardware
+from data import atomic_write
 from model import GPT, GPTConfig
 from tokenizer import get_encoding
 
@@ -218,9 +219,8 @@ def main(argv=None):
     table = markdown(rows, note)
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".tmp", "w") as f:
-        f.write(table)
-    os.replace(args.out + ".tmp", args.out)
+    with atomic_write(args.out) as f:
+        f.write(table.encode())
     print(f"wrote {args.out}")
     return 0
 

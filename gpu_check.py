@@ -37,6 +37,7 @@ import datetime
 import io
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -63,7 +64,6 @@ LOSS_FALL = 1.0  # an untrained model starts near ln(50257) = 10.8; 100 steps on
 def train_run(cfg_overrides, data_dir, out_dir, device, config=BASELINE):
     """train.py in this process from scratch: (log records, peak GPU memory in GiB or None on the CPU)."""
     if os.path.exists(out_dir):
-        import shutil
         shutil.rmtree(out_dir)  # from scratch, not a resume of an earlier check
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -654,7 +654,8 @@ def run(cfg, device, rank, world_size, stop):
                            f"nothing after it was saved and {kept}; lower max_lr (or raise warmup_steps) and rerun")
 
     while True:
-        raw_model.attn_window.fill_(attention_window(step, cfg))  # the step's, for its evaluation too; a tensor: no recompile
+        if cfg.attn_window_start:  # a growing window: the step's, for its evaluation too; a tensor: no recompile
+            raw_model.attn_window.fill_(attention_window(step, cfg))
         if step % cfg.eval_interval == 0 or step >= cfg.max_steps:
             timer.pause()
             check_history()
