@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import plot
-import train
+from config import TrainConfig
 from model import GPT
 
 # The seed's variants as their config files define them; only shapes, budget and system settings shrink.
@@ -119,7 +119,7 @@ def summarize(runs_by_variant):
 
 
 def count_params(config):
-    cfg = train.TrainConfig(**{k: v for k, v in config.items() if k in train.TrainConfig.__dataclass_fields__})
+    cfg = TrainConfig(**{k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__})
     with torch.device("meta"):
         return GPT(cfg.model_config()).num_params()
 

@@ -29,6 +29,7 @@ import time
 import torch
 
 import train
+from config import load_config
 from plot import format_tokens
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -45,7 +46,7 @@ SMOKE = ["--batch_size=1", "--device=cpu", "--dtype=bfloat16", "--compile=False"
 
 def smoke_overrides(path):
     """SMOKE for one config: a step of one sequence of the config's own context (1024 tokens, speedrun's 4096)."""
-    return SMOKE + [f"--total_batch_size={train.load_config(path, []).block_size}"]
+    return SMOKE + [f"--total_batch_size={load_config(path, []).block_size}"]
 
 
 def bench_config(path, overrides=(), steps=20, warmup=3):
@@ -53,7 +54,7 @@ def bench_config(path, overrides=(), steps=20, warmup=3):
     "ms_per_step", "compile_seconds", "first_loss", "budget_hours", "budget_dollars", "budget_tokens"}. Whatever
     it built is freed before it returns (weights, optimizer state, compiled graphs, the CUDA allocator's cached
     blocks), so the next config's peak memory is its own and its compile is not the reuse of this one's graphs."""
-    cfg = train.load_config(path, overrides)
+    cfg = load_config(path, overrides)
     device = train.resolve_device(cfg.device, 0, False, torch.cuda.is_available())
     train.check_cpu_can_train(cfg, device)  # device "auto" without a GPU: refuse the 124M configs
     tokens_per_micro_step = cfg.batch_size * cfg.block_size

@@ -46,6 +46,7 @@ import torch
 import bench_train
 import sample
 import train
+from config import TrainConfig
 from data import atomic_write
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -130,7 +131,7 @@ def main(argv=None):
         peak_note = "no GPU: MFU is not reported"
     else:
         name = torch.cuda.get_device_name()
-        peak = train.peak_flops_of(train.TrainConfig(), "cuda")
+        peak = train.peak_flops_of(TrainConfig(), "cuda")
         machine = f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}"
         peak_note = f"peak {peak / 1e12:,.1f} TFLOP/s bf16 dense" if peak else "peak FLOP/s unknown: no MFU"
     command = "make gpu_check" + (" DEVICE=cpu (the dry path, a tiny shape)" if cpu else "")

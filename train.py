@@ -6,7 +6,7 @@ Train GPT-2 or one of its variants: one GPU, several through torchrun (DDP), or 
     .venv/bin/torchrun --standalone --nproc_per_node=8 train.py configs/rotational_pos_emb.py
     python train.py configs/gpt2_xl.py --dry_run      # memory per GPU, fit, hours and dollars; nothing trained
 
-A config file is flat Python assignments (`max_lr = 1.8e-3`) over the defaults of TrainConfig below;
+A config file is flat Python assignments (`max_lr = 1.8e-3`) over the defaults of TrainConfig (config.py);
 `--key=value` overrides it. Re-running the same command resumes from out_dir/ckpt.pt. SIGTERM or
 Ctrl-C finishes the current step, writes the checkpoint and exits 130/143 (128 + the signal), so that
 a Makefile or a job script stops there; a run that reached max_steps exits 0. With parallelism="fsdp" the
@@ -18,16 +18,12 @@ import time
 LAUNCH_TIME = time.time()  # before the slow imports: the cost of a run counts from its launch
 
 import argparse  # noqa: E402
-import ast  # noqa: E402
 import dataclasses  # noqa: E402
-import difflib  # noqa: E402
-import inspect  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
-import re  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from contextlib import nullcontext  # noqa: E402
@@ -42,162 +38,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 import distributed  # noqa: E402
 import estimate  # noqa: E402
 
+from config import TrainConfig, field_comments, load_config  # noqa: E402
 from data import ShardLoader, atomic_write  # noqa: E402
-from model import GPT, GPTConfig, gpt_config_from_dict, gpu_peak_flops, read_checkpoint  # noqa: E402
+from model import GPT, gpt_config_from_dict, gpu_peak_flops, read_checkpoint  # noqa: E402
 from muon import configure_muon  # noqa: E402
 from multiple_choice import evaluate, load_examples  # noqa: E402
 from tokenizer import get_encoding, EOT_TOKEN  # noqa: E402
-
-
-@dataclass
-class TrainConfig(GPTConfig):
-    """Every training key; the model's keys (GPTConfig's fields, validated there) come first."""
-    out_dir: str = "out/baseline"  # checkpoint, log.jsonl and config.json; rerunning resumes from it
-    data_dir: str = "data/fineweb_edu"  # token shards written by prepare_data.py
-    init_from: str = "scratch"  # "scratch", or a GPT-2 Hugging Face id / local transformers directory
-    # batch: micro-batch of batch_size x block_size tokens, accumulated up to total_batch_size tokens per step
-    batch_size: int = 64  # sequences per micro-batch on each GPU; lower it if memory runs out (steps stay the same)
-    total_batch_size: int = 524288  # tokens per optimizer step: 2**19, GPT-3 paper's 0.5M for 125M models
-    # optimisation
-    max_steps: int = 5722  # optimizer steps: 3.0B tokens at 524,288 tokens per step
-    max_lr: float = 6e-4  # peak learning rate of AdamW (with muon: of the head and the gains)
-    min_lr_ratio: float = 0.1  # the schedule ends at max_lr * min_lr_ratio
-    warmup_steps: int = 715  # steps of linear warmup from max_lr/warmup_steps to max_lr
-    lr_schedule: str = "cosine"  # "cosine", or "wsd": warmup, constant, then linear decay
-    wsd_decay_fraction: float = 0.2  # wsd: the last fraction of max_steps decays linearly
-    weight_decay: float = 0.1  # decoupled weight decay of the 2-D weights (AdamW's and Muon's)
-    beta1: float = 0.9  # AdamW's first-moment decay
-    beta2: float = 0.95  # AdamW's second-moment decay
-    grad_clip: float = 1.0  # clip the gradient norm to this; 0 turns clipping off
-    optimizer: str = "adamw"  # "adamw"; "muon": Muon for the blocks' matrices, AdamW at max_lr for the rest (muon.py)
-    muon_lr: float = 0.02  # muon: the peak learning rate of the Muon matrices, scheduled like max_lr
-    muon_momentum: float = 0.95  # muon: Nesterov momentum of Muon
-    muon_momentum_warmup_steps: int = 0  # muon: > 0: the momentum rises linearly from 0.85 to muon_momentum over these steps
-    attn_window_start: int = 0  # > 0 with attn_window: the window grows linearly from this to attn_window over the run
-    embedding_lr: float = 6e-4  # muon: the AdamW peak learning rate of an untied input embedding and position table
-    # evaluation, logging, checkpoints
-    eval_interval: int = 250  # steps between validation losses (and benchmarks)
-    eval_tokens: int = 10485760  # validation loss on this many tokens from the start of the val shards
-    # zero-shot benchmarks at every eval: "" skips, "hf" streams the Hugging Face copy, else a local .jsonl
-    csqa_data: str = ""  # CommonsenseQA ("", "hf" or a .jsonl), logged as csqa_acc in csqa_format
-    csqa_format: str = "plain"  # plain: golark/train_gpt's protocol (GPT-2 124M: 28.26%); cloze or mc (eval_commonsense_qa.py)
-    hellaswag_data: str = ""  # HellaSwag ("", "hf" or a .jsonl), logged as hellaswag_acc_norm
-    eval_limit: int = 1000  # questions per benchmark (the first ones; 0: all)
-    log_interval: int = 10  # steps between log lines; the only steps that wait for the GPU
-    ckpt_interval: int = 500  # steps between checkpoints (and always at the end and on SIGTERM)
-    sample_prompt: str = "Hello, I'm a language model,"  # the text continued at the end of training
-    sample_tokens: int = 64  # tokens sampled after sample_prompt at the end; 0: none
-    wandb_project: str = ""  # log to Weights & Biases too when set and wandb is installed
-    # system
-    seed: int = 1337  # initial weights and data order follow from it
-    device: str = "auto"  # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1", ...
-    dtype: str = "bfloat16"  # autocast dtype on CUDA and CPU; "float32" turns autocast off
-    compile: bool = True  # torch.compile the model (minutes at start, faster steps)
-    gpu_hourly_cost: float = 3.0  # dollars per GPU-hour: cost = wall-clock hours since launch x GPUs x this
-    parallelism: str = "ddp"  # "ddp": each GPU holds the whole model; "fsdp": weights, grads, optimizer sharded (FSDP2)
-    activation_checkpointing: bool = False  # recompute each block in the backward: far less memory, ~1/3 more compute
-    assumed_mfu: float = 0.4  # --dry_run: the model FLOPs utilisation its hours and dollars assume
-    peak_flops: float = 0.0  # the GPU's peak FLOP/s for MFU; 0: by its name (H100, H200, A100 bf16 dense), else no MFU
-
-    def __post_init__(self):
-        super().__post_init__()
-        choices = {"lr_schedule": ("cosine", "wsd"), "dtype": ("bfloat16", "float32"), "optimizer": ("adamw", "muon"),
-                   "parallelism": ("ddp", "fsdp")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"config: {key} must be one of {allowed}, got {getattr(self, key)!r}")
-        positive = ("batch_size", "total_batch_size", "max_steps", "eval_interval", "log_interval", "ckpt_interval", "max_lr",
-                    "muon_lr", "embedding_lr")
-        for key in positive:
-            if getattr(self, key) <= 0:
-                raise ValueError(f"config: {key} must be positive, got {getattr(self, key)}")
-        if not 0 <= self.min_lr_ratio <= 1 or not 0 < self.wsd_decay_fraction <= 1:
-            raise ValueError("config: min_lr_ratio must be in [0, 1] and wsd_decay_fraction in (0, 1]")
-        if not 0 < self.assumed_mfu <= 1:
-            raise ValueError(f"config: assumed_mfu must be in (0, 1], got {self.assumed_mfu}")
-        if self.muon_momentum_warmup_steps < 0 or self.attn_window_start < 0:
-            raise ValueError("config: muon_momentum_warmup_steps and attn_window_start must be 0 (off) or positive")
-        if self.attn_window_start and not 0 < self.attn_window_start <= self.attn_window:
-            raise ValueError(f"config: attn_window_start={self.attn_window_start} grows the window to attn_window, "
-                             f"which must be at least as large (got attn_window={self.attn_window})")
-        if self.peak_flops < 0:
-            raise ValueError(f"config: peak_flops must be 0 (from the GPU's name) or the GPU's FLOP/s, got {self.peak_flops}")
-
-    def model_config(self):
-        return GPTConfig(**{f.name: getattr(self, f.name) for f in fields(GPTConfig)})
-
-
-# -----------------------------------------------------------------------------
-# config loading: flat `key = literal` files, then --key=value overrides, both checked against TrainConfig
-
-def parse_config_file(path):
-    """{key: value} from a file of `key = literal` lines; anything else is an error naming the line."""
-    if os.path.isdir(path):
-        raise ValueError(f"config file {path} is a directory; pass a file such as configs/baseline.py")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path} does not exist; see configs/ for the variants")
-    try:
-        with open(path, encoding="utf-8") as f:
-            tree = ast.parse(f.read(), filename=path)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
-                         f"a config is `key = value` lines") from None
-    except SyntaxError as e:
-        raise ValueError(f"{path}:{e.lineno}: syntax error ({e.msg}); a config is `key = value` lines") from None
-    values = {}
-    for node in tree.body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            continue  # a docstring
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise ValueError(f"{path}:{node.lineno}: only `key = value` assignments are allowed in a config file")
-        try:
-            values[node.targets[0].id] = ast.literal_eval(node.value)
-        except ValueError:
-            raise ValueError(f"{path}:{node.lineno}: the value of {node.targets[0].id} must be a literal "
-                             f"(a number, string or True/False), not an expression") from None
-    return values
-
-
-def parse_override(field, text):
-    """The text of a --key=value override as the field's type."""
-    if field.type is bool:
-        if text.lower() in ("true", "1"):
-            return True
-        if text.lower() in ("false", "0"):
-            return False
-        raise ValueError(f"--{field.name} takes True or False, got {text!r}")
-    try:
-        return field.type(text)
-    except ValueError:
-        raise ValueError(f"--{field.name} takes a {field.type.__name__}, got {text!r}") from None
-
-
-def load_config(path=None, overrides=()):
-    """TrainConfig from a config file and `--key=value` overrides, every key and type checked."""
-    known = {f.name: f for f in fields(TrainConfig)}
-
-    def check_key(key):
-        if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            raise ValueError(f"unknown config key {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else
-                                                               "; `python train.py --help` lists the keys"))
-    values = parse_config_file(path) if path else {}
-    for key, value in values.items():
-        check_key(key)
-        expected = known[key].type
-        ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise ValueError(f"{path}: {key} must be a {expected.__name__}, got {value!r}")
-        values[key] = value
-    for override in overrides:
-        if not override.startswith("--") or "=" not in override:
-            raise ValueError(f"cannot parse {override!r}: overrides are written --key=value")
-        key, text = override[2:].split("=", 1)
-        check_key(key)
-        values[key] = parse_override(known[key], text)
-    return TrainConfig(**values)
 
 
 # -----------------------------------------------------------------------------
@@ -396,18 +242,6 @@ STOP_CHECK_INTERVAL = 10
 
 # -----------------------------------------------------------------------------
 
-def field_comments(cls):
-    """{field name: its comment} from the dataclasses' source, the one place the keys are explained (for --help)."""
-    comments = {}
-    for klass in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(klass):
-            for line in inspect.getsource(klass).splitlines():
-                match = re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line)
-                if match:
-                    comments[match.group(1)] = match.group(2)
-    return comments
-
-
 def main(argv=None):
     comments = field_comments(TrainConfig)
     parser = argparse.ArgumentParser(
@@ -516,237 +350,333 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def run(cfg, device, rank, world_size, stop):
-    fsdp = cfg.parallelism == "fsdp"  # sharded checkpoints (out_dir/ckpt) even in one process, to resume anywhere
-    sharded = fsdp and world_size > 1  # in one process FSDP has nothing to shard: the plain model
-    ddp = world_size > 1 and not fsdp
-    device_type = torch.device(device).type
-    master = rank == 0
-    log = print if master else (lambda *a, **k: None)
+# -----------------------------------------------------------------------------
+# one run, in the order it happens: set-up (parallelism, model and optimizer, data, out_dir), the step loop,
+# evaluation, logs and checkpoints at their intervals, the end. What these parts share is one Run.
 
+@dataclass
+class Run:
+    """The state of one training run: made by set_up_run, stepped by run, read by the parts in between."""
+    cfg: TrainConfig
+    device: str
+    rank: int
+    world_size: int
+    stop: StopFlag
+    fsdp: bool  # sharded checkpoints (out_dir/ckpt) even in one process, to resume anywhere
+    sharded: bool  # fsdp over several processes; in one, FSDP has nothing to shard: the plain model
+    ddp: bool
+    tokens_per_micro_step: int
+    grad_accum_steps: int
+    ckpt_path: str
+    log_path: str
+    raw_model: GPT = None  # the unwrapped module: its state_dict has no _orig_mod./module. prefix
+    model: torch.nn.Module = None  # what the steps call: raw_model, DDP-wrapped and compiled where asked
+    optimizer: torch.optim.Optimizer = None
+    train_loader: ShardLoader = None
+    val_loader: ShardLoader = None
+    benchmarks: dict = None  # {log key: (examples, metric)}; every rank scores its share
+    autocast: object = None
+    wandb_run: object = None
+    peak_flops: float = None  # None: MFU is not reported
+    graphs_before: int = 0  # compiled graphs before the first step: a rise after it is a recompile
+    step: int = 0
+    tokens_seen: int = 0
+    wall_seconds_before: float = 0.0  # elapsed_seconds of the runs before this resume
+    train_seconds: float = 0.0
+    last_checkpoint_step: int = None
+    val_loss: float = None
+    history: list = dataclasses.field(default_factory=list)  # (step, loss, grad norm) since the last check, on the device
+    timer: "StepTimer" = None
+    first_step_seconds: float = None  # this process's first step (compiling), until a log line reports it
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+    def log(self, *args):
+        if self.master:
+            print(*args)
+
+    def elapsed_seconds(self):  # wall-clock since this run's first launch: start-up, compiling, evals, checkpoints too
+        return self.wall_seconds_before + time.time() - LAUNCH_TIME
+
+    def dollars(self):
+        return self.elapsed_seconds() / 3600 * self.cfg.gpu_hourly_cost * self.world_size
+
+
+def run(cfg, device, rank, world_size, stop):
+    """Set up, then step until max_steps or a requested stop: evaluation every eval_interval steps, a log line
+    every log_interval, a checkpoint every ckpt_interval and on the stop. Only those steps wait for the device."""
+    r = set_up_run(cfg, device, rank, world_size, stop)
+    start_step = r.step
+    while True:
+        if cfg.attn_window_start:  # a growing window: the step's, for its evaluation too; a tensor: no recompile
+            r.raw_model.attn_window.fill_(attention_window(r.step, cfg))
+        if r.step % cfg.eval_interval == 0 or r.step >= cfg.max_steps:
+            evaluate_and_log(r)
+        if r.step >= cfg.max_steps:  # a checkpoint past a lowered max_steps stops here too
+            break
+
+        lr = learning_rate(r.step, cfg)
+        for group in r.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # muon: each group's peak over max_lr
+            if "momentum" in group:  # Muon's groups (AdamW's have betas)
+                group["momentum"] = muon_momentum(r.step, cfg)
+        loss, grad_norm = train_step(r.model, r.optimizer, r.train_loader.next_batch, r.grad_accum_steps, device,
+                                     r.autocast, cfg.grad_clip, r.ddp, fsdp=r.sharded)
+        r.step += 1
+        r.tokens_seen += cfg.total_batch_size
+        r.history.append((r.step, loss, grad_norm))
+        r.timer.steps += 1
+        if r.step == start_step + 1:
+            # this process's first step compiles the training graph (and warms up the GPU): timed apart, so that
+            # tok_per_s, mfu and train_seconds are the steady rate, as nanoGPT's; elapsed_seconds and dollars keep it
+            r.first_step_seconds = r.timer.discard_interval()
+
+        log_now = r.step % cfg.log_interval == 0 or r.step == cfg.max_steps
+        checkpoint_step = r.step % cfg.ckpt_interval == 0 or r.step == cfg.max_steps
+        stop_now = stop_agreed(r, checkpoint_step)
+        if not (log_now or checkpoint_step or stop_now):
+            continue  # no wait for the device: the CPU queues the next step at once
+
+        r.timer.pause()  # waits for the device, so the times below are real
+        last = r.history[-1]
+        check_history(r)
+        if log_now:
+            log_progress(r, lr, last)
+        r.train_seconds = r.timer.total
+        if checkpoint_step or stop_now:
+            checkpoint_now(r)
+            r.last_checkpoint_step = r.step
+        r.timer.resume()
+        if stop_now:
+            r.log(f"stopped at step {r.step}; checkpoint in {r.ckpt_path}; run the same command to resume")
+            break
+    return finish(r)
+
+
+# --- set-up: parallelism, the model and optimizer, data, out_dir
+
+def set_up_run(cfg, device, rank, world_size, stop):
+    """The Run, resumed from its checkpoint when there is one; nothing is written to out_dir until everything
+    before that has been checked (a failed command never changes a finished run's files)."""
+    fsdp = cfg.parallelism == "fsdp"
     tokens_per_micro_step = cfg.batch_size * cfg.block_size * world_size
     if cfg.total_batch_size % tokens_per_micro_step != 0:
         raise ValueError(f"total_batch_size={cfg.total_batch_size} must be a multiple of batch_size*block_size*GPUs "
                          f"= {cfg.batch_size}*{cfg.block_size}*{world_size}; change batch_size or total_batch_size")
-    grad_accum_steps = cfg.total_batch_size // tokens_per_micro_step
-
-    # --- resume, or start fresh; nothing is written to out_dir until everything below has been checked
-    ckpt_path = os.path.join(cfg.out_dir, "ckpt" if fsdp else "ckpt.pt")
-    checkpoint = read_any_checkpoint(ckpt_path, fsdp)
+    r = Run(cfg, device, rank, world_size, stop, fsdp=fsdp, sharded=fsdp and world_size > 1,
+            ddp=world_size > 1 and not fsdp, tokens_per_micro_step=tokens_per_micro_step,
+            grad_accum_steps=cfg.total_batch_size // tokens_per_micro_step,
+            ckpt_path=os.path.join(cfg.out_dir, "ckpt" if fsdp else "ckpt.pt"),
+            log_path=os.path.join(cfg.out_dir, "log.jsonl"))
+    checkpoint = read_any_checkpoint(r.ckpt_path, fsdp)
     if checkpoint is not None:
-        check_resumable(checkpoint, cfg, ckpt_path)
+        check_resumable(checkpoint, cfg, r.ckpt_path)
+    set_up_model_and_data(r, checkpoint)
+    if checkpoint is not None:
+        restore(r, checkpoint)
+    r.benchmarks = load_benchmarks(cfg)
+
+    # --- the run starts: now out_dir may be written
+    if r.master:
+        make_out_dir(cfg.out_dir)
+        config_record = {**dataclasses.asdict(cfg), "hardware": describe_hardware(torch.device(device).type, world_size)}
+        with atomic_write(os.path.join(cfg.out_dir, "config.json")) as f:  # what the plots label the run with
+            f.write(json.dumps(config_record, indent=2).encode())
+        if checkpoint is not None:
+            r.log(f"resuming from {r.ckpt_path} at step {r.step} ({r.tokens_seen:,} tokens seen)")
+            drop_log_records_after(r.log_path, r.step)  # a resumed run re-logs the steps after its checkpoint
+    r.log("config:", json.dumps(dataclasses.asdict(cfg)))
+    wrap_for_training(r)
+    r.wandb_run = start_wandb(cfg) if r.master and cfg.wandb_project else None
+    r.peak_flops = peak_flops_of(cfg, device)
+    if torch.device(device).type == "cuda" and r.peak_flops is None:
+        r.log(f"MFU not reported: no peak FLOP/s known for {torch.cuda.get_device_name(device)}; set --peak_flops")
+    r.log(f"{r.raw_model.num_params():,} parameters | {r.grad_accum_steps} micro-steps of {cfg.batch_size}x"
+          f"{cfg.block_size} tokens x {world_size} process(es) per step | device {device} | "
+          f"{max(0, cfg.max_steps - r.step)} steps to go")
+    r.last_checkpoint_step = r.step if checkpoint is not None else None
+    r.timer = StepTimer(device, r.train_seconds)
+    return r
+
+
+def set_up_model_and_data(r, checkpoint):
+    """The model (sharded under FSDP), its optimizer and the two loaders, seeded alike on every rank."""
+    cfg, device_type = r.cfg, torch.device(r.device).type
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     if device_type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls that remain
-    model = build_model(cfg, checkpoint).to(device)
-    model.activation_checkpointing = cfg.activation_checkpointing
-    if sharded:  # bfloat16 weights gathered for compute, float32 gradient reduction and optimizer
-        distributed.shard_model(model, param_dtype=torch.bfloat16 if cfg.dtype == "bfloat16" else None,
+    r.raw_model = build_model(cfg, checkpoint).to(r.device)
+    r.raw_model.activation_checkpointing = cfg.activation_checkpointing
+    if r.sharded:  # bfloat16 weights gathered for compute, float32 gradient reduction and optimizer
+        distributed.shard_model(r.raw_model, param_dtype=torch.bfloat16 if cfg.dtype == "bfloat16" else None,
                                 compile_blocks=cfg.compile)
-    optimizer = build_optimizer(model, cfg, device_type)  # after sharding: it holds the sharded parameters
-    vocab_size = model.config.vocab_size
-    train_loader = ShardLoader(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, rank, world_size, vocab_size)
-    val_loader = ShardLoader(cfg.data_dir, "val", cfg.batch_size, cfg.block_size, rank, world_size, vocab_size)
-    start_step, tokens_seen, wall_seconds_before, train_seconds = 0, 0, 0.0, 0.0
-    if checkpoint is not None:
-        if fsdp:  # DCP reshards to this run's number of processes
-            distributed.load_sharded_checkpoint(ckpt_path, model, optimizer)
-        else:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        train_loader.load_state_dict(checkpoint["train_loader"])
-        set_rng_state(checkpoint["rng"], device)
-        start_step, tokens_seen = checkpoint["step"], checkpoint["tokens"]
-        wall_seconds_before = checkpoint["elapsed_seconds"]
-        train_seconds = checkpoint.get("train_seconds", wall_seconds_before)  # older checkpoints: step time only
-    benchmarks = load_benchmarks(cfg)  # {log key: (examples, metric)}; every rank scores its share
+    r.optimizer = build_optimizer(r.raw_model, cfg, device_type)  # after sharding: it holds the sharded parameters
+    vocab_size = r.raw_model.config.vocab_size
+    r.train_loader = ShardLoader(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, r.rank, r.world_size, vocab_size)
+    r.val_loader = ShardLoader(cfg.data_dir, "val", cfg.batch_size, cfg.block_size, r.rank, r.world_size, vocab_size)
 
-    # --- the run starts: now out_dir may be written
-    log_path = os.path.join(cfg.out_dir, "log.jsonl")
-    if master:
-        make_out_dir(cfg.out_dir)
-        config_record = {**dataclasses.asdict(cfg), "hardware": describe_hardware(device_type, world_size)}
-        with atomic_write(os.path.join(cfg.out_dir, "config.json")) as f:  # what the plots label the run with
-            f.write(json.dumps(config_record, indent=2).encode())
-        if checkpoint is not None:
-            log(f"resuming from {ckpt_path} at step {start_step} ({tokens_seen:,} tokens seen)")
-            drop_log_records_after(log_path, start_step)  # a resumed run re-logs the steps after its checkpoint
-    log("config:", json.dumps(dataclasses.asdict(cfg)))
-    raw_model = model  # the unwrapped module: its state_dict has no _orig_mod./module. prefix
-    if ddp:
+
+def restore(r, checkpoint):
+    """Weights, optimizer, data position, random state and counters from the checkpoint."""
+    if r.fsdp:  # DCP reshards to this run's number of processes
+        distributed.load_sharded_checkpoint(r.ckpt_path, r.raw_model, r.optimizer)
+    else:
+        r.raw_model.load_state_dict(checkpoint["model"])
+        r.optimizer.load_state_dict(checkpoint["optimizer"])
+    r.train_loader.load_state_dict(checkpoint["train_loader"])
+    set_rng_state(checkpoint["rng"], r.device)
+    r.step, r.tokens_seen = checkpoint["step"], checkpoint["tokens"]
+    r.wall_seconds_before = checkpoint["elapsed_seconds"]
+    r.train_seconds = checkpoint.get("train_seconds", r.wall_seconds_before)  # older checkpoints: step time only
+
+
+def wrap_for_training(r):
+    """r.model: DDP around the model, torch.compile around that; the autocast context of the steps."""
+    cfg, device_type = r.cfg, torch.device(r.device).type
+    r.model = r.raw_model
+    if r.ddp:
         # broadcast_buffers=False: the only buffers are the RoPE tables, derived from the config on every rank
-        model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None,
-                    broadcast_buffers=False)
-    if cfg.compile and not sharded:  # sharded: shard_model compiled each block
+        r.model = DDP(r.model, device_ids=[torch.device(r.device).index] if device_type == "cuda" else None,
+                      broadcast_buffers=False)
+    if cfg.compile and not r.sharded:  # sharded: shard_model compiled each block
         # compiled around DDP: Dynamo's DDPOptimizer, on whenever a graph runs inside DDP's forward, splits it at
         # DDP's gradient buckets, so that each bucket's all-reduce overlaps the backward of the graphs before it
         # (one fused backward would hand DDP every gradient at its end); tests/test_compile.py sees the split
-        model = torch.compile(model)
-    graphs_before = compiled_graphs() if cfg.compile else 0
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
-    wandb_run = start_wandb(cfg) if master and cfg.wandb_project else None
+        r.model = torch.compile(r.model)
+    r.graphs_before = compiled_graphs() if cfg.compile else 0
+    r.autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
 
-    def elapsed_seconds():  # wall-clock since this run's first launch: start-up, compiling, evals, checkpoints too
-        return wall_seconds_before + time.time() - LAUNCH_TIME
 
-    def dollars():
-        return elapsed_seconds() / 3600 * cfg.gpu_hourly_cost * world_size
+# --- the loop's parts: stopping, evaluation, logs, checkpoints
 
-    def write_log(record):
-        if master:
-            try:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            except OSError as e:
-                raise OSError(f"could not append to {log_path} ({e.strerror or e}); the checkpoint {ckpt_path} is "
-                              f"intact: free some disk space and rerun the same command to resume") from None
-            if wandb_run:
-                wandb_run.log(record, step=record["step"])
+def stop_agreed(r, checkpoint_step):
+    """Whether to stop after this step: SIGTERM/SIGINT seen. Under several processes every rank must stop at the
+    same step: they agree every few steps (an all-reduce, so a wait for the device) and on checkpoint steps."""
+    if r.world_size == 1:
+        return r.stop.requested
+    if r.step % STOP_CHECK_INTERVAL != 0 and not checkpoint_step:
+        return False
+    flag = torch.tensor(float(r.stop.requested), device=r.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
-    def evaluate_val_loss():
-        model.eval()
-        val_loader.reset()
-        # never more than one pass over the val shards: repeating tokens would only reweight them
-        eval_steps = max(1, min(cfg.eval_tokens // tokens_per_micro_step, val_loader.steps_per_epoch))
-        total = torch.zeros((), device=device)
-        with torch.no_grad():
-            for _ in range(eval_steps):
-                x, y = val_loader.next_batch()
-                with autocast:
-                    total += model(x.to(device), y.to(device))[1]
-        if world_size > 1:
-            dist.all_reduce(total, op=dist.ReduceOp.AVG)
-        model.train()
-        return total.item() / eval_steps
 
-    def checkpoint_now(step):
-        state = {"model_config": dataclasses.asdict(raw_model.config), "train_config": dataclasses.asdict(cfg),
-                 "step": step, "tokens": tokens_seen, "elapsed_seconds": elapsed_seconds(),
-                 "train_seconds": train_seconds, "train_loader": train_loader.state_dict(), "rng": rng_state(device)}
-        if fsdp:  # every rank writes its shards
-            distributed.save_sharded_checkpoint(ckpt_path, raw_model, optimizer, state)
-        elif master:
-            save_checkpoint(ckpt_path, {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), **state})
+def check_history(r):
+    """Stop on a non-finite loss or gradient norm before anything of it is evaluated or saved."""
+    diverged = first_nonfinite(r.history) if r.history else None
+    r.history = []
+    if diverged is not None:
+        kept = (f"{r.ckpt_path} (step {r.last_checkpoint_step}) is kept" if r.last_checkpoint_step is not None
+                else "no checkpoint had been written yet")
+        raise Diverged(f"the run diverged at step {diverged[0]}: loss {diverged[1]}, gradient norm {diverged[2]}; "
+                       f"nothing after it was saved and {kept}; lower max_lr (or raise warmup_steps) and rerun")
 
-    peak_flops = peak_flops_of(cfg, device)
-    if device_type == "cuda" and peak_flops is None:
-        log(f"MFU not reported: no peak FLOP/s known for {torch.cuda.get_device_name(device)}; set --peak_flops")
-    log(f"{raw_model.num_params():,} parameters | {grad_accum_steps} micro-steps of {cfg.batch_size}x{cfg.block_size} "
-        f"tokens x {world_size} process(es) per step | device {device} | {max(0, cfg.max_steps - start_step)} steps to go")
-    step = start_step
-    last_checkpoint_step = start_step if checkpoint is not None else None
-    val_loss = None
-    history = []  # (step, loss, grad norm) since the last check, still on the device: read only when checked
-    timer = StepTimer(device, train_seconds)
-    first_step_seconds = None
 
-    def check_history():
-        """Stop on a non-finite loss or gradient norm before anything of it is evaluated or saved."""
-        nonlocal history
-        diverged = first_nonfinite(history) if history else None
-        history = []
-        if diverged is not None:
-            kept = (f"{ckpt_path} (step {last_checkpoint_step}) is kept" if last_checkpoint_step is not None
-                    else "no checkpoint had been written yet")
-            raise Diverged(f"the run diverged at step {diverged[0]}: loss {diverged[1]}, gradient norm {diverged[2]}; "
-                           f"nothing after it was saved and {kept}; lower max_lr (or raise warmup_steps) and rerun")
+def evaluate_and_log(r):
+    """Validation loss and the benchmarks at this step, logged; the step timer does not count them."""
+    r.timer.pause()
+    check_history(r)
+    r.val_loss = evaluate_val_loss(r)
+    record = {"step": r.step, "tokens": r.tokens_seen, "val_loss": r.val_loss}
+    for key, (examples, metric) in r.benchmarks.items():  # on the raw model, a share on every rank
+        # (sharded: every rank runs every forward, whose weights are gathered from all of them); eager, as
+        # the compiled blocks of a sharded model would recompile for the questions' every length
+        with torch.compiler.set_stance("force_eager"):
+            record[key] = benchmark_accuracy(r.raw_model, examples, metric, r.device, r.cfg.batch_size,
+                                             *((0, 1) if r.sharded else (r.rank, r.world_size)))
+    r.log(f"step {r.step:5d} | " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
+                                             if k not in ("step", "tokens")))
+    write_log(r, record)
+    r.timer.resume()
 
-    while True:
-        if cfg.attn_window_start:  # a growing window: the step's, for its evaluation too; a tensor: no recompile
-            raw_model.attn_window.fill_(attention_window(step, cfg))
-        if step % cfg.eval_interval == 0 or step >= cfg.max_steps:
-            timer.pause()
-            check_history()
-            val_loss = evaluate_val_loss()
-            record = {"step": step, "tokens": tokens_seen, "val_loss": val_loss}
-            for key, (examples, metric) in benchmarks.items():  # on the raw model, a share on every rank
-                # (sharded: every rank runs every forward, whose weights are gathered from all of them); eager, as
-                # the compiled blocks of a sharded model would recompile for the questions' every length
-                with torch.compiler.set_stance("force_eager"):
-                    record[key] = benchmark_accuracy(raw_model, examples, metric, device, cfg.batch_size,
-                                                     *((0, 1) if sharded else (rank, world_size)))
-            log(f"step {step:5d} | " + " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
-                                                 if k not in ("step", "tokens")))
-            write_log(record)
-            timer.resume()
-        if step >= cfg.max_steps:  # a checkpoint past a lowered max_steps stops here too
-            break
 
-        lr = learning_rate(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # muon: each group's peak over max_lr
-            if "momentum" in group:  # Muon's groups (AdamW's have betas)
-                group["momentum"] = muon_momentum(step, cfg)
-        loss, grad_norm = train_step(model, optimizer, train_loader.next_batch, grad_accum_steps, device, autocast,
-                                     cfg.grad_clip, ddp, fsdp=sharded)
-        step += 1
-        tokens_seen += cfg.total_batch_size
-        history.append((step, loss, grad_norm))
-        timer.steps += 1
-        if step == start_step + 1:
-            # this process's first step compiles the training graph (and warms up the GPU): timed apart, so that
-            # tok_per_s, mfu and train_seconds are the steady rate, as nanoGPT's; elapsed_seconds and dollars keep it
-            first_step_seconds = timer.discard_interval()
+def evaluate_val_loss(r):
+    r.model.eval()
+    r.val_loader.reset()
+    # never more than one pass over the val shards: repeating tokens would only reweight them
+    eval_steps = max(1, min(r.cfg.eval_tokens // r.tokens_per_micro_step, r.val_loader.steps_per_epoch))
+    total = torch.zeros((), device=r.device)
+    with torch.no_grad():
+        for _ in range(eval_steps):
+            x, y = r.val_loader.next_batch()
+            with r.autocast:
+                total += r.model(x.to(r.device), y.to(r.device))[1]
+    if r.world_size > 1:
+        dist.all_reduce(total, op=dist.ReduceOp.AVG)
+    r.model.train()
+    return total.item() / eval_steps
 
-        log_now = step % cfg.log_interval == 0 or step == cfg.max_steps
-        checkpoint_step = step % cfg.ckpt_interval == 0 or step == cfg.max_steps
-        stop_now = stop.requested
-        if world_size > 1:  # every rank must stop at the same step: agree every few steps, at the cost of a wait
-            stop_now = False
-            if step % STOP_CHECK_INTERVAL == 0 or checkpoint_step:
-                flag = torch.tensor(float(stop.requested), device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop_now = bool(flag.item())
-        if not (log_now or checkpoint_step or stop_now):
-            continue  # no wait for the device: the CPU queues the next step at once
 
-        timer.pause()  # waits for the device, so the times below are real
-        last = history[-1]
-        check_history()
-        if log_now:
-            seconds, steps = timer.take_interval()
-            # None while only the first step has run: its time is compilation, not a rate
-            tok_per_s = steps * cfg.total_batch_size / seconds if steps else None
-            mfu = mfu_causal = None
-            if steps and peak_flops:  # both ways: nanoGPT's FLOPs (causal attention's masked half counted), and not
-                mfu = raw_model.estimate_mfu(tok_per_s / world_size, peak_flops)
-                mfu_causal = raw_model.estimate_mfu(tok_per_s / world_size, peak_flops, causal=True)
-            train_loss, norm = last[1].item(), last[2].item()
-            speed_text = (f"{seconds / steps * 1000:.0f} ms | {tok_per_s:,.0f} tok/s" if steps else
-                          f"first step {first_step_seconds:.1f} s (compiling)")
-            if mfu is not None:
-                speed_text += f" | MFU {mfu * 100:.1f}% ({mfu_causal * 100:.1f}% causal)"
-            log(f"step {step:5d}/{cfg.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | norm {norm:.3f} | "
-                f"{speed_text} | ${dollars():.2f}")
-            record = {"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "grad_norm": norm,
-                      "tok_per_s": tok_per_s, "mfu": mfu, "mfu_causal": mfu_causal, "elapsed_seconds": elapsed_seconds(),
-                      "train_seconds": timer.total, "dollars": dollars()}
-            if first_step_seconds is not None:  # the first log line of this process says what its first step took
-                record["first_step_seconds"], first_step_seconds = first_step_seconds, None
-            if cfg.compile:  # steady after the first step (train and eval graphs); a rise is a recompile
-                record["compiled_graphs"] = compiled_graphs() - graphs_before
-            write_log(record)
-        train_seconds = timer.total
-        if checkpoint_step or stop_now:
-            checkpoint_now(step)
-            last_checkpoint_step = step
-        timer.resume()
-        if stop_now:
-            log(f"stopped at step {step}; checkpoint in {ckpt_path}; run the same command to resume")
-            break
+def log_progress(r, lr, last):
+    """The log line and log.jsonl record of the steps since the last one: loss, speed, MFU, dollars."""
+    cfg = r.cfg
+    seconds, steps = r.timer.take_interval()
+    # None while only the first step has run: its time is compilation, not a rate
+    tok_per_s = steps * cfg.total_batch_size / seconds if steps else None
+    mfu = mfu_causal = None
+    if steps and r.peak_flops:  # both ways: nanoGPT's FLOPs (causal attention's masked half counted), and not
+        mfu = r.raw_model.estimate_mfu(tok_per_s / r.world_size, r.peak_flops)
+        mfu_causal = r.raw_model.estimate_mfu(tok_per_s / r.world_size, r.peak_flops, causal=True)
+    train_loss, norm = last[1].item(), last[2].item()
+    speed_text = (f"{seconds / steps * 1000:.0f} ms | {tok_per_s:,.0f} tok/s" if steps else
+                  f"first step {r.first_step_seconds:.1f} s (compiling)")
+    if mfu is not None:
+        speed_text += f" | MFU {mfu * 100:.1f}% ({mfu_causal * 100:.1f}% causal)"
+    r.log(f"step {r.step:5d}/{cfg.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | norm {norm:.3f} | "
+          f"{speed_text} | ${r.dollars():.2f}")
+    record = {"step": r.step, "tokens": r.tokens_seen, "train_loss": train_loss, "lr": lr, "grad_norm": norm,
+              "tok_per_s": tok_per_s, "mfu": mfu, "mfu_causal": mfu_causal, "elapsed_seconds": r.elapsed_seconds(),
+              "train_seconds": r.timer.total, "dollars": r.dollars()}
+    if r.first_step_seconds is not None:  # the first log line of this process says what its first step took
+        record["first_step_seconds"], r.first_step_seconds = r.first_step_seconds, None
+    if cfg.compile:  # steady after the first step (train and eval graphs); a rise is a recompile
+        record["compiled_graphs"] = compiled_graphs() - r.graphs_before
+    write_log(r, record)
 
-    if step >= cfg.max_steps:
-        log(f"done: {step} steps, {tokens_seen:,} tokens, final val loss {val_loss:.4f}, "
-            f"{elapsed_seconds() / 60:.1f} min since launch ({timer.total / 60:.1f} of them training steps), "
-            f"${dollars():.2f}")
-        if cfg.sample_tokens > 0 and (master or sharded):  # sharded: every rank takes part in each forward
+
+def write_log(r, record):
+    if not r.master:
+        return
+    try:
+        with open(r.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise OSError(f"could not append to {r.log_path} ({e.strerror or e}); the checkpoint {r.ckpt_path} is "
+                      f"intact: free some disk space and rerun the same command to resume") from None
+    if r.wandb_run:
+        r.wandb_run.log(record, step=record["step"])
+
+
+def checkpoint_now(r):
+    """Everything a resume needs, at r.step: the model's and optimizer's state, the data position, RNG, counters."""
+    state = {"model_config": dataclasses.asdict(r.raw_model.config), "train_config": dataclasses.asdict(r.cfg),
+             "step": r.step, "tokens": r.tokens_seen, "elapsed_seconds": r.elapsed_seconds(),
+             "train_seconds": r.train_seconds, "train_loader": r.train_loader.state_dict(), "rng": rng_state(r.device)}
+    if r.fsdp:  # every rank writes its shards
+        distributed.save_sharded_checkpoint(r.ckpt_path, r.raw_model, r.optimizer, state)
+    elif r.master:
+        save_checkpoint(r.ckpt_path, {"model": r.raw_model.state_dict(), "optimizer": r.optimizer.state_dict(), **state})
+
+
+# --- the end
+
+def finish(r):
+    """The summary line and a sample after max_steps; 0 then, 128 + the signal after a requested stop."""
+    cfg = r.cfg
+    if r.step >= cfg.max_steps:
+        r.log(f"done: {r.step} steps, {r.tokens_seen:,} tokens, final val loss {r.val_loss:.4f}, "
+              f"{r.elapsed_seconds() / 60:.1f} min since launch ({r.timer.total / 60:.1f} of them training steps), "
+              f"${r.dollars():.2f}")
+        if cfg.sample_tokens > 0 and (r.master or r.sharded):  # sharded: every rank takes part in each forward
             with torch.compiler.set_stance("force_eager"):  # one token at a time: no graph to gain from
-                log("sample:", sample_text(raw_model, cfg, device))
-    if wandb_run:
-        wandb_run.finish()
-    return 0 if step >= cfg.max_steps else 128 + stop.signal
+                r.log("sample:", sample_text(r.raw_model, cfg, r.device))
+    if r.wandb_run:
+        r.wandb_run.finish()
+    return 0 if r.step >= cfg.max_steps else 128 + r.stop.signal
 
 
 class StepTimer:

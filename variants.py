@@ -11,8 +11,8 @@ import sys
 
 import torch
 
+from config import load_config
 from model import GPT
-from train import load_config
 
 
 def describe(config_path):

@@ -61,9 +61,9 @@ def test_mfu_is_measured_both_ways_against_a_given_peak():
     # --peak_flops stands for a GPU's on the CPU: the masked half of attention is 6LTd of 6N + 12LTd FLOPs
     row = bench_train.bench_config(bench_train.GPU_CONFIGS[0], [*bench_train.TINY, "--peak_flops=1e12"], steps=1,
                                    warmup=0)
+    from config import load_config
     from model import GPT
-    import train
-    model = GPT(train.load_config(bench_train.GPU_CONFIGS[0], bench_train.TINY).model_config())
+    model = GPT(load_config(bench_train.GPU_CONFIGS[0], bench_train.TINY).model_config())
     assert row["mfu"] == pytest.approx(model.flops_per_token() * row["tok_per_s"] / 1e12)
     assert row["mfu_causal"] / row["mfu"] == pytest.approx(model.flops_per_token(causal=True) / model.flops_per_token())
     assert row["mfu_causal"] < row["mfu"]

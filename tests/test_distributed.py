@@ -246,10 +246,11 @@ def test_fsdp_on_two_torchrun_nodes_stopped_by_sigterm_resumes_in_one_process_on
 def test_dry_run_prints_the_table_without_training(tmp_path, capsys):
     import estimate
     import train
+    from config import load_config
     config = os.path.join(os.path.dirname(distributed.__file__), "configs", "demo_cpu.py")
     assert train.main([config, "--dry_run", f"--out_dir={tmp_path / 'never'}"]) == 0
     out = capsys.readouterr().out
-    millions = estimate.count_parameters(train.load_config(config).model_config())["total"] / 1e6
+    millions = estimate.count_parameters(load_config(config).model_config())["total"] / 1e6
     assert f"{millions:,.0f}M parameters" in out and "fits 80GB" in out and out.count("fsdp") == 4
     assert not os.path.exists(tmp_path / "never")
 
@@ -281,9 +282,10 @@ def test_activation_checkpointing_gives_the_same_gradients_and_keeps_fewer_activ
         gradients.append(([p.grad for p in model.parameters()], sum(saved)))
     (plain, plain_saved), (checkpointed, checkpointed_saved) = gradients
     for a, b in zip(plain, checkpointed):
-        # the same operations again: bit for bit, compiled too (measured); a recomputation that read other
-        # weights or another dropout mask would be far off
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        # the same operations again: bit for bit eager; compiled, the two graphs may fuse the recomputed ops
+        # differently (9 of 3,104 elements 6e-7 apart relatively on one machine, equal on another); a recomputation
+        # that read other weights or another dropout mask would be far off
+        torch.testing.assert_close(a, b, **(dict(atol=1e-9, rtol=1e-5) if compiled else dict(atol=0, rtol=0)))
     # the blocks' activations are recomputed, not kept: measured 137,732 of 711,684 bytes eager, 174,020 of
     # 474,180 compiled (which already keeps fewer: the partitioner recomputes cheap elementwise ops)
     assert checkpointed_saved < plain_saved / 2

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import train
+from config import TrainConfig
 from torch.nn.attention.flex_attention import BlockMask
 
 from model import EOT_TOKEN, GPT, GPTConfig
@@ -138,13 +139,13 @@ def test_the_kv_cache_gives_the_logits_of_the_whole_sequence():
 
 
 def test_the_window_grows_and_muon_momentum_warms_up_over_the_run():
-    cfg = train.TrainConfig(max_steps=100, attn_window=256, attn_window_start=64, muon_momentum_warmup_steps=30)
+    cfg = TrainConfig(max_steps=100, attn_window=256, attn_window_start=64, muon_momentum_warmup_steps=30)
     assert [train.attention_window(s, cfg) for s in (0, 50, 100)] == [64, 160, 256]
     assert [train.muon_momentum(s, cfg) for s in (0, 15, 30, 60)] == pytest.approx([0.85, 0.90, 0.95, 0.95])
-    plain = train.TrainConfig(attn_window=256)
+    plain = TrainConfig(attn_window=256)
     assert train.attention_window(7, plain) == 256 and train.muon_momentum(0, plain) == 0.95
     with pytest.raises(ValueError, match="attn_window_start"):
-        train.TrainConfig(attn_window=64, attn_window_start=128)
+        TrainConfig(attn_window=64, attn_window_start=128)
 
 
 def test_speedrun_options_train_compiled_like_eager_without_recompiling_as_the_window_grows(corpus, tmp_path):

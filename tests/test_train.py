@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import train
+from config import TrainConfig, load_config
 from model import load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,28 +113,28 @@ def test_bad_configs_fail_with_one_clear_line(argv, message, capsys):
 def test_config_file_is_checked_key_by_key(tmp_path):
     path = tmp_path / "cfg.py"
     path.write_text('# a comment\nmax_lr = 3\npos_emb = "rope"\ncompile = False\n')
-    cfg = train.load_config(str(path), ["--max_steps=7", "--compile=True"])
+    cfg = load_config(str(path), ["--max_steps=7", "--compile=True"])
     assert (cfg.max_lr, type(cfg.max_lr), cfg.pos_emb, cfg.max_steps, cfg.compile) == (3.0, float, "rope", 7, True)
     for text, message in [("max_steps = 1e3\n", "max_steps must be a int"), ("compile = 1\n", "compile must be a bool"),
                           ("max_lr = 6e-4 * 3\n", "must be a literal"), ("import os\n", "only `key = value`"),
                           ("maxsteps = 3\n", "unknown config key 'maxsteps'")]:
         path.write_text(text)
         with pytest.raises(ValueError, match=message):
-            train.load_config(str(path))
+            load_config(str(path))
 
 
 def test_every_shipped_config_loads():
     for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
-        train.load_config(os.path.join(REPO, "configs", name))
+        load_config(os.path.join(REPO, "configs", name))
 
 
 def test_learning_rate_schedules_at_every_step():
-    cosine = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.1, warmup_steps=2, max_steps=6)
+    cosine = TrainConfig(max_lr=1.0, min_lr_ratio=0.1, warmup_steps=2, max_steps=6)
     # warmup 0.5, 1; then cosine over steps 2..6 reaching 0.1 at step 6, just after the last step (5)
     expected = [0.5, 1.0] + [0.1 + 0.45 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     assert [train.learning_rate(s, cosine) for s in range(6)] == pytest.approx(expected)
     assert train.learning_rate(6, cosine) == pytest.approx(0.1)
-    wsd = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.0, warmup_steps=1, max_steps=8, lr_schedule="wsd",
+    wsd = TrainConfig(max_lr=1.0, min_lr_ratio=0.0, warmup_steps=1, max_steps=8, lr_schedule="wsd",
                             wsd_decay_fraction=0.5)
     # warmup 1 step, stable to step 3, then linear decay over steps 4..7: the last step still learns at 1/4
     assert [train.learning_rate(s, wsd) for s in range(8)] == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])

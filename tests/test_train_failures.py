@@ -1,6 +1,7 @@
 """train.py when things go wrong: no GPU, a diverging run, a full disk, bad files, signals. Each case must end
 in one clear line (never a traceback) and leave a finished run's files as they were."""
 
+import dataclasses
 import errno
 import os
 import signal
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import train
+from config import TrainConfig
 from data import write_shard
 from model import load_checkpoint
 from test_train import REPO, read_log, run
@@ -220,6 +222,6 @@ def test_help_explains_every_key_in_one_line(capsys):
         train.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for field in train.fields(train.TrainConfig):
+    for field in dataclasses.fields(TrainConfig):
         line = next(line for line in out.splitlines() if line.strip().startswith(f"{field.name} = "))
         assert len(line.split(maxsplit=3)) == 4, f"--help says nothing about {field.name}"
