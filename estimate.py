@@ -30,7 +30,9 @@ import sys
 
 import torch
 
-from model import GPT, H100_BF16_PEAK_FLOPS, Block, rope_cos_sin
+import model as model_module
+from config import load_config
+from model import GPT, H100_BF16_PEAK_FLOPS, rope_cos_sin
 
 GPU_MEMORY_BYTES = 80e9  # an H100 / A100 80 GB
 USABLE_FRACTION = 0.9
@@ -77,13 +79,19 @@ def measure_activations(model_config, lengths=(64, 128)):
     head_size = model_config.n_embd // model_config.n_head
     cos, sin = rope_cos_sin(head_size, max(lengths), model_config.rope_theta)
     block_bytes, model_bytes = [], []
-    for T in lengths:
-        x = torch.randn(1, T, model_config.n_embd, requires_grad=True)
-        rope = (cos[:T], sin[:T]) if model_config.pos_emb == "rope" else None
-        idx = torch.zeros(1, T, dtype=torch.long)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            block_bytes.append(saved_for_backward_bytes(lambda: block(x, rope), params))
-            model_bytes.append(saved_for_backward_bytes(lambda: model(idx, idx), params))
+    # a real micro-batch (tens of thousands of tokens) takes head_loss's chunked path, which saves no logits;
+    # these few tokens would take its one-chunk shortcut, which saves all of them: measure the chunked one
+    chunk_rows, model_module.LOSS_CHUNK_ROWS = model_module.LOSS_CHUNK_ROWS, min(lengths) // 2
+    try:
+        for T in lengths:
+            x = torch.randn(1, T, model_config.n_embd, requires_grad=True)
+            rope = (cos[:T], sin[:T]) if model_config.pos_emb == "rope" else None
+            idx = torch.zeros(1, T, dtype=torch.long)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                block_bytes.append(saved_for_backward_bytes(lambda: block(x, rope), params))
+                model_bytes.append(saved_for_backward_bytes(lambda: model(idx, idx), params))
+    finally:
+        model_module.LOSS_CHUNK_ROWS = chunk_rows
     span = lengths[1] - lengths[0]
     block_slope = (block_bytes[1] - block_bytes[0]) / span
     model_slope = (model_bytes[1] - model_bytes[0]) / span
@@ -190,7 +198,6 @@ def main(argv=None):
     parser.add_argument("--mfu", type=float, default=None,
                         help=f"assumed model FLOPs utilisation (default: the config's assumed_mfu, else {DEFAULT_MFU})")
     args, overrides = parser.parse_known_args(argv)
-    from train import load_config  # train.py imports this module: import it late
     try:
         gpus = [int(g) for g in args.gpus.split(",")]
         if any(g < 1 for g in gpus):

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import estimate
+import model as model_module
 from model import GPT, GPTConfig
 from muon import configure_muon, muon_parameter_groups
 from test_model import small_config
-from train import load_config
+from config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,9 +54,11 @@ def test_parameter_gradient_and_optimizer_bytes_are_the_real_allocation(override
 @pytest.mark.parametrize("overrides", [dict(), dict(pos_emb="rope", mlp="swiglu"),
                                        dict(pos_emb="rope", mlp="relu2", norm="rmsnorm", qk_norm=True,
                                             tie_embeddings=False, bias=False, logit_softcap=15.0)])
-def test_activation_estimate_matches_what_a_whole_model_keeps_for_backward(overrides):
+def test_activation_estimate_matches_what_a_whole_model_keeps_for_backward(overrides, monkeypatch):
     """Measured on one layer at 64 and 128 tokens, extrapolated to 3 layers at another batch and length:
-    the bytes a real 3-layer model keeps for its backward under bfloat16 autocast."""
+    the bytes a real 3-layer model keeps for its backward under bfloat16 autocast. Its 288 rows are more than
+    one chunk of the head's loss, as a real micro-batch's are (whose logits are then not kept)."""
+    monkeypatch.setattr(model_module, "LOSS_CHUNK_ROWS", 100)
     config = GPTConfig(**{**dict(block_size=96, vocab_size=500, n_layer=3, n_head=4, n_embd=64), **overrides})
     activations = estimate.measure_activations(config)
     activations["block_input_per_token"] = 4 * config.n_embd
