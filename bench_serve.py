@@ -5,6 +5,14 @@ slot count, 1, 4, 8 and 16 concurrent clients each streaming a completion of a 2
     make c && python bench_serve.py                          # ours alone (what `make bench_serve` runs)
     make bench_serve LLAMACPP=/tmp/llama.cpp/build           # with the peer: a directory holding bin/llama-server
     python bench_serve.py --tiny --clients 1,2 --rounds 1    # a tiny model, seconds (what the tests run)
+    python bench_serve.py --clients 16 --slots 4             # ours with 4 slots for 16 clients (choosing --parallel)
+
+The peer, built from the llama.cpp source vendored in llama-cpp-python's sdist (about 30 minutes on 2 cores):
+
+    pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /tmp && cd /tmp && tar xzf llama_cpp_python-0.3.36.tar.gz
+    cd llama_cpp_python-0.3.36/vendor/llama.cpp && cmake -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+        -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+    cmake --build build -j2 --target llama-server llama-bench     # then LLAMACPP=$PWD/build
 
 The model is GPT-2 124M's shape with random weights (speed does not depend on their values), written twice:
 our format (export.py: fp32 and q8_0) and GGUF (export_gguf.py: f32 and q8_0) for the peer. Per round, per client
@@ -22,7 +30,6 @@ import dataclasses
 import http.client
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -32,6 +39,7 @@ import time
 
 import torch
 
+import bench_c
 import export
 from bench_inference import hardware
 from data import atomic_write
@@ -72,6 +80,27 @@ def write_models(out_dir, shape, with_gguf):
             paths[("llama.cpp", dtype)] = os.path.join(out_dir, f"model_{gguf_type}.gguf")
             export_gguf.export(ckpt, paths[("llama.cpp", dtype)], gguf_type)
     return paths
+
+
+def single_stream(engine, path, threads, peer_dir, ours_binary, prompt_len, new_tokens):
+    """{row: tokens/s} of one stream, one run per row: c/gpt --bench (read by bench_c.py) or llama-bench, whose
+    pp/tg tests are these rows (-d: the tokens already in the cache when its tg starts)."""
+    rows = {f"prefill {prompt_len}": (prompt_len, "prefill", ["-p", str(prompt_len), "-n", "0"]),
+            f"decode {new_tokens} from the start": (1, "decode", ["-p", "0", "-n", str(new_tokens)]),
+            f"decode {new_tokens} at depth {prompt_len}": (prompt_len, "decode",
+                                                           ["-p", "0", "-n", str(new_tokens), "-d", str(prompt_len)])}
+    rates = {}
+    for row, (ours_prompt, rate, peer_args) in rows.items():
+        if engine == "ours":
+            rates[row] = bench_c.ours(ours_binary, path, ours_prompt, new_tokens, threads)[rate]
+            continue
+        cmd = [os.path.join(peer_dir, "bin", "llama-bench"), "-m", path, "-t", str(threads), "-r", "1", "-o", "json",
+               *peer_args]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=REQUEST_SECONDS)
+        if out.returncode != 0:
+            raise ValueError(f"{' '.join(cmd)} failed: {out.stderr.strip()[-300:]}")
+        rates[row] = json.loads(out.stdout)[0]["avg_ts"]
+    return rates
 
 
 def free_port():
@@ -147,18 +176,44 @@ def summarize(samples):
     return (statistics.median(values), min(values), max(values)) if values else None
 
 
-def markdown(rows, note):
-    def cell(stat, scale=1.0, fmt="{:,.1f}"):
-        if stat is None:
-            return "—"
-        median, low, high = (v * scale for v in stat)
-        return fmt.format(median) + (f" ({fmt.format(low)}–{fmt.format(high)})" if high > low else "")
+def cell(stat, scale=1.0, fmt="{:,.1f}"):
+    """A (median, low, high) as `median (low–high)`, scaled; — when missing."""
+    if stat is None:
+        return "—"
+    median, low, high = (v * scale for v in stat)
+    return fmt.format(median) + (f" ({fmt.format(low)}–{fmt.format(high)})" if high > low else "")
 
+
+def ratio(a, b):
+    return f"{a[0] / b[0]:.2f}x" if a and b else "—"
+
+
+def markdown(rows, single, note):
+    """The serving table, the single-stream table and, with the peer, ours against it and against our own
+    single stream: the issue's targets, each a ratio of medians."""
     lines = [note, "", "| engine | type | clients | generated tok/s | TTFT median ms | TTFT p99 ms | between tokens ms |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for (engine, dtype, clients), r in rows.items():
         lines.append(f"| {engine} | {dtype} | {clients} | {cell(r['tok_per_s'])} | {cell(r['ttft_median'], 1000)} | "
                      f"{cell(r['ttft_p99'], 1000)} | {cell(r['itl_median'], 1000)} |")
+    lines += ["", "Single stream (`c/gpt --bench`, `llama-bench -r 1`), tokens/s:", "",
+              "| type | test | c/gpt | llama.cpp | c/gpt / llama.cpp |", "|---|---|---:|---:|---:|"]
+    for (dtype, test), by_engine in single.items():
+        ours, peer = by_engine.get("ours"), by_engine.get("llama.cpp")
+        lines.append(f"| {dtype} | {test} | {cell(ours)} | {cell(peer)} | {ratio(ours, peer)} |")
+    counts = sorted({clients for _, _, clients in rows})
+    lines += ["", "Against the targets (ratios of medians): aggregate tok/s of c/gpt-server over llama-server's "
+              "(≥ 1 wanted), p99 time to first token over llama-server's (≤ 1 wanted), and our aggregate at "
+              f"{counts[-1]} clients over our single stream (`c/gpt-server` at 1 client; ≥ 4 wanted):", "",
+              "| type | clients | tok/s ours / llama-server | TTFT p99 ours / llama-server | ours at this count / at 1 |",
+              "|---|---:|---:|---:|---:|"]
+    for dtype in sorted({d for _, d, _ in rows}):
+        for n in counts:
+            ours, peer = rows.get(("ours", dtype, n)), rows.get(("llama.cpp", dtype, n))
+            one = rows.get(("ours", dtype, counts[0]))
+            lines.append(f"| {dtype} | {n} | {ratio(ours and ours['tok_per_s'], peer and peer['tok_per_s'])} | "
+                         f"{ratio(ours and ours['ttft_p99'], peer and peer['ttft_p99'])} | "
+                         f"{ratio(ours and ours['tok_per_s'], one and one['tok_per_s'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -171,30 +226,37 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="threads of each server (default 2)")
     parser.add_argument("--prompt_tokens", type=int, default=256)
     parser.add_argument("--max_tokens", type=int, default=128)
+    parser.add_argument("--slots", type=int, default=0,
+                        help="--parallel (llama-server: -np) of each server (default 0: the most clients)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model instead of GPT-2 124M's shape")
     parser.add_argument("--server", default=os.path.join(REPO, "c", "gpt-server"), help="our server (default c/gpt-server)")
+    parser.add_argument("--engine", default=os.path.join(REPO, "c", "gpt"),
+                        help="our engine for the single-stream rows (default c/gpt)")
     parser.add_argument("--out", default=os.path.join(REPO, "media", "bench_serve.md"))
     args = parser.parse_args(argv)
     try:
         clients = sorted({int(c) for c in args.clients.split(",")})
-        if args.rounds < 1 or clients[0] < 1:
-            raise ValueError("--rounds and every --clients count must be at least 1")
+        if args.rounds < 1 or clients[0] < 1 or args.slots < 0:
+            raise ValueError("--rounds and every --clients count must be at least 1, --slots 0 or more")
+        slots = args.slots or clients[-1]
         if args.llamacpp and not os.path.isfile(os.path.join(args.llamacpp, "bin", "llama-server")):
             raise ValueError(f"{args.llamacpp} holds no bin/llama-server: build llama.cpp with CMake first")
-        if not os.access(args.server, os.X_OK):
-            raise ValueError(f"{args.server} is not built: run `make c`")
+        for binary in (args.server, args.engine):
+            if not os.access(binary, os.X_OK):
+                raise ValueError(f"{binary} is not built: run `make c`")
         shape = "tiny" if args.tiny else "124M"
         block_size = SHAPES[shape]["block_size"]
         prompt = prompt_of(min(args.prompt_tokens, block_size - args.max_tokens))
+        single_prompt, single_new = (32, 16) if args.tiny else (512, 256)
         engines = ["ours"] + (["llama.cpp"] if args.llamacpp else [])
-        samples = {}
+        samples, single_samples = {}, {}
         with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "servers.log"), "w") as log:
             paths = write_models(tmp, shape, bool(args.llamacpp))
             for round_ in range(args.rounds):
                 order = engines if round_ % 2 == 0 else engines[::-1]  # whoever went second goes first
                 for dtype in ("fp32", "q8_0"):
                     for engine in order:
-                        proc, port = start_server(engine, paths[(engine, dtype)], args.threads, clients[-1],
+                        proc, port = start_server(engine, paths[(engine, dtype)], args.threads, slots,
                                                   block_size, args.llamacpp, args.server, log)
                         try:
                             load(port, prompt, 4, 1)  # warm-up: the first request pages the weights in
@@ -206,17 +268,26 @@ def main(argv=None):
                         finally:
                             proc.terminate()
                             proc.wait(timeout=30)
+                        # with the server gone: nothing else runs beside the single stream
+                        rates = single_stream(engine, paths[(engine, dtype)], args.threads, args.llamacpp, args.engine,
+                                              single_prompt, single_new)
+                        for test, rate in rates.items():
+                            single_samples.setdefault((dtype, test), {}).setdefault(engine, []).append(rate)
+                        print(f"round {round_ + 1}: {engine} {dtype} single stream: "
+                              + ", ".join(f"{test} {rate:,.1f} tok/s" for test, rate in rates.items()), flush=True)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     rows = {key: {metric: summarize([s[metric] for s in runs]) for metric in runs[0]}
             for key, runs in sorted(samples.items())}
+    single = {key: {engine: summarize(rates) for engine, rates in by_engine.items()}
+              for key, by_engine in single_samples.items()}
     note = (f"`python bench_serve.py{' --tiny' if args.tiny else ''}` on {hardware()}, "
             f"{time.strftime('%Y-%m-%d')}: GPT-2 {shape} shape, random weights, {args.threads} threads per server, "
-            f"--parallel {clients[-1]}, each client streams {args.max_tokens} tokens after a "
+            f"--parallel {slots}, each client streams {args.max_tokens} tokens after a "
             f"{len(get_encoding().encode_ordinary(prompt))}-token prompt; median of {args.rounds} round(s), range in "
             f"brackets.")
-    table = markdown(rows, note)
+    table = markdown(rows, single, note)
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with atomic_write(args.out) as f:

@@ -10,23 +10,34 @@ import bench_serve
 from conftest import REPO, needs_c_compiler
 from test_c_server import SERVER_SOURCES
 
+ENGINE_SOURCES = ["c/run.c", "c/gpt.c", "c/bpe.c"]  # the Makefile's C_SOURCES: c/gpt
+
 
 @needs_c_compiler
-def test_the_serving_table_has_a_row_per_type_and_client_count(tmp_path):
-    server = str(tmp_path / "gpt-server")
-    build = subprocess.run(["cc", "-std=c11", "-O2", "-o", server] + [os.path.join(REPO, s) for s in SERVER_SOURCES]
-                           + ["-lm", "-lpthread"], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
+def test_the_tables_have_a_row_per_type_and_client_count_and_per_single_stream_test(tmp_path):
+    server, engine = str(tmp_path / "gpt-server"), str(tmp_path / "gpt")
+    for binary, sources, libs in ((server, SERVER_SOURCES, ["-lm", "-lpthread"]), (engine, ENGINE_SOURCES, ["-lm"])):
+        build = subprocess.run(["cc", "-std=c11", "-O2", "-o", binary] + [os.path.join(REPO, s) for s in sources] + libs,
+                               capture_output=True, text=True)
+        assert build.returncode == 0, build.stderr
     out = tmp_path / "bench_serve.md"
     assert bench_serve.main(["--tiny", "--clients", "1,2", "--rounds", "1", "--max_tokens", "4", "--server", server,
-                             "--out", str(out)]) == 0
-    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ours")]
+                             "--engine", engine, "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ours")]
     assert [(r[1].strip(), r[2].strip()) for r in rows] == [("fp32", "1"), ("fp32", "2"), ("q8_0", "1"), ("q8_0", "2")]
     assert all(float(r[3].split()[0].replace(",", "")) > 0 for r in rows)  # tokens were generated and counted
+    single = [line.split("|")[1:-1] for line in lines if line.startswith(("| fp32 | prefill", "| fp32 | decode",
+                                                                          "| q8_0 | prefill", "| q8_0 | decode"))]
+    assert [r[1].strip() for r in single] == ["prefill 32", "decode 16 from the start", "decode 16 at depth 32"] * 2
+    assert all(float(r[2].split()[0].replace(",", "")) > 0 and r[3].strip() == "—" for r in single)  # no peer: no rate
+    scaling = [line.split("|")[1:-1] for line in lines if line.startswith(("| fp32 | 2 |", "| q8_0 | 2 |"))]
+    assert len(scaling) == 2 and all(r[2].strip() == "—" and r[4].strip().endswith("x") for r in scaling)
 
 
 @pytest.mark.parametrize("args, message", [(["--llamacpp", "/nonexistent"], "bin/llama-server"),
-                                           (["--server", "/nonexistent"], "make c"), (["--rounds", "0"], "at least 1")])
+                                           (["--server", "/nonexistent"], "make c"), (["--engine", "/nonexistent"], "make c"),
+                                           (["--rounds", "0"], "at least 1")])
 def test_a_missing_peer_or_server_is_one_line(args, message, capsys):
     assert bench_serve.main(["--tiny", *args]) == 1
     err = capsys.readouterr().err

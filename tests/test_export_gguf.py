@@ -86,9 +86,9 @@ LLAMACPP = os.environ.get("LLAMACPP", "")  # a llama.cpp build directory (bin/ll
 def test_llama_cpp_continues_our_gguf_greedily_as_model_py(tmp_path):
     import bench_serve
     from tokenizer import get_encoding
-    torch.manual_seed(1)
+    torch.manual_seed(16)  # a model whose greedy choices are never near a tie (below)
     model = GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=64))
-    with torch.no_grad():  # large random weights: the greedy choice is never a near tie
+    with torch.no_grad():
         for name, p in model.named_parameters():
             p.normal_(0.0, 0.3)
             if name.endswith("weight") and ("ln" in name):
@@ -99,7 +99,12 @@ def test_llama_cpp_continues_our_gguf_greedily_as_model_py(tmp_path):
     export_gguf.export(str(ckpt), out)
     enc, prompt = get_encoding(), "The for statement"
     ids = enc.encode_ordinary(prompt)
-    expected = enc.decode(model.generate(torch.tensor([ids]), 24, temperature=0)[0, len(ids):].tolist())
+    tokens = model.generate(torch.tensor([ids]), 24, temperature=0)
+    with torch.no_grad():
+        top2 = torch.topk(model(tokens)[0][0, len(ids) - 1:-1], 2, dim=-1).values
+    # llama.cpp sums in another order: two logits 0.0006 apart were seen to swap (seed 1), 0.05 do not
+    assert (top2[:, 0] - top2[:, 1]).min() > 0.05
+    expected = enc.decode(tokens[0, len(ids):].tolist())
     with open(tmp_path / "server.log", "w") as log:
         proc, port = bench_serve.start_server("llama.cpp", out, 1, 1, 64, LLAMACPP, None, log)
         try:
