@@ -23,6 +23,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -89,6 +90,12 @@ def download(name, train_shards, out_dir):
     if not 1 <= train_shards <= available:
         raise ValueError(f"--train_shards must be 1 to {available} ({repo_id} holds {available}), got {train_shards}")
     os.makedirs(out_dir, exist_ok=True)
+    # the loader reads every *_train_*.bin of a folder: shards of another data set there would be mixed in
+    ours = re.compile(re.escape(prefix) + r"_(val|train)_\d{6}\.bin")
+    foreign = [name for name in sorted(os.listdir(out_dir)) if name.endswith(".bin") and not ours.fullmatch(name)]
+    if foreign:
+        raise ValueError(f"{out_dir} holds shards of another data set ({foreign[0]}{', ...' if len(foreign) > 1 else ''}),"
+                         f" which training would read too; choose another --out_dir, or delete them")
     files = [f"{prefix}_val_000000.bin"] + [f"{prefix}_train_{i:06d}.bin" for i in range(1, train_shards + 1)]
     shards = []
     for i, file in enumerate(files):

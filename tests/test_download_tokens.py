@@ -148,6 +148,18 @@ def test_a_damaged_shard_on_the_hub_is_one_line(hub, tmp_path):
     assert last.startswith("error:") and "its header promises" in last
 
 
+def test_a_folder_holding_another_data_sets_shards_is_one_line_and_left_alone(hub, tmp_path):
+    out = tmp_path / "fineweb_edu"
+    out.mkdir()
+    (out / "fineweb_edu_train_000001.bin").write_bytes(b"prepare_data.py's")  # make data_fineweb's, same folder
+    result = run(hub, out, "--train_shards", "1")
+    assert result.returncode == 1 and hub.requests == []
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {out} holds shards of another data set (fineweb_edu_train_000001.bin), which training would read "
+        f"too; choose another --out_dir, or delete them")
+    assert sorted(os.listdir(out)) == ["fineweb_edu_train_000001.bin"]
+
+
 def test_too_many_shards_is_one_line(capsys):
     assert download_tokens.main(["--train_shards", "100"]) == 1
     assert "1 to 99" in capsys.readouterr().err
