@@ -42,3 +42,12 @@ def test_a_missing_peer_or_server_is_one_line(args, message, capsys):
     assert bench_serve.main(["--tiny", *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and err.count("\n") == 1
+
+
+def test_every_request_gets_a_prompt_of_its_own_of_the_same_length():
+    # one shared prompt would let llama-server answer from its prompt cache instead of prefilling
+    from tokenizer import get_encoding
+    prompts = [bench_serve.prompt_of(256, number) for number in (0, 1, 9, 10, 999)]
+    assert len(set(prompts)) == 5
+    assert {len(get_encoding().encode_ordinary(p)) for p in prompts} == {256}
+    assert len({get_encoding().encode_ordinary(p)[0] for p in prompts}) == 5  # no common prefix to reuse
