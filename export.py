@@ -1,7 +1,7 @@
 """
 Export a model to the C engine's file (c/FORMAT.md): a 256-byte header, every tensor 64-byte aligned so that
 c/gpt memory-maps the file as it is, and GPT-2's tokenizer tables at the end. As llama2.c's export.py, but
-for every variant of model.py, in fp32 or in the q8_0 int8 scheme (INTERFACES.md, quantize.py).
+for every variant of model.py, in fp32 or in the q8_0 int8 scheme (c/FORMAT.md, quantize.py).
 
     python export.py out/demo_cpu/ckpt.pt model.bin                  # fp32
     python export.py out/demo_cpu/ckpt.pt model_q8.bin --dtype q8_0  # int8 weights in groups of 64
@@ -34,7 +34,7 @@ LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which model.py uses
 
 
 def quantize_q8_0(w, group_size):
-    """(int8 values, fp32 scales) of a 2-D weight: quantize.py's q8_0, INTERFACES.md's scheme (per group of group_size
+    """(int8 values, fp32 scales) of a 2-D weight: quantize.py's q8_0, c/FORMAT.md's scheme (per group of group_size
     inputs, scale = max|w|/127, q = round-half-even(w/scale) in [-127, 127])."""
     rows, cols = w.shape
     if cols % group_size != 0:
@@ -126,7 +126,7 @@ def export(model, path, dtype="fp32", group_size=64, enc=None):
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if dtype == "q8_0" and group_size not in (32, 64):
-        raise ValueError(f"--group_size must be 32 or 64 (INTERFACES.md's q8_0), got {group_size}")
+        raise ValueError(f"--group_size must be 32 or 64 (c/FORMAT.md's q8_0), got {group_size}")
     cfg = model.config
     enc = enc or get_encoding()
     tensors = model_tensors(model, dtype, group_size)

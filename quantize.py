@@ -20,7 +20,7 @@ the head lm_head; the position table, biases and norm gains stay in fp32. The sc
                     the most quality: measured in bench_inference). torch's CPU kernel _weight_int4pack_mm_for_cpu.
 - q8_0              llama.cpp's Q8_0 / llama2.c's runq.c: symmetric int8 in groups of 64 (q8_0-g32: 32) consecutive
                     inputs, for weights and for each token's activations, with int32 dot products. This file is the
-                    executable specification of the C engine's int8 path (notes: INTERFACES.md "q8_0"). An untied
+                    executable specification of the C engine's int8 path. An untied
                     token embedding stays fp32; a tied one reads the head's int8 rows.
 - torchao-int8wo, torchao-int8dq: the same two schemes through torchao's quantize_ (optional; pinned in
                     requirements-dev.txt), kept to compare: on the CPU they run, but slower than the above.
@@ -263,6 +263,6 @@ def quantize(model, scheme):
         model.lm_head = make_head(model.lm_head)
         if tied:  # the embedding reads the head's quantized rows
             model.transformer.wte = QuantizedEmbedding(model.lm_head)
-        elif not scheme.startswith("q8_0"):  # q8_0 keeps an untied embedding in fp32 (INTERFACES.md)
+        elif not scheme.startswith("q8_0"):  # q8_0 keeps an untied embedding in fp32 (c/FORMAT.md)
             model.transformer.wte = Int8Embedding(model.transformer.wte)
     return model

@@ -4,7 +4,7 @@
  * The plain structure of karpathy/llama2.c's run.c (config, weights pointing into the mapped file, a run
  * state with the KV cache, the forward pass written as the math reads), with two changes: a prompt goes
  * through as one batch (matrix-matrix, each weight read once for many tokens), and every field read from
- * the file is checked before it is used. The q8_0 scheme is INTERFACES.md's (quantize.py is its reference).
+ * the file is checked before it is used. The q8_0 scheme is c/FORMAT.md's (quantize.py is its reference).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "gpt.h"
@@ -442,7 +442,7 @@ static void matmul_f32(float *y, const float *x, const float *w, const float *b,
     }
 }
 
-// q8_0 activations (INTERFACES.md): per group of gs inputs, scale = max|x|/127, q = round-half-even(x/scale)
+// q8_0 activations (c/FORMAT.md): per group of gs inputs, scale = max|x|/127, q = round-half-even(x/scale)
 static void quantize_rows(int8_t *q, float *scales, const float *x, int n, int in, int gs) {
     #pragma omp parallel for
     for (int t = 0; t < n; t++) {
@@ -488,7 +488,7 @@ static float dot_row_q8(const int8_t *w, const float *ws, const int8_t *x, const
     return _mm_cvtss_f32(r);
 }
 #else
-// INTERFACES.md as written: per group an int32 dot product, times both scales, summed over groups in order
+// c/FORMAT.md as written: per group an int32 dot product, times both scales, summed over groups in order
 static float dot_row_q8(const int8_t *w, const float *ws, const int8_t *x, const float *xs, int in, int gs) {
     float y = 0.0f;
     for (int g = 0; g < in / gs; g++) {

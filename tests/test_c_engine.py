@@ -1,5 +1,5 @@
 """The C engine (c/gpt, export.py) against its references: model.py for the logits and greedy continuations of
-every variant, the q8_0 scheme of INTERFACES.md for int8, tiktoken for the tokenizer; and bad files/arguments
+every variant, the q8_0 scheme of c/FORMAT.md for int8, tiktoken for the tokenizer; and bad files/arguments
 (under -fsanitize=address,undefined) end in one error line, never a crash.
 
     python -m pytest -q tests/test_c_engine.py

@@ -39,7 +39,7 @@ def random_matrix(rows, cols, seed):
 # q8_0
 
 def reference_q8_0_quantize(v, group_size):
-    """One row (numpy float32) in the INTERFACES.md words: per group scale = max|v| / 127, q = rint(v / scale)."""
+    """One row (numpy float32) in c/FORMAT.md's words: per group scale = max|v| / 127, q = rint(v / scale)."""
     groups = v.reshape(-1, group_size)
     scale = np.abs(groups).max(axis=1) / np.float32(127)
     safe = np.where(scale == 0, np.float32(1), scale)
