@@ -102,7 +102,7 @@ sample: setup ## stream text from a checkpoint: make sample CKPT=out/demo_cpu/ck
 bench_sample: setup ## tokens/s of generation with and without the KV cache, 124M-shaped model on the CPU (minutes)
 	$(PY) bench_sample.py
 
-variants: setup ## print the README's variants table (parameters per config)
+variants: setup ## print docs/training.md's variants table (parameters per config)
 	$(PY) variants.py
 
 # --- training -----------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ serve: c/gpt-server ## serve a model over HTTP on 127.0.0.1:8080: make serve MOD
 	@test -n "$(MODEL)" || { echo "error: give the model file: make serve MODEL=model.bin (written by export.py)"; exit 1; }
 	./c/gpt-server $(MODEL) --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
-# --- scaling up (README "Scaling up"): each config's memory per GPU, time and dollars from `make dry_run` -------
+# --- scaling up (docs/scaling.md): each config's memory per GPU, time and dollars from `make dry_run` -------
 
 .PHONY: dry_run train_gpt2_medium train_gpt2_large train_gpt2_xl train_modern_medium
 SCALE_CONFIGS = baseline modern gpt2_medium gpt2_large gpt2_xl modern_medium

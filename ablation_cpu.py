@@ -1,7 +1,7 @@
 """
 CPU-scale ablation: every variant, shrunk to a few million parameters, trained on the same local corpus
 for the same token budget with two seeds each, plus a learning-rate sweep of the baseline architecture.
-Renders media/ablation_cpu.png and media/ablation_cpu.md (the README's table). About two hours on 2 cores.
+Renders media/ablation_cpu.png and media/ablation_cpu.md (docs/results.md's table). About two hours on 2 cores.
 
     make ablation_cpu                                   # Tiny Shakespeare (found or downloaded; offline, pydoc text)
     python ablation_cpu.py --data_dir data/shakespeare  # shards that prepare_data.py wrote

@@ -3,7 +3,7 @@ Knowing before paying: what a config needs per GPU and what its whole run costs,
 
     python estimate.py configs/gpt2_xl.py
     python estimate.py configs/gpt2_medium.py --gpus=1,8,16 --mfu=0.35
-    python estimate.py --markdown configs/baseline.py configs/gpt2_xl.py   # one summary row per config (README)
+    python estimate.py --markdown configs/baseline.py configs/gpt2_xl.py   # one summary row per config (docs/scaling.md)
     python train.py configs/gpt2_large.py --dry_run          # the same table
 
 Parameters and FLOPs per token come from the model built on the meta device (no memory). Activation
@@ -172,7 +172,7 @@ def format_report(name, result):
 
 
 def markdown_row(name, result, gpus):
-    """One README row: the peak per GPU on 1 GPU (ddp) and on `gpus` GPUs (fsdp, with and without activation
+    """One docs/scaling.md row: the peak per GPU on 1 GPU (ddp) and on `gpus` GPUs (fsdp, with and without activation
     checkpointing), and the run's hours and dollars on `gpus` GPUs."""
     rows = {(r["parallelism"], r["gpus"], r["activation_checkpointing"]): r for r in result["rows"]}
     one, sharded, checkpointed = rows[("ddp", 1, False)], rows[("fsdp", gpus, False)], rows[("fsdp", gpus, True)]

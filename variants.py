@@ -1,5 +1,5 @@
 """
-The variants table of the README, computed from configs/: what each changes and its parameter count.
+The variants table of docs/training.md, computed from configs/: what each changes and its parameter count.
 
     python variants.py                 # every config in configs/
     python variants.py configs/swiglu.py

@@ -1,6 +1,7 @@
 """
 Specification of the newcomer's path: what `make setup` installs, where the CPU targets get their text,
-and the commands the README gives for several GPUs.
+the commands the README gives for several GPUs, and the README and docs/ themselves: one screen deep, every
+link resolves, every command names a make target, a script, its flags and its configs that exist.
 
 The Makefile's torch step runs for real on a copy of the Makefile, with a stand-in .venv/bin/python
 that records the pip commands instead of installing (and a stand-in nvidia-smi for a GPU box);
@@ -9,9 +10,15 @@ get_text.py downloads through a file:// URL. CPU only, no network.
     python -m pytest -q tests/test_newcomer.py
 """
 
+import contextlib
+import functools
+import glob
 import hashlib
 import importlib
+import io
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -103,8 +110,8 @@ def test_train_ddp_runs_the_venvs_torchrun_and_the_readme_says_so():
     result = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.runtime", "-o", ".venv/.dev", "train_ddp",
                              "CONFIG=configs/swiglu.py", "NPROC=4"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.stdout.strip().splitlines()[-1] == ".venv/bin/torchrun --standalone --nproc_per_node=4 train.py configs/swiglu.py"
-    with open(os.path.join(REPO, "README.md")) as f:
-        torchrun_lines = [line for line in f if "torchrun --" in line]  # the commands, not prose that names torchrun
+    torchrun_lines = [line for page in PAGES for line in read(page).splitlines()
+                      if "torchrun --" in line]  # the commands, not prose that names torchrun
     assert torchrun_lines and all(".venv/bin/torchrun " in line or "make train_ddp" in line for line in torchrun_lines)
 
 
@@ -257,3 +264,248 @@ def test_every_model_command_wants_a_checkpoint_or_hf_but_not_both(module, extra
     err = capsys.readouterr().err
     assert err == "error: give a checkpoint path or --hf ID_OR_DIR (exactly one of them)\n", err
     assert not (tmp_path / "out.bin").exists()
+
+
+# -----------------------------------------------------------------------------
+# The README and docs/: one screen deep, every link resolves, every command is one that runs
+
+PAGES = ["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
+SHELL_FENCES = {"", "bash", "sh", "shell"}  # ```python and ```text blocks are code and output, not commands
+PYTHONS = {"python", "python3", ".venv/bin/python"}
+C_PROGRAMS = {"./c/gpt": "c/run.c", "c/gpt": "c/run.c", "./c/gpt-server": "c/server.c", "c/gpt-server": "c/server.c"}
+WRAPPERS = {"srun", "time", "nice", "exec"}  # run the command that follows them
+
+
+def read(page):
+    with open(os.path.join(REPO, page), encoding="utf-8") as f:
+        return f.read()
+
+
+def split_markdown(text):
+    """(prose lines, [(fence language, code lines)]): fenced code apart from the text around it."""
+    prose, blocks, fence = [], [], None
+    for line in text.splitlines():
+        opening = re.match(r"\s*(```|~~~)\s*(\w*)", line)
+        if fence is None and opening:
+            fence, language, code = opening.group(1), opening.group(2).lower(), []
+        elif fence is not None and line.strip().startswith(fence):
+            blocks.append((language, code))
+            fence = None
+        elif fence is not None:
+            code.append(line)
+        else:
+            prose.append(line)
+    return prose, blocks
+
+
+def github_slug(heading):
+    """GitHub's anchor for a heading: lowercase, punctuation but - and _ dropped, spaces to -."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())  # a link in a heading: its text
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+@functools.lru_cache(maxsize=None)
+def anchors(page):
+    seen, slugs = {}, set()
+    for line in split_markdown(read(page))[0]:
+        if m := re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line):
+            slug = github_slug(m.group(1))
+            slugs.add(slug if slug not in seen else f"{slug}-{seen[slug]}")  # GitHub numbers repeated headings
+            seen[slug] = seen.get(slug, 0) + 1
+    return slugs
+
+
+def links(page):
+    """Every [text](target) and ![alt](target) of a page's prose; inline code holds no links."""
+    prose = re.sub(r"`[^`\n]*`", "code", "\n".join(split_markdown(read(page))[0]))
+    return re.findall(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", prose)
+
+
+def shell_lines(page):
+    """The command lines of a page: its shell code blocks (continuations joined, a leading `$ ` dropped) and
+    the inline code of its prose that starts like a command."""
+    prose, blocks = split_markdown(read(page))
+    lines = []
+    for language, code in blocks:
+        if language in SHELL_FENCES:
+            lines += [re.sub(r"^\$ ", "", line.strip()) for line in "\n".join(code).replace("\\\n", " ").splitlines()]
+    for paragraph in "\n".join(prose).split("\n\n"):
+        for span in re.findall(r"`([^`]+)`", paragraph.replace("\n", " ")):
+            if re.match(r"(make|python3?|\.venv/bin/python|\./c/gpt\S*) ", span):
+                lines.append(span)
+    return [line for line in lines if line]
+
+
+def simple_commands(line):
+    """Each simple command of a shell line as its words: split at && || ; | ( ), comments dropped, leading
+    VAR=value assignments and wrappers such as srun dropped."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split, lexer.commenters = True, "#"
+    try:
+        tokens = list(lexer)
+    except ValueError:  # an unbalanced quote: prose, not a command
+        return []
+    commands, words = [], []
+    for token in tokens + [";"]:
+        if token and set(token) <= set("&|;()<>"):
+            while words and (re.match(r"[A-Za-z_]\w*=", words[0]) or words[0] in WRAPPERS):
+                words.pop(0)
+            if words:
+                commands.append(words)
+            words = []
+        else:
+            words.append(token)
+    return commands
+
+
+def expand_braces(word):
+    """configs/{a,b}.py -> configs/a.py configs/b.py, as the shell expands it."""
+    m = re.search(r"\{([^{}]*,[^{}]*)\}", word)
+    return [w for part in m.group(1).split(",") for w in expand_braces(word[:m.start()] + part + word[m.end():])] \
+        if m else [word]
+
+
+@functools.lru_cache(maxsize=None)
+def makefile_targets_and_variables():
+    text = read("Makefile")
+    targets = set()
+    for m in re.finditer(r"^([^\s#:=][^:=]*?)\s*:(?!=)", text, re.MULTILINE):
+        targets.update(t for t in m.group(1).split() if not t.startswith("."))
+    return targets, text
+
+
+@functools.lru_cache(maxsize=None)
+def script_flags(script):
+    """The --flags a script's argparse takes, from its own --help run in this process (the imports are shared,
+    so this costs little per script); with train.py's config keys where the script forwards --key=value."""
+    module = importlib.import_module(script[:-3])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        module.main(["--help"])
+    help_text = out.getvalue()
+    flags = set(re.findall(r"--[\w-]+", help_text.split("\n\n")[0]))  # the usage lines list every option
+    flags |= {m for line in help_text.splitlines() if line.lstrip().startswith("-")
+              for m in re.findall(r"--[\w-]+", re.split(r"\s{2,}", line.strip())[0])}
+    flags |= {f"--{key}" for key in re.findall(r"^  (\w+) = ", help_text, re.MULTILINE)}  # train.py's keys
+    if script != "train.py" and "parse_known_args" in read(script):  # overrides go on to train.py's config
+        flags |= script_flags("train.py")
+    return frozenset(flags)
+
+
+@functools.lru_cache(maxsize=None)
+def c_flags(source):
+    return frozenset(re.findall(r'"(--?[A-Za-z][\w-]*)"', read(source)))
+
+
+def command_problems(words):
+    """What is wrong with one simple command, as sentences; [] when it is one that runs (or not ours to check)."""
+    program, args = words[0], words[1:]
+    problems = []
+    if program == "make":
+        targets, makefile = makefile_targets_and_variables()
+        for arg in args:
+            if m := re.match(r"([A-Za-z_]\w*)=", arg):
+                if not re.search(rf"\b{m.group(1)}\b", makefile):
+                    problems.append(f"make variable {m.group(1)} is not in the Makefile")
+            elif not arg.startswith("-") and arg not in targets:
+                problems.append(f"make target {arg} is not in the Makefile")
+        return problems
+    if program in C_PROGRAMS:
+        flags = c_flags(C_PROGRAMS[program])
+        return [f"{program} has no flag {arg}" for arg in args
+                if re.match(r"--?[A-Za-z]", arg) and arg.split("=")[0] not in flags]
+    if program in PYTHONS and args[:2] == ["-m", "pytest"]:
+        program, args = "pytest", args[2:]
+    if program == "pytest":
+        return [f"{arg} does not exist" for arg in args if arg.startswith("tests/")
+                and not os.path.exists(os.path.join(REPO, arg.split("::")[0]))]
+    if program in PYTHONS and args and not args[0].startswith("-"):
+        script, args = args[0], args[1:]
+    elif program.endswith("torchrun") and any(a.endswith(".py") for a in args):
+        at = next(i for i, a in enumerate(args) if a.endswith(".py"))  # torchrun's own flags come before it
+        script, args = args[at], args[at + 1:]
+    else:
+        return []  # git, curl, pip, lm_eval, ...: not this repository's commands
+    if not os.path.isfile(os.path.join(REPO, script)):
+        return [f"{script} does not exist"]
+    flags = script_flags(script)
+    for arg in args:
+        flag = arg.strip("[]").split("=")[0]
+        if flag.startswith("--") and flag not in flags:
+            problems.append(f"{script} has no flag {flag}")
+        for path in expand_braces(arg.split("=")[-1]):
+            if re.match(r"(configs|tests)/[^*]+\.py$", path) and not os.path.isfile(os.path.join(REPO, path)):
+                problems.append(f"{path} does not exist")
+    return problems
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_link_and_picture_resolves_to_a_file_and_its_heading(page):
+    broken = []
+    for target in links(page):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:: not a file of the repository
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = os.path.normpath(os.path.join(REPO, os.path.dirname(page), path)) if path else os.path.join(REPO, page)
+        if not resolved.startswith(REPO + os.sep) or not os.path.exists(resolved):
+            broken.append(f"{target}: no such file")
+        elif anchor and resolved.endswith(".md") and anchor not in anchors(os.path.relpath(resolved, REPO)):
+            broken.append(f"{target}: no heading with the anchor #{anchor}")
+    assert not broken, f"{page}: " + "; ".join(broken)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_command_names_a_make_target_a_script_its_flags_and_configs_that_exist(page):
+    problems = [f"`{line}`: {problem}" for line in shell_lines(page)
+                for words in simple_commands(line) for problem in command_problems(words)]
+    assert not problems, f"{page}:\n" + "\n".join(problems)
+
+
+def test_the_checker_sees_the_commands_it_checks():
+    # a check that found no commands would pass on anything: each kind of command is seen somewhere
+    programs = {words[0] for page in PAGES for line in shell_lines(page) for words in simple_commands(line)}
+    assert {"make", "python", ".venv/bin/python", ".venv/bin/torchrun", "./c/gpt", "./c/gpt-server"} <= programs
+    assert command_problems(["python", "train.py", "configs/baseline.py", "--no_such_flag=1"]) == \
+        ["train.py has no flag --no_such_flag"]
+    assert command_problems(["make", "train_nothing", "NO_SUCH_VARIABLE=1"]) == \
+        ["make target train_nothing is not in the Makefile", "make variable NO_SUCH_VARIABLE is not in the Makefile"]
+    assert command_problems(["python", "estimate.py", "configs/{baseline,nothing}.py", "--batch_size=8"]) == \
+        ["configs/nothing.py does not exist"]
+    assert command_problems(["./c/gpt", "model.bin", "-p", "Hi", "--no_such_flag"]) == ["./c/gpt has no flag --no_such_flag"]
+    assert simple_commands("A=1 make demo DEMO=baseline && python x.py --y  # a comment") == \
+        [["make", "demo", "DEMO=baseline"], ["python", "x.py", "--y"]]
+    assert github_slug("Knowing before paying: `--dry_run`") == "knowing-before-paying---dry_run"
+
+
+def test_the_readme_fits_one_screen_of_commands_and_links_every_docs_page():
+    readme = read("README.md")
+    lines = readme.splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; the depth belongs in docs/"
+    first_screen = "\n".join(lines[:60])
+    assert "make demo" in first_screen and "make test" in first_screen
+    assert re.search(r"^#+ On a rented GPU\s*$", first_screen, re.MULTILINE)
+    linked = {os.path.normpath(target.partition("#")[0]) for target in links("README.md")}
+    assert [page for page in PAGES[1:] if page not in linked] == []
+
+
+@pytest.mark.parametrize("page", PAGES[1:])
+def test_every_docs_page_opens_with_its_commands(page):
+    headings = [line for line in split_markdown(read(page))[0] if line.startswith("#")]
+    assert headings[0].startswith("# ") and headings[1] == "## Commands", f"{page}: {headings[:2]}"
+    after = read(page).split("## Commands\n", 1)[1].lstrip("\n")
+    assert after.startswith("```bash\n"), f"{page}: the Commands heading is not followed by a bash block"
+
+
+def test_the_readme_labels_every_gpu_hour_and_dollar_as_an_estimate():
+    # no GPU run has been recorded: a figure of time or money for one is an estimate until it is measured
+    blocks = split_markdown(read("README.md"))[1]
+    costed = [line for language, code in blocks if language in SHELL_FENCES for line in code
+              if re.search(r"\$\d|\d h\b", line)]
+    assert costed and all("estimate" in line or "on paper" in line for line in costed), costed
+
+
+def test_the_readmes_file_table_names_every_script_of_the_top_level():
+    readme = read("README.md")
+    table = readme.split("## The files", 1)[1].split("\n## ", 1)[0]
+    scripts = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "*.py")))
+    assert [s for s in scripts if f"`{s}`" not in table] == []
