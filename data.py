@@ -20,6 +20,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 
 import numpy as np
 import torch
@@ -29,6 +30,13 @@ SHARD_VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 TOKEN_DTYPE = np.dtype("<u2")  # uint16, little-endian
+
+
+def foreign_shards(out_dir, prefix):
+    """The .bin files of out_dir that are not shards of `prefix` ({prefix}_val_000000.bin, {prefix}_train_000001.bin,
+    ...): the loader reads every shard of a folder, so a writer refuses a folder that holds another data set's."""
+    ours = re.compile(re.escape(prefix) + r"_(val|train)_\d{6}\.bin")
+    return [name for name in sorted(os.listdir(out_dir)) if name.endswith(".bin") and not ours.fullmatch(name)]
 
 
 def write_shard(path, tokens):

@@ -23,7 +23,6 @@ import argparse
 import http.client
 import json
 import os
-import re
 import sys
 import time
 import urllib.error
@@ -32,7 +31,7 @@ import urllib.request
 import numpy as np
 from tqdm import tqdm
 
-from data import HEADER_INTS, SHARD_MAGIC, SHARD_VERSION, write_atomically
+from data import HEADER_INTS, SHARD_MAGIC, SHARD_VERSION, foreign_shards, write_atomically
 
 # name: (Hugging Face dataset, file prefix, train shards it holds, our data_dir)
 DATASETS = {"finewebedu10B": ("kjj0/finewebedu10B-gpt2", "finewebedu", 99, "data/fineweb_edu"),
@@ -90,9 +89,7 @@ def download(name, train_shards, out_dir):
     if not 1 <= train_shards <= available:
         raise ValueError(f"--train_shards must be 1 to {available} ({repo_id} holds {available}), got {train_shards}")
     os.makedirs(out_dir, exist_ok=True)
-    # the loader reads every *_train_*.bin of a folder: shards of another data set there would be mixed in
-    ours = re.compile(re.escape(prefix) + r"_(val|train)_\d{6}\.bin")
-    foreign = [name for name in sorted(os.listdir(out_dir)) if name.endswith(".bin") and not ours.fullmatch(name)]
+    foreign = foreign_shards(out_dir, prefix)
     if foreign:
         raise ValueError(f"{out_dir} holds shards of another data set ({foreign[0]}{', ...' if len(foreign) > 1 else ''}),"
                          f" which training would read too; choose another --out_dir, or delete them")

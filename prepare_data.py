@@ -43,7 +43,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from data import TOKEN_DTYPE, read_header, read_jsonl, write_atomically, write_shard
+from data import TOKEN_DTYPE, foreign_shards, read_header, read_jsonl, write_atomically, write_shard
 from tokenizer import ENCODING_NAME, EOT_TOKEN, get_encoding
 
 DEFAULT_DATASET = "HuggingFaceFW/fineweb-edu"
@@ -362,9 +362,9 @@ def open_manifest(out_dir, settings):
             changed = [k for k in settings if manifest["settings"].get(k) != settings[k]]
             raise ValueError(f"{out_dir} holds shards of another source or settings ({', '.join(changed)} differ from its "
                              f"{MANIFEST}); choose another --out_dir, or delete {out_dir} to start over")
-    ours = re.compile(re.escape(settings["prefix"]) + r"_(val|train)_\d{6}\.bin")
-    foreign = [name for name in sorted(os.listdir(out_dir))
-               if name.endswith(".bin") and (manifest is None or not ours.fullmatch(name))]
+    # without a manifest even shards of this prefix are not described by these settings
+    foreign = (foreign_shards(out_dir, settings["prefix"]) if manifest is not None
+               else [name for name in sorted(os.listdir(out_dir)) if name.endswith(".bin")])
     if foreign:
         raise ValueError(f"{out_dir} holds shards of another source ({foreign[0]}{', ...' if len(foreign) > 1 else ''}) "
                          f"not described by a {MANIFEST} of these settings; choose another --out_dir")
