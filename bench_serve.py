@@ -93,10 +93,12 @@ def single_stream(engine, path, threads, peer_dir, ours_binary, prompt_len, new_
             f"decode {new_tokens} from the start": (1, "decode", ["-p", "0", "-n", str(new_tokens)]),
             f"decode {new_tokens} at depth {prompt_len}": (prompt_len, "decode",
                                                            ["-p", "0", "-n", str(new_tokens), "-d", str(prompt_len)])}
-    rates = {}
+    rates, ours_runs = {}, {}
     for row, (ours_prompt, rate, peer_args) in rows.items():
-        if engine == "ours":
-            rates[row] = bench_c.ours(ours_binary, path, ours_prompt, new_tokens, threads)[rate]
+        if engine == "ours":  # one --bench run gives a prompt length's prefill and decode rates
+            if ours_prompt not in ours_runs:
+                ours_runs[ours_prompt] = bench_c.ours(ours_binary, path, ours_prompt, new_tokens, threads)
+            rates[row] = ours_runs[ours_prompt][rate]
             continue
         cmd = [os.path.join(peer_dir, "bin", "llama-bench"), "-m", path, "-t", str(threads), "-r", "1", "-o", "json",
                *peer_args]
