@@ -37,7 +37,7 @@ def test_the_tables_have_a_row_per_type_and_client_count_and_per_single_stream_t
 
 @pytest.mark.parametrize("args, message", [(["--llamacpp", "/nonexistent"], "bin/llama-server"),
                                            (["--server", "/nonexistent"], "make c"), (["--engine", "/nonexistent"], "make c"),
-                                           (["--rounds", "0"], "at least 1")])
+                                           (["--rounds", "0"], "at least 1"), (["--slots", "-1"], "--slots 0 or more")])
 def test_a_missing_peer_or_server_is_one_line(args, message, capsys):
     assert bench_serve.main(["--tiny", *args]) == 1
     err = capsys.readouterr().err
