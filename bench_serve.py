@@ -2,9 +2,9 @@
 Serving many users at once: c/gpt-server against llama.cpp's llama-server on the same weights, same threads and
 slot count, 1, 4, 8 and 16 concurrent clients each streaming a completion of a 256-token prompt.
 
-    make c && python bench_serve.py                          # ours alone (what `make bench_serve` runs)
-    make bench_serve LLAMACPP=/tmp/llama.cpp/build           # with the peer: a directory holding bin/llama-server
-    python bench_serve.py --tiny --clients 1,2 --rounds 1    # a tiny model, seconds (what the tests run)
+    make c && python bench_serve.py                          # ours alone (what `make bench_serve` runs) -> out/
+    make bench_serve LLAMACPP=/tmp/llama.cpp/build           # with the peer, bin/llama-server -> media/bench_serve.md
+    python bench_serve.py --tiny --clients 1,2 --rounds 1    # a tiny model, seconds (what the tests run) -> out/
     python bench_serve.py --clients 16 --slots 4             # ours with 4 slots for 16 clients (choosing --parallel)
 
 The peer, built from the llama.cpp source vendored in llama-cpp-python's sdist (about 30 minutes on 2 cores):
@@ -21,7 +21,11 @@ count, the engines run one after the other (the order alternating between rounds
 stream. Reported per engine, type and client count, median of the rounds with their range: aggregate generated
 tokens/s (all clients' tokens over the wall time from the first request to the last answer), median and p99
 time to the first token, median time between tokens. A client talks to 127.0.0.1 only, every read has a timeout,
-and the whole benchmark is bounded by its rounds. Writes media/bench_serve.md.
+and the whole benchmark is bounded by its rounds.
+
+The table goes to media/bench_serve.md, which the README and docs/serving.md cite, only from the full comparison:
+--llamacpp with every other flag at its default. Any other run (ours alone, other --clients, --slots, --rounds, ...)
+is partial or exploratory and goes to out/bench_serve.md, unless --out names the file.
 """
 
 import argparse
@@ -223,7 +227,21 @@ def markdown(rows, single, note):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
+COMMITTED_TABLE = os.path.join(REPO, "media", "bench_serve.md")  # the full comparison, cited by the README and docs
+PARTIAL_TABLE = os.path.join(REPO, "out", "bench_serve.md")       # any other run: out/ is not committed
+
+
+def output_path(args, parser):
+    """Where the table goes: --out when given; the committed media/bench_serve.md only from the run that made it
+    (the peer beside us, every other flag at its default); out/bench_serve.md from a partial or exploratory run."""
+    if args.out:
+        return args.out
+    full = args.llamacpp and all(getattr(args, name) == parser.get_default(name)
+                                 for name in ("clients", "rounds", "threads", "prompt_tokens", "max_tokens", "slots", "tiny"))
+    return COMMITTED_TABLE if full else PARTIAL_TABLE
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llamacpp", metavar="DIR", help="a llama.cpp build directory with bin/llama-server (the peer)")
@@ -238,8 +256,15 @@ def main(argv=None):
     parser.add_argument("--server", default=os.path.join(REPO, "c", "gpt-server"), help="our server (default c/gpt-server)")
     parser.add_argument("--engine", default=os.path.join(REPO, "c", "gpt"),
                         help="our engine for the single-stream rows (default c/gpt)")
-    parser.add_argument("--out", default=os.path.join(REPO, "media", "bench_serve.md"))
+    parser.add_argument("--out", help="the table's file (default: media/bench_serve.md from the full comparison, "
+                                      "--llamacpp and every other flag at its default; out/bench_serve.md from any other run)")
     args = parser.parse_args(argv)
+    args.out = output_path(args, parser)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     try:
         clients = sorted({int(c) for c in args.clients.split(",")})
         if args.rounds < 1 or clients[0] < 1 or args.slots < 0:
@@ -300,7 +325,8 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with atomic_write(args.out) as f:
         f.write(table.encode())
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (" (a partial run: media/bench_serve.md is written by the full comparison with "
+                                 "--llamacpp, or with --out)" if args.out == PARTIAL_TABLE else ""))
     return 0
 
 

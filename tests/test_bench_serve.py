@@ -51,3 +51,18 @@ def test_every_request_gets_a_prompt_of_its_own_of_the_same_length():
     assert len(set(prompts)) == 5
     assert {len(get_encoding().encode_ordinary(p)) for p in prompts} == {256}
     assert len({get_encoding().encode_ordinary(p)[0] for p in prompts}) == 5  # no common prefix to reuse
+
+
+
+@pytest.mark.parametrize("argv", [[], ["--clients", "16", "--slots", "4", "--rounds", "2"],
+                                  ["--llamacpp", "PEER", "--clients", "16", "--slots", "4", "--rounds", "2"],
+                                  ["--llamacpp", "PEER", "--clients", "1,4"], ["--llamacpp", "PEER", "--rounds", "1"],
+                                  ["--llamacpp", "PEER", "--threads", "1"], ["--llamacpp", "PEER", "--tiny"]])
+def test_a_partial_or_exploratory_run_writes_out_not_the_committed_table(argv):
+    # media/bench_serve.md holds the comparison with llama.cpp that the README and docs/serving.md cite
+    assert bench_serve.parse_args(argv).out == os.path.join(REPO, "out", "bench_serve.md")
+    assert bench_serve.parse_args(argv + ["--out", "media/bench_serve.md"]).out == "media/bench_serve.md"  # when asked
+
+
+def test_only_the_full_comparison_with_the_peer_writes_the_committed_table():
+    assert bench_serve.parse_args(["--llamacpp", "PEER"]).out == os.path.join(REPO, "media", "bench_serve.md")
