@@ -194,12 +194,15 @@ gpu_check: ## on a GPU, ~6 min: compiled throughput, 100 training steps, act. ch
 # --- quantized inference ------------------------------------------------------------------------
 
 QUANT_CKPT ?= out/quant_cpu/ckpt.pt
+# Tiny Shakespeare (data_shakespeare finds or downloads it); offline without it, QUANT_DATA=data/pydoc (make demo's text)
 QUANT_DATA ?= data/shakespeare
+QUANT_DATA_TARGET = $(if $(filter data/shakespeare,$(QUANT_DATA)),data_shakespeare,$(if $(filter data/pydoc,$(QUANT_DATA)),data/pydoc/.prepared))
 
 .PHONY: train_quant_cpu bench_inference
-train_quant_cpu: setup ## the model bench_inference reports on: the modern recipe, 4L 128w, 1024 context, Tiny Shakespeare (~2 min on 2 idle cores)
-	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(QUANT_DATA)
-	OMP_NUM_THREADS=2 $(PY) train.py configs/quant_cpu.py
+train_quant_cpu: setup ## the model bench_inference reports on: the modern recipe, 4L 128w, 1024 context, Tiny Shakespeare (QUANT_DATA=...)
+	$(if $(QUANT_DATA_TARGET),@$(MAKE) --no-print-directory $(QUANT_DATA_TARGET))
+	@test -f $(QUANT_DATA)/manifest.json || { echo "train_quant_cpu: no token shards in $(QUANT_DATA); offline without Tiny Shakespeare, use make demo's text: make train_quant_cpu bench_inference QUANT_DATA=data/pydoc"; exit 1; }
+	OMP_NUM_THREADS=2 $(PY) train.py configs/quant_cpu.py --data_dir=$(QUANT_DATA)
 
 bench_inference: setup c ## every quantization scheme's quality, speed and memory, PyTorch and the C engine: media/bench_inference.md (QUANT_CKPT=..., QUANT_DATA=...)
 	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 4096 --compile off --backends pytorch,c

@@ -252,6 +252,46 @@ def test_ctrl_c_while_make_demo_prepares_its_data_keeps_the_manifest_and_the_rer
     assert [c.split()[0] for c in calls] == ["get_text.py", "prepare_data.py", "train.py", "plot.py"]  # prepared again
 
 
+# A stand-in .venv/bin/python for the data and training recipes: records each call; get_text.py finds Tiny Shakespeare
+# unless $OFFLINE is set; prepare_data.py writes a manifest into its --out_dir, as the real one does.
+FAKE_DATA_PYTHON = """#!/bin/sh
+echo "$*" >> calls.txt
+case "$1" in
+  get_text.py) case "$2" in
+    tinyshakespeare) [ -z "$OFFLINE" ] || exit 1; echo "$PWD/text/tinyshakespeare.txt" ;;
+    pydoc) echo 'data/pydoc_text/*.txt' ;;
+  esac ;;
+  prepare_data.py) while [ $# -gt 0 ]; do [ "$1" = --out_dir ] && mkdir -p "$2" && echo '{}' > "$2/manifest.json"; shift; done ;;
+esac
+"""
+
+
+@needs_make
+@pytest.mark.parametrize("offline, quant_data", [(False, None), (True, "data/pydoc"), (True, None)])
+def test_make_train_quant_cpu_prepares_its_text_then_trains_on_it(tmp_path, offline, quant_data):
+    """docs/quantization.md's first command: Tiny Shakespeare (found or downloaded), or offline make demo's text when
+    asked; offline without it, one line that says how, and no training on a folder that holds no shards."""
+    for name in ("Makefile", "requirements.txt"):
+        shutil.copy(os.path.join(REPO, name), tmp_path / name)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text(FAKE_DATA_PYTHON)
+    (tmp_path / ".venv" / "bin" / "python").chmod(0o755)
+    (tmp_path / ".venv" / ".runtime").touch()  # set up already
+    env = {**os.environ, "OFFLINE": "1" if offline else ""}
+    result = subprocess.run(["make", "--no-print-directory", "train_quant_cpu"] + ([f"QUANT_DATA={quant_data}"] if quant_data else []),
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    if offline and quant_data is None:  # data_shakespeare fell back to the pydoc text: not what QUANT_DATA names
+        assert result.returncode != 0 and "make train_quant_cpu bench_inference QUANT_DATA=data/pydoc" in result.stdout
+        assert not any(c.startswith("train.py") for c in calls)
+        return
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = quant_data or "data/shakespeare"
+    text = "data/pydoc_text/*.txt" if offline else str(tmp_path / "text" / "tinyshakespeare.txt")
+    assert any(c.startswith(f"prepare_data.py --input {text} --out_dir {data}") for c in calls), calls
+    assert calls[-1] == f"train.py configs/quant_cpu.py --data_dir={data}"
+
+
 @pytest.mark.parametrize("module, extra", [("sample", []), ("eval_lm", ["--tasks", "piqa"]), ("export", ["out.bin"]),
                                            ("bench_inference", []), ("eval_commonsense_qa", []), ("eval_hellaswag", [])])
 @pytest.mark.parametrize("given", ["neither", "both"])
