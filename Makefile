@@ -131,12 +131,14 @@ else
 	$(PY) ablation_cpu.py --data_dir $(ABLATION_DATA)
 endif
 
-# the GPU runs: every out/NAME/ with a log, but the CPU demo (its own picture) and the ablation (out/ablation_cpu/*/)
-PLOT_RUNS = $(filter-out out/demo_cpu/,$(dir $(wildcard out/*/log.jsonl)))
+# the GPU variants' runs, by name: out/NAME/ as configs/NAME.py writes it, where it has a log. The CPU runs (the demos,
+# quant_cpu, the ablation) have pictures of their own. PLOT_VARIANTS="baseline gpt2_medium": any other choice.
+PLOT_VARIANTS ?= baseline increase_max_lr rotational_pos_emb swiglu modern speedrun
+PLOT_RUNS = $(dir $(wildcard $(PLOT_VARIANTS:%=out/%/log.jsonl)))
 
 .PHONY: plots ablation_cpu
-plots: setup ## compare the runs in out/ (not the CPU demo): media/convergence_comparison.png, commonsense_qa.png, summary.md/.csv
-	$(if $(PLOT_RUNS),$(PY) plot.py $(PLOT_RUNS) --out media/,@echo "no run in out/ has a log.jsonl yet: train one first (make train_baseline, ...)")
+plots: setup ## compare the GPU variants' runs in out/ (PLOT_VARIANTS=...): media/convergence_comparison.png, commonsense_qa.png, summary.md/.csv
+	$(if $(PLOT_RUNS),$(PY) plot.py $(PLOT_RUNS) --out media/,@echo "no run of $(PLOT_VARIANTS) in out/ has a log.jsonl yet: train one first (make train_baseline, ...)")
 
 train_baseline: setup ## GPT-2 124M, the llm.c/build-nanogpt recipe (needs data_fineweb and a GPU)
 	$(PY) train.py configs/baseline.py

@@ -292,6 +292,25 @@ def test_make_train_quant_cpu_prepares_its_text_then_trains_on_it(tmp_path, offl
     assert calls[-1] == f"train.py configs/quant_cpu.py --data_dir={data}"
 
 
+@needs_make
+def test_make_plots_draws_the_gpu_variants_runs_and_no_cpu_run(tmp_path):
+    shutil.copy(os.path.join(REPO, "Makefile"), tmp_path / "Makefile")
+    for run in ("baseline", "demo_cpu", "demo_cpu_baseline", "quant_cpu", "modern", "swiglu_unfinished"):
+        (tmp_path / "out" / run).mkdir(parents=True)
+        (tmp_path / "out" / run / "log.jsonl").touch()
+    (tmp_path / "out" / "ablation_cpu" / "modern_seed0").mkdir(parents=True)
+    (tmp_path / "out" / "ablation_cpu" / "modern_seed0" / "log.jsonl").touch()
+
+    def plots(*variables):
+        result = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.runtime", "plots", *variables],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    assert plots() == ".venv/bin/python plot.py out/baseline/ out/modern/ --out media/"
+    assert plots("PLOT_VARIANTS=quant_cpu") == ".venv/bin/python plot.py out/quant_cpu/ --out media/"  # when asked
+    assert "no run of" in plots("PLOT_VARIANTS=gpt2_xl")
+
 @pytest.mark.parametrize("module, extra", [("sample", []), ("eval_lm", ["--tasks", "piqa"]), ("export", ["out.bin"]),
                                            ("bench_inference", []), ("eval_commonsense_qa", []), ("eval_hellaswag", [])])
 @pytest.mark.parametrize("given", ["neither", "both"])
