@@ -15,7 +15,6 @@ an interrupted one resumes.
 
 import argparse
 import concurrent.futures
-import datetime
 import os
 import signal
 import subprocess
@@ -124,9 +123,21 @@ def count_params(config):
         return GPT(cfg.model_config()).num_params()
 
 
-def markdown_table(target, rows, hardware, text="Tiny Shakespeare", seeds=SEEDS):
+def machines(runs_by_variant):
+    """The machines the runs trained on, as their config.json says: one, or each with its variants."""
+    variants_by_machine = {}
+    for name, runs in runs_by_variant.items():
+        for run in runs:
+            variants_by_machine.setdefault(run["config"].get("hardware", "hardware not recorded"), {})[name] = None
+    if len(variants_by_machine) == 1:
+        return next(iter(variants_by_machine))
+    return "; ".join(f"{machine} ({', '.join(names)})" for machine, names in variants_by_machine.items())
+
+
+def markdown_table(target, rows, hardware, text="Tiny Shakespeare", seeds=SEEDS, trained="date not recorded"):
+    """The table, headed by what it measured, on which machine, trained when (the runs' dates, not the table's)."""
     lines = [f"{text}, {rows[0]['tokens']:,} training tokens per run, seeds {list(seeds)}, "
-             f"{hardware}, {datetime.date.today().isoformat()}. Val loss: mean ± half the spread of the seeds. "
+             f"{hardware}, trained {trained}. Val loss: mean ± half the spread of the seeds. "
              f"'Reaches baseline' is the tokens at which the run's val loss first reaches the baseline's mean final "
              f"loss ({target:.3f}), per seed.", "",
              "| variant | max_lr | parameters | final val loss | per seed | reaches baseline at | minutes/run |",
@@ -187,9 +198,9 @@ def main(argv=None):
             train_all(args.data_dir, args.jobs, variants, seeds)
         runs_by_variant = {name: [plot.read_run(run_dir(name, seed)) for seed in seeds] for name, _, _ in variants}
         target, rows = summarize(runs_by_variant)
-        hardware = runs_by_variant["baseline"][0]["config"].get("hardware", "hardware not recorded")
         data = plot.dataset_name(runs_by_variant["baseline"][0]["config"].get("data_dir"))
-        table = markdown_table(target, rows, hardware, plot.TEXT_NAMES.get(data, data), seeds)
+        trained = plot.dates([run for runs in runs_by_variant.values() for run in runs])
+        table = markdown_table(target, rows, machines(runs_by_variant), plot.TEXT_NAMES.get(data, data), seeds, trained)
         plot_ablation(runs_by_variant, target, os.path.join(args.out, args.name + ".png"), seeds)
         with open(os.path.join(args.out, args.name + ".md"), "w") as f:
             f.write(table)

@@ -3,16 +3,18 @@ Pictures and tables for media/ from the runs train.py logged (out_dir/log.jsonl 
 
     python plot.py out/baseline out/increase_max_lr out/rotational_pos_emb out/swiglu --out media/
     make plots                                            # every run in out/ except the CPU demo
-    python plot.py out/demo_cpu --loss_curve media/demo_loss.png
+    python plot.py out/demo_cpu --loss_curve media/demo_loss.png   # and its figures: media/demo_loss.md
 
 The comparison writes media/convergence_comparison.png (validation loss against tokens seen),
 media/commonsense_qa.png (CommonsenseQA accuracy against tokens seen, when a run logged csqa_acc),
 and media/summary.md + summary.csv (one row per run). Runs whose files are missing or empty are
-named on stderr and left out; the exit code is 1 only when no run could be read.
+named on stderr and left out; the exit code is 1 only when no run could be read. Every table names the
+machine (each run's config.json) and the date each run finished training (its checkpoint's last write).
 """
 
 import argparse
 import csv
+import datetime
 import json
 import os
 import sys
@@ -72,7 +74,39 @@ def read_run(run_dir):
     last_train = next((r for r in reversed(records) if "train_loss" in r), {})
     return {"name": os.path.basename(os.path.normpath(run_dir)), "config": config, "train": train, "val": val,
             "csqa": csqa, "elapsed_seconds": last_train.get("elapsed_seconds"), "dollars": last_train.get("dollars"),
-            "tokens": max(r["tokens"] for r in records)}
+            "tokens": max(r["tokens"] for r in records), "trained_on": trained_on(run_dir)}
+
+
+def trained_on(run_dir):
+    """The date (YYYY-MM-DD) a run last trained: when its checkpoint was last written. train.py started again on a
+    finished run evaluates it once more and rewrites log.jsonl and config.json, not the checkpoint; without a
+    checkpoint, the log's date."""
+    for name in ("ckpt.pt", "ckpt", "log.jsonl"):  # ckpt: FSDP's sharded checkpoint folder
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            return datetime.date.fromtimestamp(os.path.getmtime(path)).isoformat()
+    return None
+
+
+def dates(runs):
+    """The runs' training dates as one phrase: a day, or the first and last day."""
+    days = sorted({run.get("trained_on") for run in runs} - {None})
+    return "date not recorded" if not days else days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
+def loss_curve_markdown(run, command):
+    """The figures of a loss curve's picture, for media/ beside it: what trained on what, where and when, and its
+    first and last validation loss."""
+    cfg = run["config"]
+    data = dataset_name(cfg.get("data_dir"))
+    lines = [f"`{command}`: {run['name']} ({describe_variant(cfg)}, seed {cfg.get('seed')}, {cfg.get('max_steps')} steps "
+             f"of {cfg.get('total_batch_size', 0):,} tokens) on {TEXT_NAMES.get(data, data)}; "
+             f"{cfg.get('hardware', 'hardware not recorded')}; trained {dates([run])}.", "",
+             "| | tokens | validation loss |", "|---|---:|---:|"]
+    if run["val"]:
+        (first_tokens, first_loss), (last_tokens, last_loss) = run["val"][0], run["val"][-1]
+        lines += [f"| first evaluation | {first_tokens:,} | {first_loss:.2f} |", f"| last evaluation | {last_tokens:,} | {last_loss:.2f} |"]
+    return "\n".join(lines) + "\n"
 
 
 # -----------------------------------------------------------------------------
@@ -277,7 +311,7 @@ def plot_commonsense_qa(runs, path, gpt2_acc=GPT2_124M_CSQA_ACC):
 # -----------------------------------------------------------------------------
 # the summary table
 
-SUMMARY_COLUMNS = ("variant", "final_val_loss", "best_csqa_acc", "tokens", "wall_seconds", "dollars", "hardware")
+SUMMARY_COLUMNS = ("variant", "final_val_loss", "best_csqa_acc", "tokens", "wall_seconds", "dollars", "hardware", "trained_on")
 
 
 def summary_rows(runs):
@@ -286,14 +320,16 @@ def summary_rows(runs):
              "final_val_loss": run["val"][-1][1] if run["val"] else None,
              "best_csqa_acc": max(acc for _, acc in run["csqa"]) if run["csqa"] else None,
              "tokens": run["tokens"], "wall_seconds": run["elapsed_seconds"], "dollars": run["dollars"],
-             "hardware": run["config"].get("hardware")} for run in runs]
+             "hardware": run["config"].get("hardware"), "trained_on": run.get("trained_on")} for run in runs]
 
 
 def summary_markdown(rows):
     def cell(value, fmt):
         return "—" if value is None else fmt(value)
 
-    lines = ["| variant | final val loss | best CommonsenseQA acc | tokens | wall time | est. cost | hardware |",
+    machines = " / ".join(dict.fromkeys(row["hardware"] or "hardware not recorded" for row in rows))
+    lines = [f"`plot.py`, {len(rows)} run(s), trained {dates(rows)} on {machines}.", "",
+             "| variant | final val loss | best CommonsenseQA acc | tokens | wall time | est. cost | hardware |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         lines.append(" | ".join([
@@ -373,11 +409,15 @@ def main(argv=None):
     try:
         if len(args.runs) != 1:
             raise ValueError("--loss_curve draws one run; pass exactly one out_dir")
-        plot_loss_curve(read_run(args.runs[0]), args.loss_curve)
+        run = read_run(args.runs[0])
+        plot_loss_curve(run, args.loss_curve)
+        figures = os.path.splitext(args.loss_curve)[0] + ".md"
+        with open(figures, "w") as f:
+            f.write(loss_curve_markdown(run, f"python plot.py {args.runs[0]} --loss_curve {args.loss_curve}"))
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {args.loss_curve}")
+    print(f"wrote {args.loss_curve} and {figures}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """ablation_cpu.py's arithmetic on synthetic curves: what the README's ablation table reports."""
 
+import datetime
+
 import pytest
 
 import ablation_cpu
@@ -53,3 +55,15 @@ def test_an_unknown_variant_is_one_line_naming_the_variants(capsys):
     assert ablation_cpu.main(["--variants", "speedrun,nope", "--report_only"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no variant nope") and "speedrun_no_value_embeds" in err and err.count("\n") == 1
+
+
+def test_the_table_is_dated_by_when_its_runs_trained_and_names_each_machine():
+    # rendered again later (--report_only) or on another machine, the header still says where and when they ran
+    runs = {"baseline": [fake_run(5.0), fake_run(5.2)], "modern": [fake_run(4.0), fake_run(4.2)]}
+    for run in runs["modern"]:
+        run["config"] = {**run["config"], "hardware": "CPU, 2 cores (Intel Xeon)"}
+    target, rows = ablation_cpu.summarize(runs)
+    table = ablation_cpu.markdown_table(target, rows, ablation_cpu.machines(runs), trained="2025-01-02 to 2025-01-05")
+    assert "seeds [0, 1], test (baseline); CPU, 2 cores (Intel Xeon) (modern), trained 2025-01-02 to 2025-01-05." in table
+    assert datetime.date.today().isoformat() not in table
+    assert ablation_cpu.machines({"baseline": runs["baseline"]}) == "test"

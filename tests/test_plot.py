@@ -6,6 +6,7 @@ matplotlib, not pixels), the summary table, and the one-line messages for runs i
 """
 
 import csv
+import datetime
 import json
 import os
 
@@ -272,3 +273,24 @@ def test_loss_curve_of_a_run_with_one_train_record_lists_no_empty_series(tmp_pat
     assert labels == ["train loss (each logged batch)", "validation loss (held-out text)"]
     for line in handles:  # a single point is drawn only as a marker: a line of one point draws nothing
         assert len(line.get_xdata()) >= 2 or line.get_marker() not in (None, "None", "", " ")
+
+
+def test_loss_curve_mode_writes_its_figures_beside_the_picture_with_the_machine_and_the_training_date(tmp_path):
+    # the README's demo row cites media/demo_loss.md: a picture's figures cannot be checked, a table's can
+    run_dir = write_run(tmp_path, "demo_cpu", demo_log([7.0, 6.1, 5.2, 4.8]), n_layer=4, n_embd=128, data_dir="data/pydoc",
+                        hardware="CPU, 2 cores (AMD EPYC)", seed=1337, max_steps=20, total_batch_size=2048)
+    (tmp_path / "demo_cpu" / "ckpt.pt").touch()
+    finished = datetime.datetime(2026, 11, 25, 12).timestamp()
+    os.utime(tmp_path / "demo_cpu" / "ckpt.pt", (finished, finished))  # the log was rewritten later, by an evaluation
+    assert plot.main([run_dir, "--loss_curve", str(tmp_path / "demo_loss.png")]) == 0
+    figures = (tmp_path / "demo_loss.md").read_text()
+    assert "CPU, 2 cores (AMD EPYC)" in figures and "trained 2026-11-25" in figures and "20 steps of 2,048 tokens" in figures
+    assert "| first evaluation | 0 | 10.83 |" in figures and "| last evaluation | 40,960 | 5.30 |" in figures
+
+
+def test_the_summary_names_the_machines_and_the_days_the_runs_trained(two_runs):
+    for day, run_dir in zip((1, 3), two_runs):
+        stamp = datetime.datetime(2026, 12, day, 12).timestamp()
+        os.utime(os.path.join(run_dir, "log.jsonl"), (stamp, stamp))  # no checkpoint: the log's date
+    markdown = plot.summary_markdown(plot.summary_rows([plot.read_run(d) for d in two_runs]))
+    assert markdown.startswith("`plot.py`, 2 run(s), trained 2026-12-01 to 2026-12-03 on 1 x NVIDIA H100 80GB HBM3.")
