@@ -330,13 +330,27 @@ def write_table(rows, info, out):
     return table
 
 
+def instruction_set(flags):
+    """The vector instructions the kernels' speed depends on, in words, from /proc/cpuinfo's flags: the same model
+    name (a VM's "AMD EPYC") has come with AVX2 only on one machine and AVX-512 with VNNI on another."""
+    base = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "NEON" if "asimd" in flags else "no AVX2"
+    extras = [name for name, present in (("VNNI", flags & {"avx512_vnni", "avx_vnni"}), ("AMX", "amx_int8" in flags)) if present]
+    return base + (" with " + " and ".join(extras) if extras else "")
+
+
 def hardware():
-    cpu = platform.processor() or platform.machine()
+    """'AMD EPYC (AVX2), 2 cores, no GPU': the CPU's model name and instruction set, the cores, the GPU."""
+    cpu, flags = platform.processor() or platform.machine(), None
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith(("flags", "Features")) and flags is None:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
         pass
+    cpu += f" ({instruction_set(flags)})" if flags is not None else ""
     return f"{cpu}, {os.cpu_count()} cores" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
 
 

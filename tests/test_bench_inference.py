@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import math
+import os
+import re
 
 import pytest
 import torch
@@ -134,3 +136,14 @@ def test_c_engine_rows_match_pytorch_quality_and_report_their_own_memory(checkpo
     memory = bench_inference.c_backend(args, "none", tiny_model()).memory(tiny_model())
     assert 0 < memory["peak_rss"] < 64e6, memory
     del parent_memory
+
+
+def test_the_machine_is_named_with_its_instruction_set():
+    # every table names the CPU and its vector instructions: "AMD EPYC" alone was AVX2-only on one machine, AVX-512 on another
+    assert bench_inference.instruction_set({"fma", "avx2"}) == "AVX2"
+    assert bench_inference.instruction_set({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 with VNNI"
+    assert bench_inference.instruction_set({"avx2", "avx512f", "avx512_vnni", "amx_int8"}) == "AVX-512 with VNNI and AMX"
+    assert bench_inference.instruction_set({"avx2", "avx_vnni"}) == "AVX2 with VNNI"
+    assert bench_inference.instruction_set({"asimd"}) == "NEON"
+    if os.path.exists("/proc/cpuinfo"):
+        assert re.match(r".+ \((AVX|NEON|no AVX2).*\), \d+ cores, ", bench_inference.hardware())
