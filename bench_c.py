@@ -13,10 +13,14 @@ written by its own model.py and export.py (12 layers, 768 wide, vocabulary 50,30
 what GPT-2's 3072-wide GELU MLP costs). llama2.c reads a prompt one token at a time: its prefill figure is that rate.
 Its figures are its own "achieved tok/s" line.
 
-    make c && python bench_c.py                                  # what `make bench_c` runs
+    make c && python bench_c.py                                  # what `make bench_c` runs -> out/bench_c/bench_c.md
     git clone https://github.com/karpathy/llama2.c /tmp/llama2.c
-    make bench_c LLAMA2C=/tmp/llama2.c                           # with the peer (about 15 minutes on 2 cores)
+    make bench_c LLAMA2C=/tmp/llama2.c                           # with the peer (about 15 minutes on 2 cores) -> media/
     python bench_c.py --runs 3 --threads 1 --out_dir /tmp/bench_c
+
+The table is printed and written: to media/bench_c.md, which the README cites, only by the full comparison
+(--llama2c with --runs, --threads, --prompt_len and --new_tokens at their defaults); any other run writes
+OUT_DIR/bench_c.md, unless --out names the file.
 """
 
 import argparse
@@ -165,7 +169,7 @@ def render(results, sizes, args):
     return "\n".join(lines).replace("| — ms |", "| — |").replace("| — tok/s |", "| — |").replace("| — MB |", "| — |")
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default="c/gpt", help="the engine, built by `make c` (default c/gpt)")
     parser.add_argument("--out_dir", default="out/bench_c", help="where the random-weight model files (and the peer's builds) go (default out/bench_c)")
@@ -176,7 +180,18 @@ def main(argv=None):
     parser.add_argument("--llama2c", metavar="DIR", help="a clone of karpathy/llama2.c: run it beside ours")
     parser.add_argument("--cflags", default="-O3 -march=native -fopenmp", help="the flags `make c` used, for the peer's same-flags build (default: the Makefile's on gcc)")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer 64-wide model instead of 124M (a quick check of this script)")
+    parser.add_argument("--out", help="the table's file (default: media/bench_c.md from the full comparison with --llama2c, "
+                                      "OUT_DIR/bench_c.md from any other run)")
     args = parser.parse_args(argv)
+    if args.out is None:  # a partial or exploratory run must not replace the committed comparison
+        full = args.llama2c and all(getattr(args, name) == parser.get_default(name)
+                                    for name in ("runs", "threads", "prompt_len", "new_tokens", "tiny"))
+        args.out = os.path.join("media", "bench_c.md") if full else os.path.join(args.out_dir, "bench_c.md")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if not os.path.exists(args.binary):
         print(f"error: {args.binary} does not exist; build it with `make c`", file=sys.stderr)
         return 1
@@ -200,7 +215,12 @@ def main(argv=None):
         return 1
     sizes = {f"c/gpt {dtype}": os.path.getsize(path) for dtype, path in paths.items()}
     sizes.update({name: os.path.getsize(model) for name, (_, model) in peers.items()})
-    print("\n" + render(results, sizes, args))
+    table = render(results, sizes, args)
+    print("\n" + table)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(table + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 
