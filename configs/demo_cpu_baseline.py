@@ -1,4 +1,4 @@
-# GPT-2's recipe at demo scale (4 layers, 128 wide, 128-token context): learns visibly in 3-4 minutes on 2 idle CPU cores (~1,600 tok/s).
+# GPT-2's recipe at demo scale (4 layers, 128 wide, 128-token context): make demo's model size, trained the baseline's way.
 # make demo DEMO=baseline   (prepares Python's own documentation text, then python train.py configs/demo_cpu_baseline.py)
 out_dir = "out/demo_cpu_baseline"
 data_dir = "data/pydoc"

@@ -1,4 +1,4 @@
-# The model the quantization benchmark reports on: the modern recipe at CPU scale (4 layers, 128 wide, 1024-token context) on Tiny Shakespeare, about 2 minutes on 2 idle cores.
+# The model the quantization benchmark reports on: the modern recipe at CPU scale (4 layers, 128 wide, 1024-token context) on Tiny Shakespeare.
 # make train_quant_cpu   (= python train.py configs/quant_cpu.py after make data_shakespeare); then make bench_inference
 out_dir = "out/quant_cpu"
 data_dir = "data/shakespeare"
