@@ -59,10 +59,11 @@ static const void *take(Layout *l, uint64_t bytes) {
 
 static const float *take_f32(Layout *l, uint64_t n) { return (const float *)take(l, n * 4); }
 
-static GPTMatrix take_matrix(Layout *l, const GPTConfig *c, int rows, int cols) {
-    GPTMatrix m = {0};
+static WeightMatrix take_matrix(Layout *l, const GPTConfig *c, int rows, int cols) {
+    WeightMatrix m = {0};
     m.rows = rows;
     m.cols = cols;
+    m.group_size = c->group_size;
     if (c->dtype == GPT_DTYPE_Q8_0) {
         m.q = (const int8_t *)take(l, (uint64_t)rows * cols);
         m.s = take_f32(l, (uint64_t)rows * (cols / c->group_size));
@@ -107,8 +108,18 @@ static void layout_weights(GPTModel *m, Layout *l) {
     if (!c->tie_embeddings || c->dtype == GPT_DTYPE_Q8_0) {
         m->lm_head = take_matrix(l, c, V, C);
     } else {
-        m->lm_head = (GPTMatrix){.f = m->wte, .rows = V, .cols = C};
+        m->lm_head = (WeightMatrix){.f = m->wte, .rows = V, .cols = C, .group_size = c->group_size};
     }
+}
+
+// The k-th of the matrices a forward pass multiplies by: five per layer (c_gate has no rows without SwiGLU), then
+// the head; NULL past the last.
+static WeightMatrix *weight_matrix(GPTModel *m, int k) {
+    if (k > m->config.n_layer * 5) return NULL;
+    if (k == m->config.n_layer * 5) return &m->lm_head;
+    GPTLayer *L = &m->layers[k / 5];
+    WeightMatrix *mats[] = {&L->c_attn, &L->attn_proj, &L->c_fc, &L->c_gate, &L->mlp_proj};
+    return mats[k % 5];
 }
 
 static int finite_positive(float x) { return isfinite(x) && x > 0.0f; }
@@ -228,6 +239,16 @@ GPTModel *gpt_open(const char *path, char *err, size_t err_size) {
     layout_weights(m, &l);
     m->tokenizer = h + tokenizer_offset;
     m->tokenizer_size = (size_t)tokenizer_size;
+    // every matrix into the SIMD kernel's layout, once: the cost of a faster prefill is this copy (matmul.h)
+    WeightMatrix *w;
+    for (int k = 0; (w = weight_matrix(m, k)) != NULL; k++) {
+        if (w->rows == 0) continue;
+        if (matmul_pack(w) != 0) {
+            set_error(err, err_size, "out of memory repacking the weights of %s", path);
+            goto fail;
+        }
+        m->packed_bytes += matmul_packed_bytes(w);
+    }
 
     if (c->pos_emb == GPT_POS_ROPE) {
         // model.rope_cos_sin: float32 angles t * theta^(-2i/hs), dimension i and i + hs/2 share an angle
@@ -258,6 +279,8 @@ fail:
 void gpt_close(GPTModel *m) {
     if (m == NULL) return;
     if (m->map) munmap(m->map, m->map_size);
+    WeightMatrix *w;
+    for (int k = 0; m->layers && (w = weight_matrix(m, k)) != NULL; k++) matmul_free_packed(w);
     free(m->layers);
     free(m->rope_cos);
     free(m->rope_sin);
@@ -281,15 +304,16 @@ typedef struct {
     int rows;
     GPTState **row_state;
     int *row_pos;
+    int *query_groups;  // attention's groups of rows: group g is rows query_groups[g] .. query_groups[g+1]-1
     float *x, *xb, *xb2, *qkv, *hb, *hb2;
     float *skips;      // unet_skips: the outputs of blocks 0 .. n_layer/2-1 for these rows
-    int8_t *xq;        // q8_0 activations and their scales
-    float *xs;
+    QuantizedRows xq;  // q8_0 activations
 } Activations;
 
 static void activations_free(Activations *a) {
-    free(a->row_state); free(a->row_pos); free(a->x); free(a->xb); free(a->xb2); free(a->qkv); free(a->hb);
-    free(a->hb2); free(a->skips); free(a->xq); free(a->xs);
+    free(a->row_state); free(a->row_pos); free(a->query_groups); free(a->x); free(a->xb); free(a->xb2); free(a->qkv); free(a->hb);
+    free(a->hb2); free(a->skips);
+    quantized_rows_free(&a->xq);
 }
 
 static int activations_init(Activations *a, const GPTConfig *c, int rows) {
@@ -299,6 +323,7 @@ static int activations_init(Activations *a, const GPTConfig *c, int rows) {
     a->rows = rows;
     a->row_state = malloc(R * sizeof(GPTState *));
     a->row_pos = malloc(R * sizeof(int));
+    a->query_groups = malloc((R + 1) * sizeof(int));
     a->x = malloc(R * C * sizeof(float));
     a->xb = malloc(R * C * sizeof(float));
     a->xb2 = malloc(R * C * sizeof(float));
@@ -306,21 +331,25 @@ static int activations_init(Activations *a, const GPTConfig *c, int rows) {
     a->hb = malloc(R * H * sizeof(float));
     a->hb2 = malloc(R * H * sizeof(float));
     a->skips = malloc(((size_t)c->n_layer / 2 + 1) * R * C * sizeof(float));
-    a->xq = malloc(R * widest);
-    a->xs = malloc(R * widest * sizeof(float));  // one scale per group; generous
-    if (a->row_state && a->row_pos && a->x && a->xb && a->xb2 && a->qkv && a->hb && a->hb2 && a->skips && a->xq && a->xs)
+    int quantized = quantized_rows_init(&a->xq, rows, (int)widest);
+    if (a->row_state && a->row_pos && a->query_groups && a->x && a->xb && a->xb2 && a->qkv && a->hb && a->hb2 && a->skips && quantized == 0)
         return 0;
     activations_free(a);
     return -1;
 }
+
+// Keys are cached in blocks of KEY_BLOCK positions (matmul.h), each block stored dimension-major (block, head_size,
+// KEY_BLOCK): a query's scores against a block are KEY_BLOCK independent sums that vectorize over the keys, with no
+// horizontal sum per key (attention_scores).
+static int cache_blocks(const GPTConfig *c) { return (c->block_size + KEY_BLOCK - 1) / KEY_BLOCK; }
 
 struct GPTState {
     int length;        // tokens seen so far
     int pos;           // positions held in the KV cache (<= block_size)
     int *window;       // the last min(length, block_size) tokens
     int *doc_start;    // doc_mask: the position where the document of each cached position starts
-    float *key_cache;  // (n_layer, n_head, block_size, head_size): each head's keys contiguous, read as one stream
-    float *value_cache;
+    float *key_cache;  // (n_layer, n_head, cache_blocks, head_size, KEY_BLOCK): each block of keys transposed
+    float *value_cache;  // (n_layer, n_head, block_size, head_size): each head's values contiguous
     Activations act;   // for a prefill of up to block_size tokens at once
     float *logits;     // padded_vocab_size: the last token's
     char error[256];
@@ -333,7 +362,8 @@ GPTState *gpt_state_new(const GPTModel *m, char *err, size_t err_size) {
     if (s == NULL) goto oom;
     s->window = malloc(T * sizeof(int));
     s->doc_start = malloc(T * sizeof(int));
-    s->key_cache = malloc((size_t)c->n_layer * T * C * sizeof(float));
+    // zeros, not garbage, in the block positions past the last key: attend computes their scores and drops them
+    s->key_cache = calloc((size_t)c->n_layer * cache_blocks(c) * KEY_BLOCK * C, sizeof(float));
     s->value_cache = malloc((size_t)c->n_layer * T * C * sizeof(float));
     s->logits = malloc((size_t)c->padded_vocab_size * sizeof(float));
     if (!s->window || !s->doc_start || !s->key_cache || !s->value_cache || !s->logits) goto oom;
@@ -385,148 +415,13 @@ static void norm_rows(const GPTConfig *c, float *out, const float *x, const floa
     }
 }
 
-// The dot product of two fp32 vectors in 16 lanes, summed pairwise at the end: the compiler vectorizes both loops
-// without -ffast-math, where `omp simd reduction` ends in 16 serial scalar adds (a tenth of a decode step).
-static inline float dot_f32(const float *a, const float *b, int n) {
-    float lanes[16] = {0};
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; k++) lanes[k] += a[i + k] * b[i + k];
-    for (int width = 8; width > 0; width /= 2)
-        for (int k = 0; k < width; k++) lanes[k] += lanes[k + width];
-    float sum = lanes[0];
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
-}
-
-// y (n, out) = x (n, in) @ w (out, in)^T + b, fp32. Tiles of 4 weight rows x 4 tokens: each weight row is read
-// once per 4 tokens from cache; tiles at the edges repeat the last row/token and keep only the real results.
-static void matmul_f32(float *y, const float *x, const float *w, const float *b, int n, int in, int out) {
-    if (n < 4) {
-        #pragma omp parallel for schedule(static)
-        for (int o = 0; o < out; o++) {
-            for (int t = 0; t < n; t++)
-                y[(size_t)t * out + o] = dot_f32(w + (size_t)o * in, x + (size_t)t * in, in) + (b ? b[o] : 0.0f);
-        }
-        return;
-    }
-    int row_tiles = (out + 3) / 4;
-    #pragma omp parallel for schedule(static)
-    for (int rt = 0; rt < row_tiles; rt++) {
-        int o = rt * 4;
-        const float *w0 = w + (size_t)o * in;
-        const float *w1 = w + (size_t)(o + 1 < out ? o + 1 : out - 1) * in;
-        const float *w2 = w + (size_t)(o + 2 < out ? o + 2 : out - 1) * in;
-        const float *w3 = w + (size_t)(o + 3 < out ? o + 3 : out - 1) * in;
-        for (int t = 0; t < n; t += 4) {
-            const float *x0 = x + (size_t)t * in;
-            const float *x1 = x + (size_t)(t + 1 < n ? t + 1 : n - 1) * in;
-            const float *x2 = x + (size_t)(t + 2 < n ? t + 2 : n - 1) * in;
-            const float *x3 = x + (size_t)(t + 3 < n ? t + 3 : n - 1) * in;
-            float s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
-            float s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
-            #pragma omp simd reduction(+:s00,s01,s02,s03,s10,s11,s12,s13,s20,s21,s22,s23,s30,s31,s32,s33)
-            for (int i = 0; i < in; i++) {
-                float a0 = w0[i], a1 = w1[i], a2 = w2[i], a3 = w3[i];
-                float b0 = x0[i], b1 = x1[i], b2 = x2[i], b3 = x3[i];
-                s00 += a0 * b0; s01 += a0 * b1; s02 += a0 * b2; s03 += a0 * b3;
-                s10 += a1 * b0; s11 += a1 * b1; s12 += a1 * b2; s13 += a1 * b3;
-                s20 += a2 * b0; s21 += a2 * b1; s22 += a2 * b2; s23 += a2 * b3;
-                s30 += a3 * b0; s31 += a3 * b1; s32 += a3 * b2; s33 += a3 * b3;
-            }
-            float s[4][4] = {{s00, s01, s02, s03}, {s10, s11, s12, s13}, {s20, s21, s22, s23}, {s30, s31, s32, s33}};
-            for (int r = 0; r < 4 && o + r < out; r++)
-                for (int k = 0; k < 4 && t + k < n; k++)
-                    y[(size_t)(t + k) * out + o + r] = s[r][k] + (b ? b[o + r] : 0.0f);
-        }
-    }
-}
-
-// q8_0 activations (c/FORMAT.md): per group of gs inputs, scale = max|x|/127, q = round-half-even(x/scale)
-static void quantize_rows(int8_t *q, float *scales, const float *x, int n, int in, int gs) {
-    #pragma omp parallel for
-    for (int t = 0; t < n; t++) {
-        for (int g = 0; g < in / gs; g++) {
-            const float *xg = x + (size_t)t * in + (size_t)g * gs;
-            int8_t *qg = q + (size_t)t * in + (size_t)g * gs;
-            float amax = 0.0f;
-            for (int i = 0; i < gs; i++) amax = fmaxf(amax, fabsf(xg[i]));
-            float scale = amax / 127.0f;
-            scales[(size_t)t * (in / gs) + g] = scale;
-            for (int i = 0; i < gs; i++) {
-                float v = scale > 0.0f ? rintf(xg[i] / scale) : 0.0f;
-                qg[i] = (int8_t)fminf(127.0f, fmaxf(-127.0f, v));
-            }
-        }
-    }
-}
-
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-// One weight row against one token's activations. Per 32 bytes: |w| (unsigned) times x * sign(w) (signed),
-// the pairs summed into int32 lanes (exact: |q| <= 127), so each group's int32 dot product is exact as in the
-// portable loop; the group's scale product is applied lane-wise and the lanes are summed once at the end.
-static float dot_row_q8(const int8_t *w, const float *ws, const int8_t *x, const float *xs, int in, int gs) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int g = 0; g < in / gs; g++) {
-        __m256i sum = _mm256_setzero_si256();
-        for (int i = g * gs; i < (g + 1) * gs; i += 32) {
-            __m256i a = _mm256_loadu_si256((const __m256i *)(w + i));
-            __m256i b = _mm256_loadu_si256((const __m256i *)(x + i));
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-            sum = _mm256_dpbusd_epi32(sum, _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-#else
-            __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));  // <= 2*127*127
-            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-#endif
-        }
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(ws[g] * xs[g]), acc);
-    }
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-#else
-// c/FORMAT.md as written: per group an int32 dot product, times both scales, summed over groups in order
-static float dot_row_q8(const int8_t *w, const float *ws, const int8_t *x, const float *xs, int in, int gs) {
-    float y = 0.0f;
-    for (int g = 0; g < in / gs; g++) {
-        int32_t sum = 0;
-        for (int i = g * gs; i < (g + 1) * gs; i++) sum += (int32_t)w[i] * (int32_t)x[i];
-        y += (float)sum * ws[g] * xs[g];
-    }
-    return y;
-}
-#endif
-
-// y (n, out) = q8_0 x (n, in) @ w^T + b; each weight row (in bytes) stays in cache while every token passes it
-static void matmul_q8(float *y, const int8_t *xq, const float *xs, const GPTMatrix *w, const float *b, int n, int gs) {
-    int in = w->cols, out = w->rows, groups = in / gs;
-    #pragma omp parallel for schedule(static)
-    for (int o = 0; o < out; o++) {
-        const int8_t *wr = w->q + (size_t)o * in;
-        const float *ws = w->s + (size_t)o * groups;
-        for (int t = 0; t < n; t++)
-            y[(size_t)t * out + o] = dot_row_q8(wr, ws, xq + (size_t)t * in, xs + (size_t)t * groups, in, gs) + (b ? b[o] : 0.0f);
-    }
-}
-
-static void matmul(const GPTModel *m, Activations *a, float *y, const float *x, const GPTMatrix *w, const float *b, int n) {
-    if (w->f) {
-        matmul_f32(y, x, w->f, b, n, w->cols, w->rows);
-    } else {
-        quantize_rows(a->xq, a->xs, x, n, w->cols, m->config.group_size);
-        matmul_q8(y, a->xq, a->xs, w, b, n, m->config.group_size);
-    }
-}
-
 // e^x in plain arithmetic, so that a loop over it vectorizes without -ffast-math (libm's expf is a call per value,
 // and the tanh-GELU, the softmaxes and the soft-cap spent a quarter of the non-matmul time of a decode step in it):
 // e^x = 2^n e^r, n = round(x / ln 2), |r| <= ln(2)/2, e^r by its Taylor series to r^6. Within 3e-7 relative of e^x
 // for x in [-87, 88]; 0 below, e^88 above.
 static inline float exp_f32(float x) {
-    float c = fminf(fmaxf(x, -87.0f), 88.0f);
+    // comparisons, not fminf/fmaxf (calls, where these vectorize); NaN falls to -87, as fmaxf(NaN, -87) did
+    float c = x > -87.0f ? (x < 88.0f ? x : 88.0f) : -87.0f;
     float n = (c * 1.44269504f + 12582912.0f) - 12582912.0f;  // adding and removing 1.5 * 2^23 rounds to an integer
     float r = (c - n * 0.693145752f) - n * 1.42860677e-6f;    // ln 2 as a float with a short mantissa plus the rest
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
@@ -550,33 +445,47 @@ static void rope(float *v, const float *cos_t, const float *sin_t, int hs) {
     }
 }
 
-// out = softmax(q . k_j * scale) weighted sum of v_j over keys j < len (rows of hs floats). Keys go in blocks of 64
-// with a running max and sum (flash-attention style): no buffer as long as the context.
-static void attend(float *restrict out, const float *restrict q, const float *restrict k, const float *restrict v,
-                   int len, int hs, float scale) {
-    float max = -INFINITY, sum = 0.0f, p[64];
-    for (int i = 0; i < hs; i++) out[i] = 0.0f;
-    for (int j0 = 0; j0 < len; j0 += 64) {
-        int nb = len - j0 < 64 ? len - j0 : 64;
-        float block_max = -INFINITY;
-        for (int j = 0; j < nb; j++) {
-            p[j] = dot_f32(q, k + (size_t)(j0 + j) * hs, hs) * scale;
-            block_max = fmaxf(block_max, p[j]);
-        }
-        if (block_max > max) {  // rescale what was summed under the old maximum
-            float rescale = expf(max - block_max);
-            sum *= rescale;
-            for (int i = 0; i < hs; i++) out[i] *= rescale;
-            max = block_max;
-        }
-        for (int j = 0; j < nb; j++) p[j] = exp_f32(p[j] - max);
-        for (int j = 0; j < nb; j++) sum += p[j];
-        for (int j = 0; j < nb; j++) {
-            const float *vj = v + (size_t)(j0 + j) * hs;
-            for (int i = 0; i < hs; i++) out[i] += p[j] * vj[i];
+// Causal attention of up to QUERY_BLOCK queries of one head at once: query i (row i of q and of out, hs floats)
+// attends to the keys and values of positions first[i] .. last[i] of the head's cache (keys: KEY_BLOCK-position
+// blocks, dimension-major; values: one row of hs per position). Keys go by block with a running max and sum per
+// query (flash-attention style), so the scores of a long prompt never leave L1, and every block of keys is read
+// once for all the queries.
+#define QUERY_BLOCK 8
+// out and q: rows of C (the model's width) and 3 C floats (the qkv of a row), their head's slice.
+static void attend(float *out, const float *q, const int *first, const int *last, int queries, const float *keys,
+                   const float *values, int hs, int C, float scale) {
+    float score[QUERY_BLOCK][KEY_BLOCK], max[QUERY_BLOCK], sum[QUERY_BLOCK];
+    int lo = first[0], hi = last[0];
+    for (int i = 0; i < queries; i++) {
+        for (int d = 0; d < hs; d++) out[(size_t)i * C + d] = 0.0f;
+        max[i] = -INFINITY;
+        sum[i] = 0.0f;
+        lo = first[i] < lo ? first[i] : lo;
+        hi = last[i] > hi ? last[i] : hi;
+    }
+    for (int block = lo / KEY_BLOCK; block <= hi / KEY_BLOCK; block++) {
+        const float *kb = keys + (size_t)block * hs * KEY_BLOCK;
+        int p0 = block * KEY_BLOCK;
+        for (int i = 0; i < queries; i++) attention_scores(score[i], q + (size_t)i * 3 * C, kb, hs, scale);
+        for (int i = 0; i < queries; i++) {
+            int j0 = first[i] > p0 ? first[i] - p0 : 0, j1 = last[i] - p0 < KEY_BLOCK - 1 ? last[i] - p0 : KEY_BLOCK - 1;
+            if (j0 > j1) continue;  // none of this query's keys in the block
+            float *sc = score[i], block_max = -INFINITY;
+            for (int j = j0; j <= j1; j++) block_max = sc[j] > block_max ? sc[j] : block_max;
+            float *o = out + (size_t)i * C;
+            if (block_max > max[i]) {  // rescale what was summed under the old maximum
+                float rescale = expf(max[i] - block_max);
+                sum[i] *= rescale;
+                for (int d = 0; d < hs; d++) o[d] *= rescale;
+                max[i] = block_max;
+            }
+            for (int j = j0; j <= j1; j++) sc[j] = exp_f32(sc[j] - max[i]);
+            for (int j = j0; j <= j1; j++) sum[i] += sc[j];
+            attention_values(o, sc + j0, values + (size_t)(p0 + j0) * hs, j1 - j0 + 1, hs);
         }
     }
-    for (int i = 0; i < hs; i++) out[i] /= sum;
+    for (int i = 0; i < queries; i++)
+        for (int d = 0; d < hs; d++) out[(size_t)i * C + d] /= sum[i];
 }
 
 // ----------------------------------------------------------------------------
@@ -603,11 +512,18 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
         int p = a->row_pos[t];
         s->doc_start[p] = (p == 0 || tokens[t] == c->eot_token) ? p : s->doc_start[p - 1];
     }
+    // consecutive positions of one generation, up to QUERY_BLOCK, attend as a group (each block of keys read once)
+    int groups = 0;
+    for (int t = 0; t < n; t++)
+        if (t == 0 || a->row_state[t] != a->row_state[t - 1] || a->row_pos[t] != a->row_pos[t - 1] + 1 ||
+            t - a->query_groups[groups - 1] == QUERY_BLOCK)
+            a->query_groups[groups++] = t;
+    a->query_groups[groups] = n;
     float att_scale = 1.0f / sqrtf((float)hs);
     int half = c->n_layer / 2;
     for (int l = 0; l < c->n_layer; l++) {
         const GPTLayer *L = &m->layers[l];
-        size_t layer_cache = (size_t)l * T * C;
+        size_t layer_values = (size_t)l * T * C, layer_keys = (size_t)l * cache_blocks(c) * KEY_BLOCK * C;
         int mirrored = c->n_layer - 1 - l;  // the block of the first half that this one of the second half mirrors
         if (c->unet_skips && mirrored < half) {
             const float *skip = a->skips + (size_t)mirrored * a->rows * C;
@@ -616,7 +532,7 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
         }
         const float *value_table = c->value_embeds ? m->value_embeds + (size_t)(l < mirrored ? l : mirrored) * V * C : NULL;
         norm_rows(c, a->xb, a->x, L->ln_1_w, L->ln_1_b, n);
-        matmul(m, a, a->qkv, a->xb, &L->c_attn, L->c_attn_b, n);
+        matmul(a->qkv, a->xb, &L->c_attn, L->c_attn_b, n, &a->xq);
         #pragma omp parallel for collapse(2)
         for (int t = 0; t < n; t++) {
             for (int h = 0; h < nh; h++) {
@@ -636,31 +552,38 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
                     rope(q, cs, sn, hs);
                     rope(k, cs, sn, hs);
                 }
-                memcpy(s->key_cache + layer_cache + ((size_t)h * T + p) * hs, k, hs * sizeof(float));
-                memcpy(s->value_cache + layer_cache + ((size_t)h * T + p) * hs, v, hs * sizeof(float));
+                float *kb = s->key_cache + layer_keys + ((size_t)h * cache_blocks(c) + p / KEY_BLOCK) * hs * KEY_BLOCK;
+                for (int i = 0; i < hs; i++) kb[(size_t)i * KEY_BLOCK + p % KEY_BLOCK] = k[i];
+                memcpy(s->value_cache + layer_values + ((size_t)h * T + p) * hs, v, hs * sizeof(float));
             }
         }
-        // causal attention, one (token, head) at a time, over the keys first .. p of the row's own cache: all the
-        // earlier ones, or from where the token's document starts and within its window (a contiguous range)
+        // causal attention, a group of rows of one generation (query_groups) and one head at a time, over the keys
+        // first .. p of each row's own cache: all the earlier ones, or from where the token's document starts and
+        // within its window (a contiguous range)
         #pragma omp parallel for collapse(2) schedule(dynamic, 1)  // 1: a single token's heads split evenly
-        for (int t = 0; t < n; t++)
+        for (int g = 0; g < groups; g++)
             for (int h = 0; h < nh; h++) {
-                const GPTState *s = a->row_state[t];
-                int p = a->row_pos[t], first = c->doc_mask ? s->doc_start[p] : 0;
-                if (c->attn_window && p - c->attn_window + 1 > first) first = p - c->attn_window + 1;
-                const float *kc = s->key_cache + layer_cache + ((size_t)h * T + first) * hs;
-                const float *vc = s->value_cache + layer_cache + ((size_t)h * T + first) * hs;
-                attend(a->xb + (size_t)t * C + h * hs, a->qkv + (size_t)t * 3 * C + h * hs, kc, vc, p + 1 - first, hs,
-                       att_scale);
+                int t0 = a->query_groups[g], queries = a->query_groups[g + 1] - t0, first[QUERY_BLOCK], last[QUERY_BLOCK];
+                const GPTState *s = a->row_state[t0];
+                for (int i = 0; i < queries; i++) {
+                    int p = a->row_pos[t0 + i];
+                    first[i] = c->doc_mask ? s->doc_start[p] : 0;
+                    if (c->attn_window && p - c->attn_window + 1 > first[i]) first[i] = p - c->attn_window + 1;
+                    last[i] = p;
+                }
+                const float *kc = s->key_cache + layer_keys + (size_t)h * cache_blocks(c) * KEY_BLOCK * hs;
+                const float *vc = s->value_cache + layer_values + (size_t)h * T * hs;
+                attend(a->xb + (size_t)t0 * C + h * hs, a->qkv + (size_t)t0 * 3 * C + h * hs, first, last, queries, kc, vc,
+                       hs, C, att_scale);
             }
-        matmul(m, a, a->xb2, a->xb, &L->attn_proj, L->attn_proj_b, n);
+        matmul(a->xb2, a->xb, &L->attn_proj, L->attn_proj_b, n, &a->xq);
         for (size_t i = 0; i < (size_t)n * C; i++) a->x[i] += a->xb2[i];
 
         norm_rows(c, a->xb, a->x, L->ln_2_w, L->ln_2_b, n);
-        matmul(m, a, a->hb, a->xb, &L->c_fc, L->c_fc_b, n);
+        matmul(a->hb, a->xb, &L->c_fc, L->c_fc_b, n, &a->xq);
         long count = (long)n * H;
         if (c->mlp == GPT_MLP_SWIGLU) {
-            matmul(m, a, a->hb2, a->xb, &L->c_gate, L->c_gate_b, n);
+            matmul(a->hb2, a->xb, &L->c_gate, L->c_gate_b, n, &a->xq);
             #pragma omp parallel for simd
             for (long i = 0; i < count; i++) a->hb[i] *= a->hb2[i] / (1.0f + exp_f32(-a->hb2[i]));
         } else if (c->mlp == GPT_MLP_RELU2) {
@@ -670,14 +593,14 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
             #pragma omp parallel for simd
             for (long i = 0; i < count; i++) a->hb[i] = gelu_tanh(a->hb[i]);
         }
-        matmul(m, a, a->xb2, a->hb, &L->mlp_proj, L->mlp_proj_b, n);
+        matmul(a->xb2, a->hb, &L->mlp_proj, L->mlp_proj_b, n, &a->xq);
         for (size_t i = 0; i < (size_t)n * C; i++) a->x[i] += a->xb2[i];
         if (c->unet_skips && l < half) memcpy(a->skips + (size_t)l * a->rows * C, a->x, (size_t)n * C * sizeof(float));
     }
     // the head: every row, or the last one only
     int first = all_rows ? 0 : n - 1;
     norm_rows(c, a->xb, a->x + (size_t)first * C, m->ln_f_w, m->ln_f_b, n - first);
-    matmul(m, a, logits, a->xb, &m->lm_head, NULL, n - first);
+    matmul(logits, a->xb, &m->lm_head, NULL, n - first, &a->xq);
     if (c->logit_softcap > 0.0f) {
         float cap = c->logit_softcap;
         #pragma omp parallel for simd

@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "matmul.h"  // WeightMatrix: a weight matrix (out rows x in columns), fp32 or q8_0, and its packed copy
+
 enum { GPT_POS_LEARNED = 0, GPT_POS_ROPE = 1 };
 enum { GPT_MLP_GELU = 0, GPT_MLP_SWIGLU = 1, GPT_MLP_RELU2 = 2 };
 enum { GPT_NORM_LAYERNORM = 0, GPT_NORM_RMSNORM = 1 };
@@ -50,18 +52,11 @@ typedef struct {
     int unet_skips;         // 1: block n_layer-1-i adds skip_weights[i] x the output of block i, i < n_layer/2
 } GPTConfig;
 
-/* A weight matrix (out rows x in columns, row-major): fp32, or q8_0 int8 values with one fp32 scale per group. */
-typedef struct {
-    const float *f;     // fp32 weights, or NULL when quantized
-    const int8_t *q;    // q8_0 values (out*in)
-    const float *s;     // q8_0 scales (out*in/group_size)
-    int rows, cols;
-} GPTMatrix;
 
 typedef struct {
     const float *value_lambdas;  // 2: v = value_lambdas[0] v + value_lambdas[1] value embedding; NULL without
     const float *ln_1_w, *ln_1_b, *ln_2_w, *ln_2_b;  // b NULL without bias or with RMSNorm
-    GPTMatrix c_attn, attn_proj, c_fc, c_gate, mlp_proj;  // c_gate only for SwiGLU
+    WeightMatrix c_attn, attn_proj, c_fc, c_gate, mlp_proj;  // c_gate only for SwiGLU
     const float *c_attn_b, *attn_proj_b, *c_fc_b, *c_gate_b, *mlp_proj_b;  // NULL without bias
 } GPTLayer;
 
@@ -73,10 +68,11 @@ typedef struct {
     const float *skip_weights;  // n_layer/2, with unet_skips; else NULL
     GPTLayer *layers;         // n_layer
     const float *ln_f_w, *ln_f_b;
-    GPTMatrix lm_head;        // padded_vocab_size x n_embd; shares wte's memory when tied and fp32
+    WeightMatrix lm_head;        // padded_vocab_size x n_embd; shares wte's memory when tied and fp32
     float *rope_cos, *rope_sin;  // block_size x head_size, computed at open as model.py computes them
     const unsigned char *tokenizer;  // the tokenizer section of the file (bpe_open reads it)
     size_t tokenizer_size;
+    size_t packed_bytes;      // the weights' copy in the matmul kernel's layout (0 with the portable kernel)
     void *map;                // the whole file, memory-mapped
     size_t map_size;
 } GPTModel;

@@ -26,6 +26,12 @@ def corpus(tmp_path_factory):
     return str(data_dir)
 
 
+def march_native():
+    """["-march=native"] where gcc takes it (the Makefile's default), else []: the flags of the SIMD kernels."""
+    result = subprocess.run(["gcc", "-march=native", "-x", "c", "-c", "/dev/null", "-o", "/dev/null"], capture_output=True)
+    return ["-march=native"] if result.returncode == 0 else []
+
+
 def build(out_path, cflags=None):
     cmd = ["make", "-s", "-C", REPO, "c", f"C_OUT={out_path}"] + ([f"CFLAGS={cflags}"] if cflags else [])
     result = subprocess.run(cmd, capture_output=True, text=True)

@@ -1,0 +1,398 @@
+/*
+ * matmul.c: the engine's matrix products, y (n, out) = x (n, in) @ W^T + b, fp32 and q8_0 (matmul.h).
+ *
+ * The portable loops come first: they read the file's layout, they are what a CPU without AVX2 runs, and they
+ * are the reference the SIMD kernels are held to. Then one micro-kernel per type, written once over a few
+ * vector primitives that each instruction set defines (llamafile's tinyBLAS habit), for two levels chosen when
+ * the engine is compiled (-march=native picks the machine's):
+ *   avx512-vnni  (AVX-512 F/BW + VNNI: Zen 4, Ice Lake and later Xeons): 16 floats or 64 bytes a vector
+ *   avx2         (AVX2 + FMA, the x86-64-v3 machines):                  8 floats or 32 bytes a vector
+ * The weights are repacked once at load into panels of 16 output rows interleaved along `in` (fp32: 16 floats
+ * per input; q8_0: 16 rows x 4 consecutive bytes per step of 4 inputs, then the panel's scales), so that one
+ * vector load holds a slice of 16 rows and a token's input, broadcast, multiplies all of them: a tile of
+ * TILE_VECTORS vectors of rows by up to TILE_TOKENS tokens stays in registers while `in` is walked, and each
+ * result is written once, with no horizontal sum. A tile's weights (32 rows x in) stay in L1/L2 while every
+ * token tile of the call passes them, which is what makes a prefill compute-bound instead of bound by reading
+ * the weights. Edge tiles run the same kernel at fewer tokens; rows past `out` are zero rows of the packing
+ * whose results are not stored.
+ *
+ * q8_0 with VNNI: vpdpbusd multiplies unsigned by signed bytes, so the weights are made unsigned in the register
+ * (w + 128, by flipping the top bit) and each group's dot product starts at -128 x (the sum of the token's
+ * int8 values in that group): exact, the same int32 as the portable loop. Plain AVX2 has no such instruction;
+ * maddubs would saturate on (w + 128) x, so it multiplies |w| by x with w's sign (both within 127 x 127).
+ */
+#include "matmul.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PANEL 16  // output rows interleaved in one panel of the packed layout
+
+// ----------------------------------------------------------------------------
+// the portable kernels: the file's layout, one output at a time
+
+// q8_0 activations (c/FORMAT.md): per group of gs inputs, scale = max|x|/127, q = round-half-even(x/scale)
+static void quantize_rows(QuantizedRows *xq, const float *x, int n, int in, int gs) {
+    int groups = in / gs;
+    #pragma omp parallel for
+    for (int t = 0; t < n; t++) {
+        for (int g = 0; g < groups; g++) {
+            const float *xg = x + (size_t)t * in + (size_t)g * gs;
+            int8_t *qg = xq->q + (size_t)t * in + (size_t)g * gs;
+            float lanes[16] = {0};  // |x|'s maximum in 16 lanes, then across them: the loop vectorizes
+            for (int i = 0; i < gs; i++) lanes[i % 16] = fabsf(xg[i]) > lanes[i % 16] ? fabsf(xg[i]) : lanes[i % 16];
+            float amax = 0.0f;
+            for (int i = 0; i < 16; i++) amax = lanes[i] > amax ? lanes[i] : amax;
+            float scale = amax / 127.0f;
+            int32_t sum = 0;
+            if (scale > 0.0f) {
+                for (int i = 0; i < gs; i++) {  // comparisons, not fminf/fmaxf (calls); NaN (a damaged file) to -127
+                    float v = rintf(xg[i] / scale);
+                    qg[i] = (int8_t)(v > -127.0f ? (v < 127.0f ? v : 127.0f) : -127.0f);
+                    sum += qg[i];
+                }
+            } else {
+                memset(qg, 0, gs);
+            }
+            xq->scales[(size_t)t * groups + g] = scale;
+            xq->sums[(size_t)t * groups + g] = sum;
+        }
+    }
+}
+
+// c/FORMAT.md as written: per group an int32 dot product, times both scales, summed over groups in order
+static float dot_row_q8(const int8_t *w, const float *ws, const int8_t *x, const float *xs, int in, int gs) {
+    float y = 0.0f;
+    for (int g = 0; g < in / gs; g++) {
+        int32_t sum = 0;
+        for (int i = g * gs; i < (g + 1) * gs; i++) sum += (int32_t)w[i] * (int32_t)x[i];
+        y += (float)sum * ws[g] * xs[g];
+    }
+    return y;
+}
+
+void matmul_portable(float *y, const float *x, const WeightMatrix *w, const float *b, int n, QuantizedRows *x_q) {
+    int in = w->cols, out = w->rows, gs = w->group_size;
+    if (w->f == NULL) quantize_rows(x_q, x, n, in, gs);
+    #pragma omp parallel for schedule(static)
+    for (int o = 0; o < out; o++) {
+        for (int t = 0; t < n; t++) {
+            float dot = w->f ? dot_f32(w->f + (size_t)o * in, x + (size_t)t * in, in)
+                             : dot_row_q8(w->q + (size_t)o * in, w->s + (size_t)o * (in / gs), x_q->q + (size_t)t * in,
+                                          x_q->scales + (size_t)t * (in / gs), in, gs);
+            y[(size_t)t * out + o] = dot + (b ? b[o] : 0.0f);
+        }
+    }
+}
+
+int quantized_rows_init(QuantizedRows *x, int rows, int cols) {
+    size_t n = (size_t)rows * cols;
+    x->q = malloc(n);
+    x->scales = malloc(n * sizeof(float));  // one per group: generous, as the group size is not known here
+    x->sums = malloc(n * sizeof(int32_t));
+    if (x->q && x->scales && x->sums) return 0;
+    quantized_rows_free(x);
+    return -1;
+}
+
+void quantized_rows_free(QuantizedRows *x) {
+    free(x->q); free(x->scales); free(x->sums);
+    x->q = NULL; x->scales = NULL; x->sums = NULL;
+}
+
+// ----------------------------------------------------------------------------
+// the vector primitives of each level
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#define SIMD_LEVEL "avx512-vnni"
+#define KERNEL_NAME "fp32 avx512 32x12, q8_0 avx512-vnni 32x6"
+#define LANES 16
+#define F32_TILE_TOKENS 12  // 2 x 12 accumulators + 2 weight vectors + 1 broadcast of the 32 zmm registers
+#define Q8_TILE_TOKENS 6    // 2 x 6 int32 dot products + 2 x 6 float sums + 2 weights + 1 broadcast
+typedef __m512 vfloat;
+typedef __m512i vint;
+typedef __m512i q8weights;  // w + 128, as unsigned bytes
+#define Q8_OFFSET 128
+static inline vfloat vf_zero(void) { return _mm512_setzero_ps(); }
+static inline vfloat vf_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline vfloat vf_set1(float v) { return _mm512_set1_ps(v); }
+static inline vfloat vf_fma(vfloat a, vfloat b, vfloat c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vfloat vf_mul(vfloat a, vfloat b) { return _mm512_mul_ps(a, b); }
+static inline vfloat vf_add(vfloat a, vfloat b) { return _mm512_add_ps(a, b); }
+static inline void vf_store(float *p, vfloat v) { _mm512_storeu_ps(p, v); }
+static inline vint vi_set1(int32_t v) { return _mm512_set1_epi32(v); }
+static inline vfloat vi_to_vf(vint v) { return _mm512_cvtepi32_ps(v); }
+static inline q8weights q8_load(const int8_t *p) {
+    return _mm512_xor_si512(_mm512_loadu_si512((const void *)p), _mm512_set1_epi8((char)0x80));
+}
+// each int32 lane += its row's 4 weights x the token's 4 inputs
+static inline vint q8_dot4(vint acc, q8weights w, vint x) { return _mm512_dpbusd_epi32(acc, w, x); }
+
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define SIMD_LEVEL "avx2"
+#define KERNEL_NAME "fp32 avx2 16x6, q8_0 avx2 16x4"
+#define LANES 8
+#define F32_TILE_TOKENS 6   // 2 x 6 accumulators + 2 weight vectors + 1 broadcast of the 16 ymm registers
+#define Q8_TILE_TOKENS 4
+typedef __m256 vfloat;
+typedef __m256i vint;
+typedef struct { __m256i abs, sign; } q8weights;  // |w| and w, whose sign goes onto the token's bytes
+#define Q8_OFFSET 0
+static inline vfloat vf_zero(void) { return _mm256_setzero_ps(); }
+static inline vfloat vf_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline vfloat vf_set1(float v) { return _mm256_set1_ps(v); }
+static inline vfloat vf_fma(vfloat a, vfloat b, vfloat c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vfloat vf_mul(vfloat a, vfloat b) { return _mm256_mul_ps(a, b); }
+static inline vfloat vf_add(vfloat a, vfloat b) { return _mm256_add_ps(a, b); }
+static inline void vf_store(float *p, vfloat v) { _mm256_storeu_ps(p, v); }
+static inline vint vi_set1(int32_t v) { return _mm256_set1_epi32(v); }
+static inline vfloat vi_to_vf(vint v) { return _mm256_cvtepi32_ps(v); }
+static inline q8weights q8_load(const int8_t *p) {
+    __m256i w = _mm256_loadu_si256((const __m256i *)p);
+    return (q8weights){_mm256_sign_epi8(w, w), w};
+}
+static inline vint q8_dot4(vint acc, q8weights w, vint x) {
+    __m256i pairs = _mm256_maddubs_epi16(w.abs, _mm256_sign_epi8(x, w.sign));  // |pair| <= 2 x 127 x 127
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+#endif
+
+// ----------------------------------------------------------------------------
+// the packed kernels
+
+#ifdef SIMD_LEVEL
+#define TILE_VECTORS 2                       // vectors of rows in a tile
+#define TILE_ROWS (TILE_VECTORS * LANES)     // 32 rows (avx512-vnni) or 16 (avx2)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static int padded_rows(int rows) { return (rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS; }
+
+const char *matmul_kernel_name(void) { return KERNEL_NAME " (rows x tokens per tile, weights repacked at load)"; }
+
+size_t matmul_packed_bytes(const WeightMatrix *w) {
+    size_t rows = (size_t)padded_rows(w->rows), cols = (size_t)w->cols;
+    if (w->f) return rows * cols * sizeof(float);
+    return rows * cols + rows * (cols / w->group_size) * sizeof(float);
+}
+
+int matmul_pack(WeightMatrix *w) {
+    size_t bytes = (matmul_packed_bytes(w) + 63) / 64 * 64;
+    void *packed = aligned_alloc(64, bytes);
+    if (packed == NULL) return -1;
+    int rows = w->rows, in = w->cols, panels = padded_rows(rows) / PANEL;
+    if (w->f) {  // panel p, input i: rows 16p .. 16p+15
+        float *wp = packed;
+        for (int p = 0; p < panels; p++)
+            for (int i = 0; i < in; i++)
+                for (int r = 0; r < PANEL; r++) {
+                    int o = p * PANEL + r;
+                    wp[((size_t)p * in + i) * PANEL + r] = o < rows ? w->f[(size_t)o * in + i] : 0.0f;
+                }
+    } else {  // panel p, step s: rows 16p .. 16p+15 x inputs 4s .. 4s+3; then the scales, panel p, group g: 16 rows
+        int8_t *qp = packed;
+        int steps = in / 4, groups = in / w->group_size;
+        float *sp = (float *)(qp + (size_t)panels * PANEL * in);
+        for (int p = 0; p < panels; p++)
+            for (int r = 0; r < PANEL; r++) {
+                int o = p * PANEL + r;
+                for (int s = 0; s < steps; s++)
+                    for (int k = 0; k < 4; k++)
+                        qp[((size_t)p * steps + s) * PANEL * 4 + r * 4 + k] = o < rows ? w->q[(size_t)o * in + 4 * s + k] : 0;
+                for (int g = 0; g < groups; g++)
+                    sp[((size_t)p * groups + g) * PANEL + r] = o < rows ? w->s[(size_t)o * groups + g] : 0.0f;
+            }
+    }
+    w->packed = packed;
+    return 0;
+}
+
+#define MAX_TILE_TOKENS (F32_TILE_TOKENS > Q8_TILE_TOKENS ? F32_TILE_TOKENS : Q8_TILE_TOKENS)
+
+// The tile's results (TILE_ROWS outputs of each of `tokens` tokens, row-major by token) into y, plus the bias;
+// at the last tile, only the rows that exist.
+static ALWAYS_INLINE void store_tile(float *y, vfloat acc[TILE_VECTORS][MAX_TILE_TOKENS],
+                                     const float *b, int out, int o0, int t0, int tokens) {
+    if (o0 + TILE_ROWS <= out) {
+        for (int r = 0; r < TILE_VECTORS; r++) {
+            vfloat bias = b ? vf_load(b + o0 + r * LANES) : vf_zero();
+            for (int j = 0; j < tokens; j++) vf_store(y + (size_t)(t0 + j) * out + o0 + r * LANES, vf_add(acc[r][j], bias));
+        }
+        return;
+    }
+    float tmp[TILE_ROWS];
+    for (int j = 0; j < tokens; j++) {
+        for (int r = 0; r < TILE_VECTORS; r++) vf_store(tmp + r * LANES, acc[r][j]);
+        for (int o = o0; o < out; o++) y[(size_t)(t0 + j) * out + o] = tmp[o - o0] + (b ? b[o] : 0.0f);
+    }
+}
+
+// tokens t0 .. t0+tokens-1 (tokens <= F32_TILE_TOKENS, a constant where it is inlined) x rows o0 .. o0+TILE_ROWS-1
+static ALWAYS_INLINE void tile_f32(float *y, const float *x, const float *wp, const float *b, int in, int out, int o0,
+                                   int t0, int tokens) {
+    vfloat acc[TILE_VECTORS][MAX_TILE_TOKENS];
+    const float *w[TILE_VECTORS];
+    for (int r = 0; r < TILE_VECTORS; r++) {
+        int row = o0 + r * LANES;
+        w[r] = wp + (size_t)(row / PANEL) * in * PANEL + row % PANEL;
+        for (int j = 0; j < tokens; j++) acc[r][j] = vf_zero();
+    }
+    const float *xt = x + (size_t)t0 * in;
+    for (int i = 0; i < in; i++) {
+        vfloat wv[TILE_VECTORS];
+        for (int r = 0; r < TILE_VECTORS; r++) wv[r] = vf_load(w[r] + (size_t)i * PANEL);
+        #pragma GCC unroll 16
+        for (int j = 0; j < tokens; j++) {
+            vfloat xv = vf_set1(xt[(size_t)j * in + i]);
+            for (int r = 0; r < TILE_VECTORS; r++) acc[r][j] = vf_fma(wv[r], xv, acc[r][j]);
+        }
+    }
+    store_tile(y, acc, b, out, o0, t0, tokens);
+}
+
+static ALWAYS_INLINE void tile_q8(float *y, const QuantizedRows *x, const int8_t *qp, const float *sp, const float *b,
+                                  int in, int out, int gs, int o0, int t0, int tokens) {
+    int steps = in / 4, groups = in / gs;
+    vfloat acc[TILE_VECTORS][MAX_TILE_TOKENS];
+    const int8_t *w[TILE_VECTORS];
+    const float *ws[TILE_VECTORS];
+    for (int r = 0; r < TILE_VECTORS; r++) {
+        int row = o0 + r * LANES;
+        w[r] = qp + (size_t)(row / PANEL) * steps * PANEL * 4 + (row % PANEL) * 4;
+        ws[r] = sp + (size_t)(row / PANEL) * groups * PANEL + row % PANEL;
+        for (int j = 0; j < tokens; j++) acc[r][j] = vf_zero();
+    }
+    const int8_t *xt = x->q + (size_t)t0 * in;
+    for (int g = 0; g < groups; g++) {
+        vint dot[TILE_VECTORS][MAX_TILE_TOKENS];
+        for (int j = 0; j < tokens; j++) {
+            vint start = vi_set1(-Q8_OFFSET * x->sums[(size_t)(t0 + j) * groups + g]);
+            for (int r = 0; r < TILE_VECTORS; r++) dot[r][j] = start;
+        }
+        for (int s = g * gs / 4; s < (g + 1) * gs / 4; s++) {
+            q8weights wv[TILE_VECTORS];
+            for (int r = 0; r < TILE_VECTORS; r++) wv[r] = q8_load(w[r] + (size_t)s * PANEL * 4);
+            #pragma GCC unroll 16
+            for (int j = 0; j < tokens; j++) {
+                int32_t four;
+                memcpy(&four, xt + (size_t)j * in + 4 * s, 4);
+                vint xv = vi_set1(four);
+                for (int r = 0; r < TILE_VECTORS; r++) dot[r][j] = q8_dot4(dot[r][j], wv[r], xv);
+            }
+        }
+        for (int r = 0; r < TILE_VECTORS; r++) {
+            vfloat w_scale = vf_load(ws[r] + (size_t)g * PANEL);
+            for (int j = 0; j < tokens; j++) {
+                vfloat scale = vf_mul(w_scale, vf_set1(x->scales[(size_t)(t0 + j) * groups + g]));
+                acc[r][j] = vf_fma(vi_to_vf(dot[r][j]), scale, acc[r][j]);
+            }
+        }
+    }
+    store_tile(y, acc, b, out, o0, t0, tokens);
+}
+
+// One function per tile width, so that each inlined kernel has a constant token count: its loops unroll and its
+// accumulators live in registers.
+#define TILE_F32_CASE(k) case k: tile_f32(y, x, wp, b, in, out, o0, t, k); break;
+static void row_tiles_f32(float *y, const float *x, const float *wp, const float *b, int n, int in, int out) {
+    int tiles = padded_rows(out) / TILE_ROWS;
+    #pragma omp parallel for schedule(static)
+    for (int tile = 0; tile < tiles; tile++) {
+        int o0 = tile * TILE_ROWS;
+        for (int t = 0; t < n; t += F32_TILE_TOKENS) {
+            switch (n - t < F32_TILE_TOKENS ? n - t : F32_TILE_TOKENS) {
+                TILE_F32_CASE(1) TILE_F32_CASE(2) TILE_F32_CASE(3) TILE_F32_CASE(4) TILE_F32_CASE(5) TILE_F32_CASE(6)
+#if F32_TILE_TOKENS > 6
+                TILE_F32_CASE(7) TILE_F32_CASE(8) TILE_F32_CASE(9) TILE_F32_CASE(10) TILE_F32_CASE(11) TILE_F32_CASE(12)
+#endif
+            }
+        }
+    }
+}
+
+#define TILE_Q8_CASE(k) case k: tile_q8(y, x, qp, sp, b, in, out, gs, o0, t, k); break;
+static void row_tiles_q8(float *y, const QuantizedRows *x, const WeightMatrix *w, const float *b, int n) {
+    int in = w->cols, out = w->rows, gs = w->group_size, tiles = padded_rows(out) / TILE_ROWS;
+    const int8_t *qp = w->packed;
+    const float *sp = (const float *)(qp + (size_t)padded_rows(out) * in);
+    #pragma omp parallel for schedule(static)
+    for (int tile = 0; tile < tiles; tile++) {
+        int o0 = tile * TILE_ROWS;
+        for (int t = 0; t < n; t += Q8_TILE_TOKENS) {
+            switch (n - t < Q8_TILE_TOKENS ? n - t : Q8_TILE_TOKENS) {
+                TILE_Q8_CASE(1) TILE_Q8_CASE(2) TILE_Q8_CASE(3) TILE_Q8_CASE(4)
+#if Q8_TILE_TOKENS > 4
+                TILE_Q8_CASE(5) TILE_Q8_CASE(6)
+#endif
+            }
+        }
+    }
+}
+
+void matmul(float *y, const float *x, const WeightMatrix *w, const float *b, int n, QuantizedRows *x_q) {
+    if (w->packed == NULL) {
+        matmul_portable(y, x, w, b, n, x_q);
+    } else if (w->f) {
+        row_tiles_f32(y, x, w->packed, b, n, w->cols, w->rows);
+    } else {
+        quantize_rows(x_q, x, n, w->cols, w->group_size);
+        row_tiles_q8(y, x_q, w, b, n);
+    }
+}
+
+// KEY_BLOCK sums in KEY_BLOCK / LANES registers, independent chains of multiply-adds
+void attention_scores(float *scores, const float *q, const float *keys, int hs, float scale) {
+    vfloat acc[KEY_BLOCK / LANES];
+    for (int r = 0; r < KEY_BLOCK / LANES; r++) acc[r] = vf_zero();
+    for (int d = 0; d < hs; d++) {
+        vfloat qd = vf_set1(q[d]);
+        for (int r = 0; r < KEY_BLOCK / LANES; r++) acc[r] = vf_fma(qd, vf_load(keys + (size_t)d * KEY_BLOCK + r * LANES), acc[r]);
+    }
+    for (int r = 0; r < KEY_BLOCK / LANES; r++) vf_store(scores + r * LANES, vf_mul(acc[r], vf_set1(scale)));
+}
+
+// 4 vectors of dimensions at a time, held in registers over the rows; the dimensions past them one by one
+void attention_values(float *out, const float *p, const float *values, int count, int hs) {
+    int d = 0;
+    for (; d + 4 * LANES <= hs; d += 4 * LANES) {
+        vfloat acc[4];
+        for (int r = 0; r < 4; r++) acc[r] = vf_load(out + d + r * LANES);
+        for (int j = 0; j < count; j++) {
+            vfloat pj = vf_set1(p[j]);
+            for (int r = 0; r < 4; r++) acc[r] = vf_fma(pj, vf_load(values + (size_t)j * hs + d + r * LANES), acc[r]);
+        }
+        for (int r = 0; r < 4; r++) vf_store(out + d + r * LANES, acc[r]);
+    }
+    for (; d < hs; d++)
+        for (int j = 0; j < count; j++) out[d] += p[j] * values[(size_t)j * hs + d];
+}
+
+#else  // no SIMD level: the portable kernels on the file's layout, nothing packed
+
+void attention_scores(float *scores, const float *q, const float *keys, int hs, float scale) {
+    for (int j = 0; j < KEY_BLOCK; j++) scores[j] = 0.0f;
+    for (int d = 0; d < hs; d++)
+        for (int j = 0; j < KEY_BLOCK; j++) scores[j] += q[d] * keys[(size_t)d * KEY_BLOCK + j];
+    for (int j = 0; j < KEY_BLOCK; j++) scores[j] *= scale;
+}
+
+void attention_values(float *out, const float *p, const float *values, int count, int hs) {
+    for (int j = 0; j < count; j++)
+        for (int d = 0; d < hs; d++) out[d] += p[j] * values[(size_t)j * hs + d];
+}
+
+const char *matmul_kernel_name(void) { return "fp32 portable, q8_0 portable (no AVX2: one output at a time)"; }
+size_t matmul_packed_bytes(const WeightMatrix *w) { (void)w; return 0; }
+int matmul_pack(WeightMatrix *w) { w->packed = NULL; return 0; }
+void matmul(float *y, const float *x, const WeightMatrix *w, const float *b, int n, QuantizedRows *x_q) {
+    matmul_portable(y, x, w, b, n, x_q);
+}
+
+#endif
+
+void matmul_free_packed(WeightMatrix *w) {
+    free(w->packed);
+    w->packed = NULL;
+}

@@ -1,0 +1,97 @@
+// tests/test_matmul.py's driver: the kernel this build chose (matmul) against the portable reference
+// (matmul_portable) on random matrices of odd shapes, fp32 and q8_0 with group sizes 32 and 64.
+// For every shape it checks, and prints the worst case of each:
+//   error: |kernel - reference| / sum_i |w_i x_i| (the two sum in different orders; the int8 products are exact)
+//   alone: whether each token's outputs are bit for bit the ones it gets multiplied alone (n = 1)
+//     matmul_test            prints "kernel <name>", then "fp32 error E alone A" and "q8_0 error E alone A"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../c/matmul.h"
+
+static uint64_t rng = 42;
+static float uniform(void) {  // in [-1, 1)
+    rng ^= rng >> 12; rng ^= rng << 25; rng ^= rng >> 27;
+    return (float)((rng * 0x2545F4914F6CDD1Dull) >> 40) / 8388608.0f - 1.0f;
+}
+
+static void *checked(void *p) {
+    if (p == NULL) { fprintf(stderr, "out of memory\n"); exit(1); }
+    return p;
+}
+
+// the worst error and whether every row alone matched, over one shape
+static void check(int n, int in, int out, int gs, double *worst, int *alone_ok) {
+    float *wf = checked(malloc((size_t)out * in * sizeof(float)));
+    float *x = checked(malloc((size_t)n * in * sizeof(float)));
+    float *b = checked(malloc((size_t)out * sizeof(float)));
+    float *y = checked(malloc((size_t)n * out * sizeof(float)));
+    float *ref = checked(malloc((size_t)n * out * sizeof(float)));
+    float *one = checked(malloc((size_t)out * sizeof(float)));
+    int8_t *q = checked(malloc((size_t)out * in));
+    float *s = checked(malloc((size_t)out * (gs ? in / gs : 1) * sizeof(float)));
+    for (size_t i = 0; i < (size_t)out * in; i++) wf[i] = uniform();
+    for (size_t i = 0; i < (size_t)n * in; i++) x[i] = uniform() * (i % 7 == 0 ? 8.0f : 1.0f);  // a few outliers
+    for (int i = 0; i < out; i++) b[i] = uniform();
+    WeightMatrix w = {.rows = out, .cols = in, .group_size = gs};
+    if (gs) {  // c/FORMAT.md's q8_0 of the random weights; one group of zeros, whose scale is 0
+        for (int o = 0; o < out; o++)
+            for (int g = 0; g < in / gs; g++) {
+                float amax = 0.0f;
+                float *wg = wf + (size_t)o * in + (size_t)g * gs;
+                if (o == 0 && g == 0) memset(wg, 0, gs * sizeof(float));
+                for (int i = 0; i < gs; i++) amax = fmaxf(amax, fabsf(wg[i]));
+                float scale = amax / 127.0f;
+                s[(size_t)o * (in / gs) + g] = scale;
+                for (int i = 0; i < gs; i++) {
+                    q[(size_t)o * in + (size_t)g * gs + i] = (int8_t)(scale > 0 ? rintf(wg[i] / scale) : 0);
+                    wg[i] = q[(size_t)o * in + (size_t)g * gs + i] * scale;  // |w| for the error bound
+                }
+            }
+        w.q = q;
+        w.s = s;
+    } else {
+        w.f = wf;
+    }
+    QuantizedRows xq;
+    if (quantized_rows_init(&xq, n, in) != 0 || matmul_pack(&w) != 0) { fprintf(stderr, "out of memory\n"); exit(1); }
+    matmul_portable(ref, x, &w, b, n, &xq);
+    matmul(y, x, &w, b, n, &xq);
+    for (int t = 0; t < n; t++) {
+        for (int o = 0; o < out; o++) {
+            double magnitude = fabsf(b[o]) + 1e-6;
+            for (int i = 0; i < in; i++) magnitude += fabs((double)wf[(size_t)o * in + i] * x[(size_t)t * in + i]);
+            double e = fabs((double)y[(size_t)t * out + o] - ref[(size_t)t * out + o]) / magnitude;
+            if (!(e <= *worst)) *worst = e;  // NaN counts as worst
+        }
+        matmul(one, x + (size_t)t * in, &w, b, 1, &xq);
+        if (memcmp(one, y + (size_t)t * out, (size_t)out * sizeof(float)) != 0) *alone_ok = 0;
+    }
+    matmul_free_packed(&w);
+    quantized_rows_free(&xq);
+    free(wf); free(x); free(b); free(y); free(ref); free(one); free(q); free(s);
+}
+
+int main(void) {
+    printf("kernel %s\n", matmul_kernel_name());
+    // tokens at every tile edge (tiles of 4, 6 and 12 tokens), rows around the 16- and 32-row tiles
+    static const int tokens[] = {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 17, 25, 33};
+    static const int rows[] = {1, 15, 16, 17, 31, 32, 33, 48, 65, 100};
+    static const int fp32_in[] = {1, 3, 16, 17, 64, 100};
+    double worst = 0.0;
+    int alone = 1;
+    for (size_t a = 0; a < sizeof tokens / sizeof *tokens; a++)
+        for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
+            for (size_t c = 0; c < sizeof fp32_in / sizeof *fp32_in; c++) check(tokens[a], fp32_in[c], rows[r], 0, &worst, &alone);
+    printf("fp32 error %.3g alone %d\n", worst, alone);
+    worst = 0.0;
+    alone = 1;
+    for (int gs = 32; gs <= 64; gs *= 2)
+        for (size_t a = 0; a < sizeof tokens / sizeof *tokens; a++)
+            for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
+                for (int groups = 1; groups <= 3; groups++) check(tokens[a], groups * gs, rows[r], gs, &worst, &alone);
+    printf("q8_0 error %.3g alone %d\n", worst, alone);
+    return 0;
+}
