@@ -568,3 +568,69 @@ def test_the_readmes_file_table_names_every_script_of_the_top_level():
     table = readme.split("## The files", 1)[1].split("\n## ", 1)[0]
     scripts = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "*.py")))
     assert [s for s in scripts if f"`{s}`" not in table] == []
+
+
+# -----------------------------------------------------------------------------
+# The figures: the README's results cite only what the media/ files they link hold, and every media/ file says
+# on which machine and when its figures were measured
+
+MEDIA_TABLES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "media", "*.md")))
+# a CPU's or GPU's model name, as /proc/cpuinfo and nvidia-smi give it
+MACHINE = re.compile(r"AMD EPYC|AMD Ryzen|Intel|Xeon|Apple M\d|Graviton|Neoverse|NVIDIA|[AHBL]\d{2,3}\b")
+DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
+# a figure in prose: 6.354, 1,221, 18%, 0.93x or 0.93×; not the digits of q8_0, fp32, 124M or a date
+FIGURE = re.compile(r"(?<![\w.,/-])\d(?:[\d,]*\d)?(?:\.\d+)?(?=[x×%]?(?![\w-]))")
+
+
+def figures(text, strict=True):
+    """The numbers of a text, thousands separators dropped; strict: only those that stand as figures."""
+    pattern = FIGURE if strict else re.compile(r"\d(?:[\d,]*\d)?(?:\.\d+)?")
+    return {m.group(0).replace(",", "") for m in pattern.finditer(re.sub(r"\]\([^)]*\)", "]", text))}
+
+
+def results_rows():
+    """The README's results table: (what, result, measured) per row."""
+    section = read("README.md").split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    rows = [tuple(cell.strip() for cell in line.strip().strip("|").split(" | "))
+            for line in section.splitlines() if line.startswith("| ")]
+    assert rows[0] == ("what", "result", "measured"), rows[0]
+    return rows[1:]
+
+
+def media_problems(row):
+    """What is wrong with one results row, as sentences: a figure absent from the media/ files it links, no
+    media/ file to hold its figures, or no machine and date for them."""
+    what, result, measured = row
+    if result.startswith("not measured") or measured.startswith("published"):
+        return []
+    cited = re.findall(r"\]\((media/[^)#\s]+\.md)\)", " | ".join(row))
+    if not cited:
+        return [f"{what}: no media/*.md linked to hold its figures"]
+    problems = [f"{what}: {path} does not exist" for path in cited if not os.path.isfile(os.path.join(REPO, path))]
+    held = set().union(*(figures(read(path), strict=False) for path in cited if path not in " ".join(problems)))
+    problems += [f"{what}: {figure} is not in {', '.join(cited)}" for figure in sorted(figures(result) - held)]
+    if not (MACHINE.search(measured) and DATE.search(measured)):
+        problems.append(f"{what}: the measured column names no machine and date")
+    return problems
+
+
+def test_the_readmes_results_cite_only_figures_that_the_media_files_they_link_hold():
+    rows = results_rows()
+    assert sum(1 for row in rows if re.search(r"\]\(media/", row[2])) >= 6  # the check sees the rows it checks
+    problems = [problem for row in rows for problem in media_problems(row)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_results_check_catches_a_figure_its_file_does_not_hold():
+    row = ("`make demo`", "val loss 10.83 to 4.99 in 100 steps", "2026-12-04, Intel Xeon: [figures](media/demo_loss.md)")
+    assert media_problems(row) == ["`make demo`: 4.99 is not in media/demo_loss.md"]
+    assert media_problems(("C engine", "decode 186.8 tok/s", "2026-11-26, CPU ([docs](docs/c_engine.md))")) == \
+        ["C engine: no media/*.md linked to hold its figures"]
+    assert figures("fp32 and q8_0: 0.93× and 1.41x, 18% of 1,221 on 2026-12-04 at 124M") == {"0.93", "1.41", "18", "1221"}
+
+
+@pytest.mark.parametrize("path", MEDIA_TABLES)
+def test_every_media_table_names_its_machine_and_date_above_it(path):
+    header = read(path).split("\n|", 1)[0]  # the text before the first table
+    assert MACHINE.search(header), f"{path}: no CPU or GPU named above its table"
+    assert DATE.search(header), f"{path}: no date (YYYY-MM-DD) above its table"
