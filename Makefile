@@ -50,7 +50,7 @@ setup: $(VENV)/.runtime ## create .venv: torch (CPU build without an NVIDIA GPU)
 
 setup-dev: $(VENV)/.dev ## setup, plus the test-only dependencies (pytest, transformers, lm-eval)
 
-test: setup-dev ## run the test suite (CPU, no network)
+test: setup-dev ## run the test suite on the CPU (setup-dev downloads once; the tests download nothing)
 	$(PY) -m pytest -q tests
 
 # --- data ---------------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ variants: setup ## print docs/training.md's variants table (parameters per confi
 DEMO ?= modern
 DEMO_CONFIG = $(if $(filter baseline,$(DEMO)),configs/demo_cpu_baseline.py,configs/demo_cpu.py)
 DEMO_OUT = $(if $(filter baseline,$(DEMO)),out/demo_cpu_baseline,out/demo_cpu)
-demo: data/pydoc/.prepared ## CPU, no download: a tiny GPT, modern recipe, a few minutes (DEMO=baseline: GPT-2's); media/demo_loss.png
+demo: data/pydoc/.prepared ## a tiny GPT on the CPU, modern recipe (DEMO=baseline: GPT-2's), offline after setup; media/demo_loss.png/.md
 	$(if $(filter-out modern baseline,$(DEMO)),$(error DEMO is modern or baseline, not $(DEMO)))
 	$(PY) train.py $(DEMO_CONFIG)
 	$(PY) plot.py $(DEMO_OUT) --loss_curve $(if $(filter baseline,$(DEMO)),$(DEMO_OUT)/loss.png,media/demo_loss.png)
