@@ -171,7 +171,7 @@ train_speedrun: setup ## modern + document masking, growing window, value embedd
 bench_gpu: setup ## every GPU config for 20 steps on synthetic tokens: tokens/s, MFU, memory, compile time, projected $
 	$(PY) bench_train.py --out media/bench_gpu.md
 
-smoke: setup ## every GPU config at its real 124M shape, one step on the CPU in bf16 (shape/dtype bugs; in make test on AVX-512 CPUs)
+smoke: setup ## every GPU config at its real shape and context, one step on the CPU in bf16 (shape/dtype bugs; in make test on AVX-512 CPUs)
 	$(PY) bench_train.py --smoke
 
 # make gpu_check's tokens: Python's own standard library sources (no download), made here, small enough (4 MB) to travel
