@@ -6,7 +6,7 @@
  * through as one batch (matrix-matrix, each weight read once for many tokens), and every field read from
  * the file is checked before it is used. The q8_0 scheme is c/FORMAT.md's (quantize.py is its reference).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE  // madvise
 #include "gpt.h"
 
 #include <errno.h>
@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -120,6 +121,16 @@ static WeightMatrix *weight_matrix(GPTModel *m, int k) {
     GPTLayer *L = &m->layers[k / 5];
     WeightMatrix *mats[] = {&L->c_attn, &L->attn_proj, &L->c_fc, &L->c_gate, &L->mlp_proj};
     return mats[k % 5];
+}
+
+// Let the kernel drop the pages of [p, p + bytes) that this mapping holds (the whole pages inside it): a packed
+// matrix is read from its copy, and without this the file's pages it was copied from stay counted in the
+// process's memory. The mapping is private and read-only: a page touched again (a tied head's embedding rows) is
+// read back from the file.
+static void release_pages(const void *p, size_t bytes) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)p + page - 1) / page * page, end = ((uintptr_t)p + bytes) / page * page;
+    if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
 }
 
 static int finite_positive(float x) { return isfinite(x) && x > 0.0f; }
@@ -248,6 +259,13 @@ GPTModel *gpt_open(const char *path, char *err, size_t err_size) {
             goto fail;
         }
         m->packed_bytes += matmul_packed_bytes(w);
+        if (w->packed == NULL) continue;
+        if (w->f) {
+            release_pages(w->f, (size_t)w->rows * w->cols * sizeof(float));
+        } else {
+            release_pages(w->q, (size_t)w->rows * w->cols);
+            release_pages(w->s, (size_t)w->rows * (w->cols / w->group_size) * sizeof(float));
+        }
     }
 
     if (c->pos_emb == GPT_POS_ROPE) {
@@ -308,6 +326,7 @@ typedef struct {
     float *x, *xb, *xb2, *qkv, *hb, *hb2;
     float *skips;      // unet_skips: the outputs of blocks 0 .. n_layer/2-1 for these rows
     QuantizedRows xq;  // q8_0 activations
+    GPTProfile profile;  // where the forward passes over these activations spent their time
 } Activations;
 
 static void activations_free(Activations *a) {
@@ -385,6 +404,7 @@ void gpt_state_free(GPTState *s) {
 void gpt_state_reset(GPTState *s) { s->length = 0; s->pos = 0; s->error[0] = '\0'; }
 int gpt_state_length(const GPTState *s) { return s->length; }
 const char *gpt_state_error(const GPTState *s) { return s->error; }
+GPTProfile gpt_state_profile(const GPTState *s) { return s->act.profile; }
 
 // ----------------------------------------------------------------------------
 // the building blocks
@@ -493,7 +513,22 @@ static void attend(float *out, const float *q, const int *first, const int *last
 // (inside block_size). Rows of one state come in order of position. logits receives every row's logits (all_rows)
 // or the last row's only.
 
+static double clock_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// matmul, its time added to *seconds (a->profile's matmul or head)
+static void timed_matmul(Activations *a, double *seconds, float *y, const float *x, const WeightMatrix *w, const float *b,
+                         int n) {
+    double start = clock_seconds();
+    matmul(y, x, w, b, n, &a->xq);
+    *seconds += clock_seconds() - start;
+}
+
 static void forward(const GPTModel *m, Activations *a, const int *tokens, int n, float *logits, int all_rows) {
+    double start = clock_seconds();
     const GPTConfig *c = &m->config;
     int C = c->n_embd, nh = c->n_head, hs = C / nh, T = c->block_size, H = c->hidden, V = c->padded_vocab_size;
     for (int t = 0; t < n; t++) {
@@ -532,7 +567,7 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
         }
         const float *value_table = c->value_embeds ? m->value_embeds + (size_t)(l < mirrored ? l : mirrored) * V * C : NULL;
         norm_rows(c, a->xb, a->x, L->ln_1_w, L->ln_1_b, n);
-        matmul(a->qkv, a->xb, &L->c_attn, L->c_attn_b, n, &a->xq);
+        timed_matmul(a, &a->profile.matmul, a->qkv, a->xb, &L->c_attn, L->c_attn_b, n);
         #pragma omp parallel for collapse(2)
         for (int t = 0; t < n; t++) {
             for (int h = 0; h < nh; h++) {
@@ -557,6 +592,7 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
                 memcpy(s->value_cache + layer_values + ((size_t)h * T + p) * hs, v, hs * sizeof(float));
             }
         }
+        double attention_start = clock_seconds();
         // causal attention, a group of rows of one generation (query_groups) and one head at a time, over the keys
         // first .. p of each row's own cache: all the earlier ones, or from where the token's document starts and
         // within its window (a contiguous range)
@@ -576,14 +612,15 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
                 attend(a->xb + (size_t)t0 * C + h * hs, a->qkv + (size_t)t0 * 3 * C + h * hs, first, last, queries, kc, vc,
                        hs, C, att_scale);
             }
-        matmul(a->xb2, a->xb, &L->attn_proj, L->attn_proj_b, n, &a->xq);
+        a->profile.attention += clock_seconds() - attention_start;
+        timed_matmul(a, &a->profile.matmul, a->xb2, a->xb, &L->attn_proj, L->attn_proj_b, n);
         for (size_t i = 0; i < (size_t)n * C; i++) a->x[i] += a->xb2[i];
 
         norm_rows(c, a->xb, a->x, L->ln_2_w, L->ln_2_b, n);
-        matmul(a->hb, a->xb, &L->c_fc, L->c_fc_b, n, &a->xq);
+        timed_matmul(a, &a->profile.matmul, a->hb, a->xb, &L->c_fc, L->c_fc_b, n);
         long count = (long)n * H;
         if (c->mlp == GPT_MLP_SWIGLU) {
-            matmul(a->hb2, a->xb, &L->c_gate, L->c_gate_b, n, &a->xq);
+            timed_matmul(a, &a->profile.matmul, a->hb2, a->xb, &L->c_gate, L->c_gate_b, n);
             #pragma omp parallel for simd
             for (long i = 0; i < count; i++) a->hb[i] *= a->hb2[i] / (1.0f + exp_f32(-a->hb2[i]));
         } else if (c->mlp == GPT_MLP_RELU2) {
@@ -593,20 +630,21 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
             #pragma omp parallel for simd
             for (long i = 0; i < count; i++) a->hb[i] = gelu_tanh(a->hb[i]);
         }
-        matmul(a->xb2, a->hb, &L->mlp_proj, L->mlp_proj_b, n, &a->xq);
+        timed_matmul(a, &a->profile.matmul, a->xb2, a->hb, &L->mlp_proj, L->mlp_proj_b, n);
         for (size_t i = 0; i < (size_t)n * C; i++) a->x[i] += a->xb2[i];
         if (c->unet_skips && l < half) memcpy(a->skips + (size_t)l * a->rows * C, a->x, (size_t)n * C * sizeof(float));
     }
     // the head: every row, or the last one only
     int first = all_rows ? 0 : n - 1;
     norm_rows(c, a->xb, a->x + (size_t)first * C, m->ln_f_w, m->ln_f_b, n - first);
-    matmul(logits, a->xb, &m->lm_head, NULL, n - first, &a->xq);
+    timed_matmul(a, &a->profile.head, logits, a->xb, &m->lm_head, NULL, n - first);
     if (c->logit_softcap > 0.0f) {
         float cap = c->logit_softcap;
         #pragma omp parallel for simd
         for (long i = 0; i < (long)(n - first) * V; i++)  // cap tanh(l / cap), tanh(y) = 2 / (1 + e^(-2y)) - 1
             logits[i] = cap * (2.0f / (1.0f + exp_f32(-2.0f * logits[i] / cap)) - 1.0f);
     }
+    a->profile.total += clock_seconds() - start;
 }
 
 // n tokens of one generation at positions s->pos .. s->pos + n - 1 (inside block_size); s->logits gets the last

@@ -91,6 +91,13 @@ void gpt_state_reset(GPTState *s);  // forget the tokens so far: the next prefil
 int gpt_state_length(const GPTState *s);  // tokens seen so far (may exceed block_size)
 const char *gpt_state_error(const GPTState *s);  // why the last prefill/decode returned NULL
 
+/* Where a state's forward passes spent their time, in seconds summed since gpt_state_new: the layers' matrix
+   products, attention, the head's product, and the whole passes (the rest: norms, activations, embeddings). */
+typedef struct {
+    double matmul, attention, head, total;
+} GPTProfile;
+GPTProfile gpt_state_profile(const GPTState *s);
+
 /* Append n tokens (batched, matrix-matrix) and return the logits of the last one: padded_vocab_size floats,
    owned by s and valid until the next call. all_logits, if not NULL, receives n x padded_vocab_size logits,
    one row per new token (only while the tokens fit in block_size). Past block_size the model conditions on

@@ -21,11 +21,13 @@
  * int8 values in that group): exact, the same int32 as the portable loop. Plain AVX2 has no such instruction;
  * maddubs would saturate on (w + 128) x, so it multiplies |w| by x with w's sign (both within 127 x 127).
  */
+#define _POSIX_C_SOURCE 200809L  // clock_gettime
 #include "matmul.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PANEL 16  // output rows interleaved in one panel of the packed layout
 
@@ -369,7 +371,61 @@ void attention_values(float *out, const float *p, const float *values, int count
         for (int j = 0; j < count; j++) out[d] += p[j] * values[(size_t)j * hs + d];
 }
 
+#define PEAK_CHAINS 8  // independent accumulators: enough to cover the multiply-add latency
+#define PEAK_FP32_OPS (PEAK_CHAINS * LANES * 2)
+#define PEAK_INT8_OPS (PEAK_CHAINS * LANES * 4 * 2)
+static float peak_fp32(long iterations) {
+    vfloat acc[PEAK_CHAINS], scale = vf_set1(0.999f), add = vf_set1(1e-3f);
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = vf_set1((float)c);
+    for (long i = 0; i < iterations; i++)
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = vf_fma(acc[c], scale, add);
+    float out[LANES], sum = 0.0f;
+    for (int c = 0; c < PEAK_CHAINS; c++) {
+        vf_store(out, acc[c]);
+        sum += out[0];
+    }
+    return sum;  // used, so that the loop is not optimized away
+}
+
+static float peak_int8(long iterations) {
+    int8_t bytes[64];
+    for (int i = 0; i < 64; i++) bytes[i] = (int8_t)(i - 32);
+    q8weights w = q8_load(bytes);
+    vint acc[PEAK_CHAINS], x = vi_set1(0x01020304);
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = vi_set1(c);
+    for (long i = 0; i < iterations; i++)
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = q8_dot4(acc[c], w, x);
+    float out[LANES], sum = 0.0f;
+    for (int c = 0; c < PEAK_CHAINS; c++) {
+        vf_store(out, vi_to_vf(acc[c]));
+        sum += out[0];
+    }
+    return sum;
+}
+
 #else  // no SIMD level: the portable kernels on the file's layout, nothing packed
+
+#define PEAK_CHAINS 8
+#define PEAK_FP32_OPS (PEAK_CHAINS * 2)
+#define PEAK_INT8_OPS (PEAK_CHAINS * 2)
+static float peak_fp32(long iterations) {
+    float acc[PEAK_CHAINS], sum = 0.0f;
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = (float)c;
+    for (long i = 0; i < iterations; i++)
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = acc[c] * 0.999f + 1e-3f;
+    for (int c = 0; c < PEAK_CHAINS; c++) sum += acc[c];
+    return sum;
+}
+
+static float peak_int8(long iterations) {
+    int32_t acc[PEAK_CHAINS];
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = c;
+    for (long i = 0; i < iterations; i++)  // the portable kernel's step: an int8 x int8 product into int32
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = (int32_t)((uint32_t)acc[c] + (uint32_t)((int8_t)(c - 4) * (int8_t)(i & 63)));
+    float sum = 0.0f;
+    for (int c = 0; c < PEAK_CHAINS; c++) sum += (float)acc[c];
+    return sum;
+}
 
 void attention_scores(float *scores, const float *q, const float *keys, int hs, float scale) {
     for (int j = 0; j < KEY_BLOCK; j++) scores[j] = 0.0f;
@@ -391,6 +447,30 @@ void matmul(float *y, const float *x, const WeightMatrix *w, const float *b, int
 }
 
 #endif
+
+static double clock_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void matmul_peak(double *fp32_ops_per_second, double *int8_ops_per_second) {
+    const long iterations = 20000000;  // a few tenths of a second per type on one 3 GHz core
+    for (int type = 0; type < 2; type++) {
+        int threads = 0;
+        float sum = 0.0f;
+        double start = clock_seconds();
+        #pragma omp parallel reduction(+:threads, sum)
+        {
+            threads += 1;
+            sum += type == 0 ? peak_fp32(iterations) : peak_int8(iterations);
+        }
+        volatile float sink = sum;  // the chains' results are used: the loops cannot be optimized away
+        (void)sink;
+        double ops = (double)threads * iterations * (type == 0 ? PEAK_FP32_OPS : PEAK_INT8_OPS);
+        *(type == 0 ? fp32_ops_per_second : int8_ops_per_second) = ops / (clock_seconds() - start);
+    }
+}
 
 void matmul_free_packed(WeightMatrix *w) {
     free(w->packed);

@@ -52,6 +52,11 @@ void matmul(float *y, const float *x, const WeightMatrix *w, const float *b, int
 /* The portable kernel alone, on the file's layout: the reference. */
 void matmul_portable(float *y, const float *x, const WeightMatrix *w, const float *b, int n, QuantizedRows *x_q);
 
+/* This build's peak on this machine, all OpenMP threads together: fp32 multiply-adds and int8 products per
+   second (a multiply and an add count 2), from independent chains of the kernels' own vector instructions on
+   registers, no memory traffic: the ceiling the matmuls are measured against (c/gpt --peak). */
+void matmul_peak(double *fp32_ops_per_second, double *int8_ops_per_second);
+
 /* Attention's two products over one block of KEY_BLOCK cached positions, with the same vector primitives:
    scores[j] = scale * (q . key j) for the block's keys stored dimension-major (hs rows of KEY_BLOCK floats), and
    out[d] += sum over j < count of p[j] * values[j * hs + d]. */

@@ -4,6 +4,8 @@
  *     ./c/gpt model.bin -p "The meaning of life is" -n 64 -t 0.8 -k 50
  *     ./c/gpt model.bin -p "Once upon a time" -t 0 --threads 2          # greedy
  *     ./c/gpt model.bin --bench --prompt_len 512 -n 256 --threads 2    # prefill/decode speed, TTFT, memory
+ *     ./c/gpt model.bin --bench --profile --prompt_len 512 -n 64       # and where the time went
+ *     ./c/gpt --peak --threads 2                                       # this machine's fp32 and int8 peak
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -31,6 +33,8 @@ static void usage(FILE *f) {
         "  --no_stop        keep going after <|endoftext|>\n"
         "  --bench          print prefill tokens/s, decode tokens/s, time to first token and peak memory\n"
         "  --prompt_len N   with --bench and no -p: a prompt of N random tokens\n"
+        "  --profile        with --bench: the prefill's and the decode's time by part (matmuls, attention, head)\n"
+        "  --peak           print this machine's fp32 and int8 peak for this build's kernels (no model needed)\n"
         "  --tokens IDS     the prompt as token ids, \"1 2 3\" (instead of -p)\n"
         "  --print_ids      print the generated token ids instead of text\n"
         "  --dump_logits F  write the float32 logits of every prompt token, then of every generated token, to F\n"
@@ -160,11 +164,13 @@ int main(int argc, char **argv) {
     long steps = 256, top_k = 0, threads = 0, prompt_len = 0;
     float temperature = 1.0f, top_p = 1.0f;
     uint64_t seed = (uint64_t)time(NULL);
-    int bench = 0, no_stop = 0, print_ids = 0, encode = 0;
+    int bench = 0, no_stop = 0, print_ids = 0, encode = 0, profile = 0, peak = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         if (!strcmp(a, "--bench")) { bench = 1; continue; }
+        if (!strcmp(a, "--profile")) { profile = 1; continue; }
+        if (!strcmp(a, "--peak")) { peak = 1; continue; }
         if (!strcmp(a, "--no_stop")) { no_stop = 1; continue; }
         if (!strcmp(a, "--print_ids")) { print_ids = 1; continue; }
         if (!strcmp(a, "--encode")) { encode = 1; continue; }
@@ -187,13 +193,22 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--dump_logits")) dump_path = v;
         else die("unknown option %s (see --help)", a);
     }
+    if (threads) gpt_set_threads((int)threads);
+    if (peak) {
+        double fp32, int8;
+        matmul_peak(&fp32, &int8);
+        printf("peak fp32 %.1f GFLOP/s | int8 %.1f GOP/s | kernels %s\n", fp32 / 1e9, int8 / 1e9, matmul_kernel_name());
+        return 0;
+    }
+    if (profile && !bench) die("--profile goes with --bench%s", "");
     if (model_path == NULL) die("give a model file written by export.py: gpt MODEL.bin -p \"...\" (see --help)%s", "");
     if (prompt && token_ids) die("give -p or --tokens, not both%s", "");
-    if (threads) gpt_set_threads((int)threads);
 
     char err[512];
+    double t_open = now();
     GPTModel *model = gpt_open(model_path, err, sizeof err);
     if (model == NULL) die("%s", err);
+    t_open = now() - t_open;
     BPE *bpe = bpe_open(model->tokenizer, model->tokenizer_size, err, sizeof err);
     if (bpe == NULL) die("%s", err);
     if (encode) return encode_lines(bpe);
@@ -248,6 +263,7 @@ int main(int argc, char **argv) {
     if (dump && fwrite(all_logits, sizeof(float), (size_t)n_prompt * c->padded_vocab_size, dump) != (size_t)n_prompt * c->padded_vocab_size)
         die("cannot write %s", dump_path);
     double t_prefill = now() - t0, cpu_prefill = cpu_seconds() - cpu0, t_first = 0, t_decode_start = 0, cpu_decode_start = 0;
+    GPTProfile prefill_profile = gpt_state_profile(state);
     int generated = 0;
     for (long step = 0; step < steps; step++) {
         int token = gpt_sample(&sampler, logits);
@@ -276,11 +292,29 @@ int main(int argc, char **argv) {
     if (!bench) printf("\n");
     if (dump && fclose(dump) != 0) die("cannot write %s", dump_path);
     if (bench) {
+        printf("kernels %s | open %.3f s, of which the repacked weights: %.1f MB\n", matmul_kernel_name(), t_open,
+               model->packed_bytes / 1e6);
         int decoded = generated > 1 ? generated - 1 : 0;  // forward passes after the prefill
         printf("prefill %d tokens %.6f s %.1f tok/s (cpu %.3f s) | time to first token %.3f ms | "
                "decode %d tokens %.6f s %.1f tok/s (cpu %.3f s) | peak memory %.1f MB\n",
                n_prompt, t_prefill, n_prompt / t_prefill, cpu_prefill, t_first * 1e3, decoded, t_decode,
                decoded ? decoded / t_decode : 0.0, cpu_decode, peak_memory_mb());
+    }
+    if (profile) {
+        GPTProfile end = gpt_state_profile(state);
+        const GPTProfile *parts[2] = {&prefill_profile, &end};
+        for (int i = 0; i < 2; i++) {
+            GPTProfile p = *parts[i];
+            if (i == 1) {  // the decode's part: what was added after the prefill
+                p.matmul -= prefill_profile.matmul; p.attention -= prefill_profile.attention;
+                p.head -= prefill_profile.head; p.total -= prefill_profile.total;
+            }
+            double other = p.total - p.matmul - p.attention - p.head, total = p.total > 0 ? p.total : 1.0;
+            printf("profile %s: matmuls %.3f ms (%.0f%%) | attention %.3f ms (%.0f%%) | head %.3f ms (%.0f%%) | "
+                   "other %.3f ms (%.0f%%)\n", i ? "decode" : "prefill", p.matmul * 1e3, 100 * p.matmul / total,
+                   p.attention * 1e3, 100 * p.attention / total, p.head * 1e3, 100 * p.head / total, other * 1e3,
+                   100 * other / total);
+        }
     }
     free(all_logits);
     free(prompt_tokens);

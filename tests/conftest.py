@@ -26,6 +26,14 @@ def corpus(tmp_path_factory):
     return str(data_dir)
 
 
+def makefile_sources(variable):
+    """The C files of one of the Makefile's source lists (C_SOURCES: c/gpt, SERVER_SOURCES: c/gpt-server): the
+    tests that compile with their own flags build what make builds."""
+    with open(os.path.join(REPO, "Makefile")) as f:
+        line = next(line for line in f if line.startswith(f"{variable} :="))
+    return line.split(":=", 1)[1].split()
+
+
 def march_native():
     """["-march=native"] where gcc takes it (the Makefile's default), else []: the flags of the SIMD kernels."""
     result = subprocess.run(["gcc", "-march=native", "-x", "c", "-c", "/dev/null", "-o", "/dev/null"], capture_output=True)

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 import export
-from conftest import REPO, march_native, needs_c_compiler
+from conftest import REPO, makefile_sources, march_native, needs_c_compiler
 from test_c_engine import ENV, SPEEDRUN, config, random_model
 
 pytestmark = needs_c_compiler
@@ -19,8 +19,8 @@ def driver(tmp_path_factory):
     out = tmp_path_factory.mktemp("batch") / "batch_decode"
     # -march=native: the SIMD kernels this machine runs (matmul.c), under the sanitizers
     cmd = ["gcc", "-O2", *march_native(), "-std=c11", "-Wall", "-Wextra", "-Wno-unknown-pragmas",
-           "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-o", str(out), "tests/c/batch_decode.c", "c/gpt.c",
-           "c/matmul.c", "-lm"]
+           "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-o", str(out), "tests/c/batch_decode.c",
+           *[s for s in makefile_sources("C_SOURCES") if s != "c/run.c"], "-lm"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
     return str(out)

@@ -7,10 +7,10 @@ import subprocess
 import pytest
 
 import bench_serve
-from conftest import REPO, needs_c_compiler
+from conftest import REPO, makefile_sources, needs_c_compiler
 from test_c_server import SERVER_SOURCES
 
-ENGINE_SOURCES = ["c/run.c", "c/gpt.c", "c/bpe.c"]  # the Makefile's C_SOURCES: c/gpt
+ENGINE_SOURCES = makefile_sources("C_SOURCES")
 
 
 @needs_c_compiler

@@ -393,6 +393,25 @@ def test_bench_reports_speeds_and_memory(engine, small_model):
     del parent_memory
 
 
+def test_bench_names_its_kernels_and_profiles_where_the_time_went(engine, small_model):
+    out = run(engine, small_model, "--bench", "--profile", "--prompt_len", 20, "-n", 16).stdout.decode()
+    assert re.search(r"^kernels fp32 (avx512|avx2|portable).* \| open [\d.]+ s, of which the repacked weights: [\d.]+ MB$",
+                     out, re.M), out
+    for phase in ("prefill", "decode"):
+        parts = re.search(rf"^profile {phase}: matmuls ([\d.]+) ms \((\d+)%\) \| attention ([\d.]+) ms \((\d+)%\) \| "
+                          rf"head ([\d.]+) ms \((\d+)%\) \| other (-?[\d.]+) ms \((-?\d+)%\)$", out, re.M)
+        assert parts, out
+        seconds = [float(parts[i]) for i in (1, 3, 5, 7)]
+        assert seconds[0] > 0 and seconds[2] > 0 and min(seconds) > -1e-3, out  # the parts are times, the rest too (ms)
+        assert 97 <= sum(int(parts[i]) for i in (2, 4, 6, 8)) <= 103, out
+
+
+def test_peak_probe_reports_this_machines_rates(engine):
+    out = run(engine, "--peak", "--threads", 1).stdout.decode()
+    match = re.fullmatch(r"peak fp32 ([\d.]+) GFLOP/s \| int8 ([\d.]+) GOP/s \| kernels fp32 .*\n", out)
+    assert match and float(match[1]) > 0.1 and float(match[2]) > 0.1, out
+
+
 def assert_one_error_line(result):
     stderr = result.stderr.decode(errors="replace")
     assert result.returncode == 1, (result.returncode, stderr)
@@ -453,7 +472,7 @@ def test_generation_under_sanitizers(engine_asan, tmp_path):
 @pytest.mark.parametrize("args", [[], ["MISSING.bin"], ["{model}", "-n", "many"], ["{model}", "-t", "-1"],
                                   ["{model}", "--top_p", "2"], ["{model}", "--frobnicate"], ["{model}", "-n"],
                                   ["{model}", "--tokens", "1 x"], ["{model}", "--tokens", "5000"], ["{dir}"],
-                                  ["{model}", "{model}"], ["{model}", "--threads", "0"]])
+                                  ["{model}", "{model}"], ["{model}", "--threads", "0"], ["{model}", "--profile"]])
 def test_bad_arguments_give_one_error_line(engine_asan, small_model, tmp_path, args):
     args = [a.format(model=small_model, dir=tmp_path) for a in args]
     assert_one_error_line(run(engine_asan, *args, check=False))

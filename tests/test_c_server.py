@@ -25,6 +25,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from conftest import makefile_sources  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import get_encoding  # noqa: E402
 
@@ -34,7 +35,7 @@ PROMPT = "Say: The"  # tiktoken: "Say", ":", " The", the last one in CYCLE
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
                  "OMP_NUM_THREADS": "1"}
 SANITIZER_ERRORS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
-SERVER_SOURCES = ["c/server.c", "c/http.c", "c/json.c", "c/gpt.c", "c/bpe.c"]
+SERVER_SOURCES = makefile_sources("SERVER_SOURCES")
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
 
@@ -49,7 +50,7 @@ def build_jobs(tmp_path_factory):
     server, gpt = str(out / "gpt-server"), str(out / "gpt")
     commands = [["cc", "-std=c11", "-O2", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-Wall",
                  "-Wextra", "-o", server] + [os.path.join(REPO, s) for s in SERVER_SOURCES] + ["-lm", "-lpthread"],
-                ["cc", "-std=c11", "-O2", "-o", gpt] + [os.path.join(REPO, s) for s in ("c/run.c", "c/gpt.c", "c/bpe.c")] + ["-lm"]]
+                ["cc", "-std=c11", "-O2", "-o", gpt] + [os.path.join(REPO, s) for s in makefile_sources("C_SOURCES")] + ["-lm"]]
     jobs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
     yield jobs, (server, gpt)
     for job in jobs:
