@@ -490,17 +490,29 @@ static void attend(float *out, const float *q, const int *first, const int *last
         for (int i = 0; i < queries; i++) {
             int j0 = first[i] > p0 ? first[i] - p0 : 0, j1 = last[i] - p0 < KEY_BLOCK - 1 ? last[i] - p0 : KEY_BLOCK - 1;
             if (j0 > j1) continue;  // none of this query's keys in the block
-            float *sc = score[i], block_max = -INFINITY;
-            for (int j = j0; j <= j1; j++) block_max = sc[j] > block_max ? sc[j] : block_max;
-            float *o = out + (size_t)i * C;
+            // every step over the whole block, the keys outside the query's range at -inf (weight 0): fixed-length
+            // loops vectorize, where a max or a sum over j0..j1 is a chain of dependent scalar steps
+            float *sc = score[i], *o = out + (size_t)i * C;
+            for (int j = 0; j < KEY_BLOCK; j++) sc[j] = j >= j0 && j <= j1 ? sc[j] : -INFINITY;
+            float lanes[16];
+            for (int k = 0; k < 16; k++) lanes[k] = -INFINITY;
+            for (int j = 0; j < KEY_BLOCK; j += 16)
+                for (int k = 0; k < 16; k++) lanes[k] = sc[j + k] > lanes[k] ? sc[j + k] : lanes[k];
+            float block_max = lanes[0];
+            for (int k = 1; k < 16; k++) block_max = lanes[k] > block_max ? lanes[k] : block_max;
             if (block_max > max[i]) {  // rescale what was summed under the old maximum
                 float rescale = expf(max[i] - block_max);
                 sum[i] *= rescale;
                 for (int d = 0; d < hs; d++) o[d] *= rescale;
                 max[i] = block_max;
             }
-            for (int j = j0; j <= j1; j++) sc[j] = exp_f32(sc[j] - max[i]);
-            for (int j = j0; j <= j1; j++) sum[i] += sc[j];
+            for (int j = 0; j < KEY_BLOCK; j++) sc[j] = exp_f32(sc[j] - max[i]);  // -inf: 0
+            for (int k = 0; k < 16; k++) lanes[k] = 0.0f;
+            for (int j = 0; j < KEY_BLOCK; j += 16)
+                for (int k = 0; k < 16; k++) lanes[k] += sc[j + k];
+            for (int width = 8; width > 0; width /= 2)
+                for (int k = 0; k < width; k++) lanes[k] += lanes[k + width];
+            sum[i] += lanes[0];
             attention_values(o, sc + j0, values + (size_t)(p0 + j0) * hs, j1 - j0 + 1, hs);
         }
     }

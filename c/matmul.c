@@ -344,28 +344,47 @@ void matmul(float *y, const float *x, const WeightMatrix *w, const float *b, int
     }
 }
 
-// KEY_BLOCK sums in KEY_BLOCK / LANES registers, independent chains of multiply-adds
+// KEY_BLOCK sums in KEY_BLOCK / LANES registers, twice: even and odd dimensions in separate accumulators, so that
+// twice as many independent multiply-add chains cover the instruction's latency
 void attention_scores(float *scores, const float *q, const float *keys, int hs, float scale) {
-    vfloat acc[KEY_BLOCK / LANES];
-    for (int r = 0; r < KEY_BLOCK / LANES; r++) acc[r] = vf_zero();
-    for (int d = 0; d < hs; d++) {
-        vfloat qd = vf_set1(q[d]);
-        for (int r = 0; r < KEY_BLOCK / LANES; r++) acc[r] = vf_fma(qd, vf_load(keys + (size_t)d * KEY_BLOCK + r * LANES), acc[r]);
+    vfloat even[KEY_BLOCK / LANES], odd[KEY_BLOCK / LANES];
+    for (int r = 0; r < KEY_BLOCK / LANES; r++) even[r] = odd[r] = vf_zero();
+    int d = 0;
+    for (; d + 2 <= hs; d += 2) {
+        vfloat q0 = vf_set1(q[d]), q1 = vf_set1(q[d + 1]);
+        const float *k0 = keys + (size_t)d * KEY_BLOCK, *k1 = k0 + KEY_BLOCK;
+        for (int r = 0; r < KEY_BLOCK / LANES; r++) {
+            even[r] = vf_fma(q0, vf_load(k0 + r * LANES), even[r]);
+            odd[r] = vf_fma(q1, vf_load(k1 + r * LANES), odd[r]);
+        }
     }
-    for (int r = 0; r < KEY_BLOCK / LANES; r++) vf_store(scores + r * LANES, vf_mul(acc[r], vf_set1(scale)));
+    if (d < hs)
+        for (int r = 0; r < KEY_BLOCK / LANES; r++) even[r] = vf_fma(vf_set1(q[d]), vf_load(keys + (size_t)d * KEY_BLOCK + r * LANES), even[r]);
+    for (int r = 0; r < KEY_BLOCK / LANES; r++) vf_store(scores + r * LANES, vf_mul(vf_add(even[r], odd[r]), vf_set1(scale)));
 }
 
-// 4 vectors of dimensions at a time, held in registers over the rows; the dimensions past them one by one
+// 4 vectors of dimensions at a time, held in registers over the rows (even and odd rows apart, as above); the
+// dimensions past them one by one
 void attention_values(float *out, const float *p, const float *values, int count, int hs) {
     int d = 0;
     for (; d + 4 * LANES <= hs; d += 4 * LANES) {
-        vfloat acc[4];
-        for (int r = 0; r < 4; r++) acc[r] = vf_load(out + d + r * LANES);
-        for (int j = 0; j < count; j++) {
-            vfloat pj = vf_set1(p[j]);
-            for (int r = 0; r < 4; r++) acc[r] = vf_fma(pj, vf_load(values + (size_t)j * hs + d + r * LANES), acc[r]);
+        vfloat even[4], odd[4];
+        for (int r = 0; r < 4; r++) {
+            even[r] = vf_load(out + d + r * LANES);
+            odd[r] = vf_zero();
         }
-        for (int r = 0; r < 4; r++) vf_store(out + d + r * LANES, acc[r]);
+        int j = 0;
+        for (; j + 2 <= count; j += 2) {
+            vfloat p0 = vf_set1(p[j]), p1 = vf_set1(p[j + 1]);
+            const float *v0 = values + (size_t)j * hs + d, *v1 = v0 + hs;
+            for (int r = 0; r < 4; r++) {
+                even[r] = vf_fma(p0, vf_load(v0 + r * LANES), even[r]);
+                odd[r] = vf_fma(p1, vf_load(v1 + r * LANES), odd[r]);
+            }
+        }
+        if (j < count)
+            for (int r = 0; r < 4; r++) even[r] = vf_fma(vf_set1(p[j]), vf_load(values + (size_t)j * hs + d + r * LANES), even[r]);
+        for (int r = 0; r < 4; r++) vf_store(out + d + r * LANES, vf_add(even[r], odd[r]));
     }
     for (; d < hs; d++)
         for (int j = 0; j < count; j++) out[d] += p[j] * values[(size_t)j * hs + d];

@@ -60,6 +60,7 @@ def test_each_kernel_matches_the_portable_kernel_on_odd_shapes(tmp_path, name, f
         # the int8 products are exact; what differs is the order of float sums: a few units in the last place
         assert float(error) < 1e-5, f"{dtype}: |kernel - portable| / sum|w x| = {error}"
         assert alone == "1", f"{dtype}: a token's outputs depend on the other rows of the call"
+    assert float(lines["attention"].split()[1]) < 1e-5, lines["attention"]
 
 
 # every tile edge: tiles of 4, 6 and 12 tokens, attention's groups of 8 queries and blocks of 64 keys

@@ -3,7 +3,8 @@
 // For every shape it checks, and prints the worst case of each:
 //   error: |kernel - reference| / sum_i |w_i x_i| (the two sum in different orders; the int8 products are exact)
 //   alone: whether each token's outputs are bit for bit the ones it gets multiplied alone (n = 1)
-//     matmul_test            prints "kernel <name>", then "fp32 error E alone A" and "q8_0 error E alone A"
+// and attention's two products (attention_scores, attention_values) against plain loops on odd head sizes:
+//     matmul_test            prints "kernel <name>", "fp32 error E alone A", "q8_0 error E alone A", "attention error E"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,46 @@ static void check(int n, int in, int out, int gs, double *worst, int *alone_ok) 
     free(wf); free(x); free(b); free(y); free(ref); free(one); free(q); free(s);
 }
 
+// the worst |kernel - plain loop| / sum |terms| of attention's scores and weighted values, over head sizes and counts
+static double check_attention(void) {
+    static const int head_sizes[] = {1, 3, 16, 17, 32, 64, 80, 130};
+    double worst = 0.0;
+    for (size_t h = 0; h < sizeof head_sizes / sizeof *head_sizes; h++) {
+        int hs = head_sizes[h];
+        float *q = checked(malloc(hs * sizeof(float))), *keys = checked(malloc((size_t)hs * KEY_BLOCK * sizeof(float)));
+        float *values = checked(malloc((size_t)KEY_BLOCK * hs * sizeof(float))), p[KEY_BLOCK], scores[KEY_BLOCK];
+        float *out = checked(malloc(hs * sizeof(float)));
+        for (int i = 0; i < hs; i++) q[i] = uniform();
+        for (int i = 0; i < hs * KEY_BLOCK; i++) keys[i] = uniform(), values[i] = uniform();
+        for (int j = 0; j < KEY_BLOCK; j++) p[j] = (uniform() + 1.0f) / 2;
+        attention_scores(scores, q, keys, hs, 0.125f);
+        for (int j = 0; j < KEY_BLOCK; j++) {
+            double ref = 0.0, magnitude = 1e-6;
+            for (int d = 0; d < hs; d++) {
+                ref += (double)q[d] * keys[(size_t)d * KEY_BLOCK + j] * 0.125;
+                magnitude += fabs((double)q[d] * keys[(size_t)d * KEY_BLOCK + j] * 0.125);
+            }
+            double e = fabs(scores[j] - ref) / magnitude;
+            if (!(e <= worst)) worst = e;
+        }
+        for (int count = 1; count <= KEY_BLOCK; count += count < 9 ? 1 : 11) {
+            for (int d = 0; d < hs; d++) out[d] = 0.5f;
+            attention_values(out, p, values, count, hs);
+            for (int d = 0; d < hs; d++) {
+                double ref = 0.5, magnitude = 0.5;
+                for (int j = 0; j < count; j++) {
+                    ref += (double)p[j] * values[(size_t)j * hs + d];
+                    magnitude += fabs((double)p[j] * values[(size_t)j * hs + d]);
+                }
+                double e = fabs(out[d] - ref) / magnitude;
+                if (!(e <= worst)) worst = e;
+            }
+        }
+        free(q); free(keys); free(values); free(out);
+    }
+    return worst;
+}
+
 int main(void) {
     printf("kernel %s\n", matmul_kernel_name());
     // tokens at every tile edge (tiles of 4, 6 and 12 tokens), rows around the 16- and 32-row tiles
@@ -93,5 +134,6 @@ int main(void) {
             for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
                 for (int groups = 1; groups <= 3; groups++) check(tokens[a], groups * gs, rows[r], gs, &worst, &alone);
     printf("q8_0 error %.3g alone %d\n", worst, alone);
+    printf("attention error %.3g\n", check_attention());
     return 0;
 }
