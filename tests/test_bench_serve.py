@@ -24,15 +24,41 @@ def test_the_tables_have_a_row_per_type_and_client_count_and_per_single_stream_t
     assert bench_serve.main(["--tiny", "--clients", "1,2", "--rounds", "1", "--max_tokens", "4", "--server", server,
                              "--engine", engine, "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
-    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ours")]
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ours") and line.count("|") == 8]
     assert [(r[1].strip(), r[2].strip()) for r in rows] == [("fp32", "1"), ("fp32", "2"), ("q8_0", "1"), ("q8_0", "2")]
     assert all(float(r[3].split()[0].replace(",", "")) > 0 for r in rows)  # tokens were generated and counted
     single = [line.split("|")[1:-1] for line in lines if line.startswith(("| fp32 | prefill", "| fp32 | decode",
                                                                           "| q8_0 | prefill", "| q8_0 | decode"))]
-    assert [r[1].strip() for r in single] == ["prefill 32", "decode 16 from the start", "decode 16 at depth 32"] * 2
+    assert [r[1].strip() for r in single] == ["prefill 8", "prefill 16", "prefill 32", "decode 8 from the start",
+                                              "decode 8 at depth 16", "decode 8 at depth 32"] * 2
     assert all(float(r[2].split()[0].replace(",", "")) > 0 and r[3].strip() == "—" for r in single)  # no peer: no rate
+    # each prefill row as a share of this machine's peak (c/gpt --peak), the decode rows without one
+    assert all(r[5].strip().endswith("%") == r[1].strip().startswith("prefill") for r in single)
+    batch = [line.split("|")[1:-1] for line in lines if line.startswith("| ours") and line.count("|") == 4]
+    assert [r[1].strip() for r in batch] == ["fp32", "q8_0"] and all(float(r[2].strip().rstrip("x")) > 0 for r in batch)
+    assert any(line.startswith("| q8_0 batched decode, all at once / one after another |") for line in lines)
     scaling = [line.split("|")[1:-1] for line in lines if line.startswith(("| fp32 | 2 |", "| q8_0 | 2 |"))]
     assert len(scaling) == 2 and all(r[2].strip() == "—" and r[4].strip().endswith("x") for r in scaling)
+
+
+def test_the_targets_say_whether_each_is_met_and_by_how_much():
+    stat = lambda v: (v, v, v)
+    rows = {(engine, "q8_0", 16): {"tok_per_s": stat(tok), "ttft_median": stat(t), "ttft_p99": stat(t), "itl_median": stat(0.1)}
+            for engine, tok, t in (("ours", 150.0, 3.0), ("llama.cpp", 100.0, 10.0))}
+    single = {("q8_0", "prefill 512"): {"ours": stat(2000.0), "llama.cpp": stat(1000.0)},
+              ("q8_0", "prefill 128"): {"ours": stat(500.0), "llama.cpp": stat(1000.0)},
+              ("q8_0", "decode 256 at depth 512"): {"ours": stat(99.0), "llama.cpp": stat(100.0)}}
+    table = bench_serve.markdown(rows, single, {("ours", "q8_0"): stat(3.5)}, "8 requests", {"q8_0": stat(1e12)},
+                                 170e6, "note")
+    targets = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+               for line in table.split("The targets")[1].splitlines() if line.startswith("| q8_0")}
+    assert targets["q8_0 prefill 512, ours / llama.cpp"] == ["2.00x", "≥ 2.5x", "no, by 20%"]
+    assert "q8_0 prefill 128, ours / llama.cpp" not in targets  # the target is set at 512 tokens
+    assert targets["q8_0 decode 256 at depth 512, ours / llama.cpp"] == ["0.99x", "≥ 1.0x", "no, by 1%"]
+    assert targets["q8_0 16 clients, aggregate tok/s ours / llama-server"] == ["1.50x", "≥ 1.5x", "yes"]
+    assert targets["q8_0 16 clients, p99 TTFT ours / llama-server"] == ["0.30x", "≤ 0.6x", "yes"]
+    assert targets["q8_0 batched decode, all at once / one after another"] == ["3.50x", "≥ 3.0x", "yes"]
+    assert "| q8_0 | prefill 512 | 2,000.0 | 1,000.0 | 2.00x | 34% | 17% |" in table  # 2000 x 170e6 / 1e12
 
 
 @pytest.mark.parametrize("args, message", [(["--llamacpp", "/nonexistent"], "bin/llama-server"),
