@@ -323,6 +323,7 @@ typedef struct {
     GPTState **row_state;
     int *row_pos;
     int *query_groups;  // attention's groups of rows: group g is rows query_groups[g] .. query_groups[g+1]-1
+    int *head_rows;     // the rows whose logits a pass computes
     float *x, *xb, *xb2, *qkv, *hb, *hb2;
     float *skips;      // unet_skips: the outputs of blocks 0 .. n_layer/2-1 for these rows
     QuantizedRows xq;  // q8_0 activations
@@ -330,7 +331,7 @@ typedef struct {
 } Activations;
 
 static void activations_free(Activations *a) {
-    free(a->row_state); free(a->row_pos); free(a->query_groups); free(a->x); free(a->xb); free(a->xb2); free(a->qkv); free(a->hb);
+    free(a->row_state); free(a->row_pos); free(a->query_groups); free(a->head_rows); free(a->x); free(a->xb); free(a->xb2); free(a->qkv); free(a->hb);
     free(a->hb2); free(a->skips);
     quantized_rows_free(&a->xq);
 }
@@ -343,6 +344,7 @@ static int activations_init(Activations *a, const GPTConfig *c, int rows) {
     a->row_state = malloc(R * sizeof(GPTState *));
     a->row_pos = malloc(R * sizeof(int));
     a->query_groups = malloc((R + 1) * sizeof(int));
+    a->head_rows = malloc(R * sizeof(int));
     a->x = malloc(R * C * sizeof(float));
     a->xb = malloc(R * C * sizeof(float));
     a->xb2 = malloc(R * C * sizeof(float));
@@ -351,7 +353,7 @@ static int activations_init(Activations *a, const GPTConfig *c, int rows) {
     a->hb2 = malloc(R * H * sizeof(float));
     a->skips = malloc(((size_t)c->n_layer / 2 + 1) * R * C * sizeof(float));
     int quantized = quantized_rows_init(&a->xq, rows, (int)widest);
-    if (a->row_state && a->row_pos && a->query_groups && a->x && a->xb && a->xb2 && a->qkv && a->hb && a->hb2 && a->skips && quantized == 0)
+    if (a->row_state && a->row_pos && a->query_groups && a->head_rows && a->x && a->xb && a->xb2 && a->qkv && a->hb && a->hb2 && a->skips && quantized == 0)
         return 0;
     activations_free(a);
     return -1;
@@ -522,8 +524,9 @@ static void attend(float *out, const float *q, const int *first, const int *last
 
 // ----------------------------------------------------------------------------
 // the forward pass of n rows: row r is tokens[r] of generation a->row_state[r] at position a->row_pos[r]
-// (inside block_size). Rows of one state come in order of position. logits receives every row's logits (all_rows)
-// or the last row's only.
+// (inside block_size). Rows of one state come in order of position. logits receives the logits of the rows
+// a->head_rows[0 .. n_head-1], one after another (every row for a prompt's all_logits, the last row of each
+// generation for a step).
 
 static double clock_seconds(void) {
     struct timespec ts;
@@ -539,7 +542,7 @@ static void timed_matmul(Activations *a, double *seconds, float *y, const float 
     *seconds += clock_seconds() - start;
 }
 
-static void forward(const GPTModel *m, Activations *a, const int *tokens, int n, float *logits, int all_rows) {
+static void forward(const GPTModel *m, Activations *a, const int *tokens, int n, float *logits, int n_head) {
     double start = clock_seconds();
     const GPTConfig *c = &m->config;
     int C = c->n_embd, nh = c->n_head, hs = C / nh, T = c->block_size, H = c->hidden, V = c->padded_vocab_size;
@@ -646,14 +649,14 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
         for (size_t i = 0; i < (size_t)n * C; i++) a->x[i] += a->xb2[i];
         if (c->unet_skips && l < half) memcpy(a->skips + (size_t)l * a->rows * C, a->x, (size_t)n * C * sizeof(float));
     }
-    // the head: every row, or the last one only
-    int first = all_rows ? 0 : n - 1;
-    norm_rows(c, a->xb, a->x + (size_t)first * C, m->ln_f_w, m->ln_f_b, n - first);
-    timed_matmul(a, &a->profile.head, logits, a->xb, &m->lm_head, NULL, n - first);
+    // the head, for the rows asked: gathered, normed, multiplied
+    for (int k = 0; k < n_head; k++) memcpy(a->xb2 + (size_t)k * C, a->x + (size_t)a->head_rows[k] * C, C * sizeof(float));
+    norm_rows(c, a->xb, a->xb2, m->ln_f_w, m->ln_f_b, n_head);
+    timed_matmul(a, &a->profile.head, logits, a->xb, &m->lm_head, NULL, n_head);
     if (c->logit_softcap > 0.0f) {
         float cap = c->logit_softcap;
         #pragma omp parallel for simd
-        for (long i = 0; i < (long)(n - first) * V; i++)  // cap tanh(l / cap), tanh(y) = 2 / (1 + e^(-2y)) - 1
+        for (long i = 0; i < (long)n_head * V; i++)  // cap tanh(l / cap), tanh(y) = 2 / (1 + e^(-2y)) - 1
             logits[i] = cap * (2.0f / (1.0f + exp_f32(-2.0f * logits[i] / cap)) - 1.0f);
     }
     a->profile.total += clock_seconds() - start;
@@ -667,8 +670,9 @@ static void forward_state(const GPTModel *m, GPTState *s, const int *tokens, int
         a->row_state[t] = s;
         a->row_pos[t] = s->pos + t;
     }
-    int V = m->config.padded_vocab_size;
-    forward(m, a, tokens, n, all_logits ? all_logits : s->logits, all_logits != NULL);
+    int V = m->config.padded_vocab_size, n_head = all_logits ? n : 1;
+    for (int k = 0; k < n_head; k++) a->head_rows[k] = n - n_head + k;
+    forward(m, a, tokens, n, all_logits ? all_logits : s->logits, n_head);
     if (all_logits) memcpy(s->logits, all_logits + (size_t)(n - 1) * V, V * sizeof(float));
     s->pos += n;
 }
@@ -715,8 +719,10 @@ const float *gpt_decode(const GPTModel *m, GPTState *s, int token) { return gpt_
 
 struct GPTBatch {
     int max_batch;
-    Activations act;
+    Activations act;   // rows for max_batch decodes beside a prompt of up to block_size tokens
     int *tokens;       // the tokens of the rows of a step
+    int *ones;         // max_batch counts of 1: a decode step (gpt_decode_batch)
+    GPTState **stepped;  // the states whose rows a step's forward pass carries
     float *logits;     // max_batch x padded_vocab_size
 };
 
@@ -726,17 +732,21 @@ GPTBatch *gpt_batch_new(const GPTModel *m, int max_batch, char *err, size_t err_
         return NULL;
     }
     GPTBatch *b = calloc(1, sizeof *b);
+    int rows = max_batch + m->config.block_size;
     if (b != NULL) {
         b->logits = malloc((size_t)max_batch * m->config.padded_vocab_size * sizeof(float));
-        b->tokens = malloc((size_t)max_batch * sizeof(int));
+        b->tokens = malloc((size_t)rows * sizeof(int));
+        b->ones = malloc((size_t)max_batch * sizeof(int));
+        b->stepped = malloc((size_t)max_batch * sizeof(GPTState *));
     }
-    if (b == NULL || !b->logits || !b->tokens || activations_init(&b->act, &m->config, max_batch) != 0) {
-        if (b != NULL) { free(b->logits); free(b->tokens); }
+    if (b == NULL || !b->logits || !b->tokens || !b->ones || !b->stepped || activations_init(&b->act, &m->config, rows) != 0) {
+        if (b != NULL) { free(b->logits); free(b->tokens); free(b->ones); free(b->stepped); }
         free(b);
         set_error(err, err_size, "out of memory for a batch of %d generations", max_batch);
         return NULL;
     }
     b->max_batch = max_batch;
+    for (int i = 0; i < max_batch; i++) b->ones[i] = 1;
     return b;
 }
 
@@ -745,46 +755,72 @@ void gpt_batch_free(GPTBatch *b) {
     activations_free(&b->act);
     free(b->logits);
     free(b->tokens);
+    free(b->ones);
+    free(b->stepped);
     free(b);
 }
 
 const float *gpt_state_logits(const GPTState *s) { return s->logits; }
 
 int gpt_decode_batch(const GPTModel *m, GPTBatch *b, GPTState **states, const int *tokens, int n) {
+    return gpt_step(m, b, states, tokens, b->ones, n);
+}
+
+// why a step cannot run, in the first bad state's error; -1
+static int step_refused(GPTState *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int step_refused(GPTState *s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->error, sizeof s->error, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int gpt_step(const GPTModel *m, GPTBatch *b, GPTState **states, const int *tokens, const int *counts, int n) {
     const GPTConfig *c = &m->config;
     int T = c->block_size, V = c->padded_vocab_size;
-    if (n < 1 || n > b->max_batch) {
-        if (n >= 1) snprintf(states[0]->error, sizeof states[0]->error, "a decode step of %d generations in a batch of "
-                             "at most %d", n, b->max_batch);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= V) {
-            snprintf(states[i]->error, sizeof states[i]->error, "token %d is outside the model's vocabulary [0, %d)",
-                     tokens[i], V);
-            return -1;
-        }
-    }
-    Activations *a = &b->act;
-    int rows = 0;
+    if (n < 1 || n > b->max_batch)
+        return n >= 1 ? step_refused(states[0], "a step of %d generations in a batch of at most %d", n, b->max_batch) : -1;
+    int total = 0;
     for (int i = 0; i < n; i++) {
         GPTState *s = states[i];
+        if (counts[i] < 1) return step_refused(s, "%d tokens for a generation in a step: give at least one", counts[i]);
+        if (s->pos + counts[i] > T && !(s->pos == T && counts[i] == 1))
+            return step_refused(s, "%d tokens at position %d pass block_size %d: prefill them alone (gpt_prefill)",
+                                counts[i], s->pos, T);
+        for (int j = 0; j < i; j++)
+            if (states[j] == s) return step_refused(s, "generation %d is also generation %d of the step", i, j);
+        for (int k = total; k < total + counts[i]; k++)
+            if (tokens[k] < 0 || tokens[k] >= V)
+                return step_refused(s, "token %d is outside the model's vocabulary [0, %d)", tokens[k], V);
+        total += counts[i];
+    }
+    if (total > b->act.rows)
+        return step_refused(states[0], "%d tokens in one step, more than the batch's %d rows", total, b->act.rows);
+    Activations *a = &b->act;
+    int rows = 0, stepped = 0;
+    for (int i = 0, at = 0; i < n; at += counts[i], i++) {
+        GPTState *s = states[i];
         if (s->pos == T) {  // its cache is full: the window moves and is recomputed, alone (gpt_decode's path)
-            gpt_prefill(m, s, &tokens[i], 1, NULL);
+            gpt_prefill(m, s, &tokens[at], 1, NULL);
             continue;
         }
-        s->window[s->pos] = tokens[i];
-        s->length += 1;
-        a->row_state[rows] = s;
-        a->row_pos[rows] = s->pos;
-        b->tokens[rows++] = tokens[i];
+        for (int k = 0; k < counts[i]; k++) {
+            s->window[s->pos + k] = tokens[at + k];
+            a->row_state[rows] = s;
+            a->row_pos[rows] = s->pos + k;
+            b->tokens[rows++] = tokens[at + k];
+        }
+        s->length += counts[i];
+        a->head_rows[stepped] = rows - 1;  // the logits of its last token
+        b->stepped[stepped++] = s;
     }
     if (rows == 0) return 0;
-    forward(m, a, b->tokens, rows, b->logits, 1);
-    for (int r = 0; r < rows; r++) {
-        GPTState *s = a->row_state[r];
-        memcpy(s->logits, b->logits + (size_t)r * V, V * sizeof(float));
-        s->pos += 1;
+    forward(m, a, b->tokens, rows, b->logits, stepped);
+    for (int k = 0; k < stepped; k++) {
+        GPTState *s = b->stepped[k];
+        memcpy(s->logits, b->logits + (size_t)k * V, V * sizeof(float));
+        s->pos = a->row_pos[a->head_rows[k]] + 1;
     }
     return 0;
 }

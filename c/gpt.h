@@ -109,16 +109,22 @@ const float *gpt_decode(const GPTModel *m, GPTState *s, int token);
 
 /* Decoding many generations at once: one token for each of n distinct states, in one pass that reads every
    weight once for all of them (decoding is bound by reading the weights). A GPTBatch holds the activations
-   for up to max_batch generations; one per thread that decodes. Returns 0, and each state's logits are then
-   gpt_state_logits(state), what gpt_decode would have returned (to float rounding: the batch sums its matrix
-   products in another order); a state already holding block_size positions recomputes its window alone, as
-   gpt_decode does. -1 on bad input (n outside [1, max_batch], a token outside the vocabulary): no state is
-   changed, and the first bad state's gpt_state_error says why. */
+   for up to max_batch generations and a prompt of up to block_size tokens beside them; one per thread that
+   decodes. Returns 0, and each state's logits are then gpt_state_logits(state), what gpt_decode would have
+   returned (bit for bit: each row's sums run in the same order whatever else the pass carries); a state already
+   holding block_size positions recomputes its window alone, as gpt_decode does. -1 on bad input (n outside
+   [1, max_batch], a token outside the vocabulary): no state is changed, and the first bad state's
+   gpt_state_error says why.
+   gpt_step is the general step: state i takes counts[i] tokens (tokens holds them one state after another), so
+   that prompt chunks go through the same pass as the decodes, as a server's continuous batching mixes them; each
+   state's logits are its last token's. A state's tokens must fit in its cache, except a single token of a full
+   one; all of them together in max_batch + block_size rows. */
 typedef struct GPTBatch GPTBatch;
 
 GPTBatch *gpt_batch_new(const GPTModel *m, int max_batch, char *err, size_t err_size);
 void gpt_batch_free(GPTBatch *b);
 int gpt_decode_batch(const GPTModel *m, GPTBatch *b, GPTState **states, const int *tokens, int n);
+int gpt_step(const GPTModel *m, GPTBatch *b, GPTState **states, const int *tokens, const int *counts, int n);
 const float *gpt_state_logits(const GPTState *s);  // the logits of the state's last token
 
 /* Sampling: greedy at temperature 0, else softmax(logits / temperature) cut to the top_k most likely
