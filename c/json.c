@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define TEXT_OF(x) #x
+#define TEXT_OF_VALUE(x) TEXT_OF(x)
+#define JSON_MAX_VALUES_TEXT TEXT_OF_VALUE(JSON_MAX_VALUES)
+
 // ----------------------------------------------------------------------------------------------------
 // UTF-8
 
@@ -141,7 +145,7 @@ static void skip_space(Parser *ps) {
 
 static int new_value(Parser *ps, JsonType type) {
     JsonDoc *d = ps->doc;
-    if (d->n_values >= d->max_values) return fail(ps, "too many values");
+    if (d->n_values >= d->max_values) return fail(ps, "too many values: at most " JSON_MAX_VALUES_TEXT " numbers, strings, lists and objects in one body");
     JsonValue *v = &d->values[d->n_values];
     memset(v, 0, sizeof *v);
     v->type = type;

@@ -19,7 +19,7 @@
 #include <stddef.h>
 
 #define JSON_MAX_DEPTH 32
-#define JSON_MAX_VALUES 10000
+#define JSON_MAX_VALUES 65536  // token-id prompts: lm-eval's batch of 16 at 2,048 tokens, or of 64 at 1,000
 
 typedef enum { JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } JsonType;
 

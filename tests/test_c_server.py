@@ -443,12 +443,13 @@ def malformed_requests(rng):
             else:
                 body.insert(i, rng.choice(b'{}[]",:\\\x00\xff\xc3'))
         out.append((head % len(body) + bytes(body), {200, 400}, False))
-    bad_values = {"prompt": [None, 1, True, [], ["a", "b"], [1, 2], {"a": 1}],
+    bad_values = {"prompt": [None, 1, True, [], [[]], ["a", 1], [1, [2]], [-1], [50257], ["a"] * 65, {"a": 1}],
                   "max_tokens": [-1, 1.5, "8", True, 10**9, 1e300, [], None],
                   "temperature": [-0.1, -1e9, 2.5, "0", False, {}],
                   "top_p": [-0.5, 1.5, "1", []], "top_k": [-1, 0.5, "5"], "seed": [1.5, "7", 1e30],
                   "stop": [1, [1], [""], ["a"] * 5, ["x" * 300], {"a": 1}, ""],
-                  "stream": [1, "yes", []], "n": [2, 0], "echo": [True], "logprobs": [3], "model": [5, []],
+                  "stream": [1, "yes", []], "n": [0, 65, 1.5], "best_of": [2], "echo": [1, "yes"], "logprobs": [6, -1, True],
+                  "model": [5, []],
                   "stream_options": [1, {"include_usage": 3}]}
     for key, values in bad_values.items():
         for v in values:
