@@ -40,6 +40,7 @@ from model import GPT, GPTConfig
 
 OURS_LINE = re.compile(r"prefill (\d+) tokens ([\d.]+) s ([\d.]+) tok/s .*\| time to first token ([\d.]+) ms \| "
                        r"decode (\d+) tokens ([\d.]+) s ([\d.]+) tok/s .*\| peak memory ([\d.]+) MB")
+OPEN_LINE = re.compile(r"\| open ([\d.]+) s, of which the repacked weights: ([\d.]+) MB")
 PEER_LINE = re.compile(r"achieved tok/s: ([\d.]+)")
 PEER_SHAPE = "dim=768, n_layers=12, n_heads=12, vocab_size=50304, multiple_of=256, max_seq_len=1024"
 PEER_EXPORT = f"""
@@ -62,12 +63,14 @@ def run(cmd, threads, cwd=None):
 
 
 def ours(binary, path, prompt_len, new_tokens, threads):
-    """One c/gpt --bench run, greedy as llama2.c's: {prefill, ttft_ms, decode, memory_mb}."""
+    """One c/gpt --bench run, greedy as llama2.c's: {prefill, ttft_ms, decode, memory_mb, open_s, repacked_mb}."""
     cmd = [binary, path, "--bench", "--prompt_len", str(prompt_len), "-n", str(new_tokens + 1), "--threads", str(threads), "-t", "0"]
-    match = OURS_LINE.search(run(cmd, threads))
-    if match is None:
+    out = run(cmd, threads)
+    match, opened = OURS_LINE.search(out), OPEN_LINE.search(out)
+    if match is None or opened is None:
         raise ValueError(f"{' '.join(cmd)} printed no --bench line")
-    return {"prefill": float(match[3]), "ttft_ms": float(match[4]), "decode": float(match[7]), "memory_mb": float(match[8])}
+    return {"prefill": float(match[3]), "ttft_ms": float(match[4]), "decode": float(match[7]), "memory_mb": float(match[8]),
+            "open_s": float(opened[1]), "repacked_mb": float(opened[2])}
 
 
 def write_peer_tokenizer(path, vocab_size):

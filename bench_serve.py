@@ -127,7 +127,8 @@ def peak(ours_binary, threads):
 def single_stream(engine, path, threads, peer_dir, ours_binary, shape):
     """{row: tokens/s} of one stream: c/gpt --bench (read by bench_c.py), one run per prompt length giving its
     prefill and the decode after it, or llama-bench, whose pp/tg tests are these rows (-d: the tokens already in
-    the cache when its tg starts)."""
+    the cache when its tg starts). Ours also give what opening the model cost: rows "open s" (the weights'
+    repacking included), "repacked MB" and "peak memory MB" (after the longest prompt)."""
     tests = SINGLE_STREAM[shape]
     new = tests["new_tokens"]
     rows = {f"prefill {n}": (n, "prefill", ["-p", str(n), "-n", "0"]) for n in tests["prompts"]}
@@ -147,6 +148,10 @@ def single_stream(engine, path, threads, peer_dir, ours_binary, shape):
         if out.returncode != 0:
             raise ValueError(f"{' '.join(cmd)} failed: {out.stderr.strip()[-300:]}")
         rates[row] = json.loads(out.stdout)[0]["avg_ts"]
+    if engine == "ours":
+        longest = ours_runs[max(ours_runs)]
+        rates.update({"open s": longest["open_s"], "repacked MB": longest["repacked_mb"],
+                      "peak memory MB": longest["memory_mb"]})
     return rates
 
 
@@ -269,10 +274,15 @@ def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note):
               f"and int8 dot products: {peak_text}):", "",
               "| type | test | c/gpt | llama.cpp | c/gpt / llama.cpp | c/gpt of peak | llama.cpp of peak |",
               "|---|---|---:|---:|---:|---:|---:|"]
+    load_rows = {key: by_engine for key, by_engine in single.items() if not key[1].startswith(("prefill", "decode"))}
+    single = {key: by_engine for key, by_engine in single.items() if key not in load_rows}
     for (dtype, test), by_engine in single.items():
         ours, peer = by_engine.get("ours"), by_engine.get("llama.cpp")
         share = lambda rate: f"{rate[0] * ops_per_token / peaks[dtype][0]:.0%}" if rate and test.startswith("prefill") else "—"
         lines.append(f"| {dtype} | {test} | {cell(ours)} | {cell(peer)} | {ratio(ours, peer)} | {share(ours)} | {share(peer)} |")
+    lines += ["", "What c/gpt's start costs (`c/gpt --bench`: opening the model, its weights repacked for the kernels "
+              "included; peak memory after the longest prompt): " + "; ".join(
+                  f"{dtype} {test} {cell(by_engine['ours'], fmt='{:,.2f}')}" for (dtype, test), by_engine in load_rows.items())]
     lines += ["", f"Batched decode: {batch_shape}, how many times faster all at once than one after another:", "",
               "| engine | type | speed-up |", "|---|---|---:|"]
     for (engine, dtype), speedup in sorted(batch.items()):
