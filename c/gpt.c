@@ -113,14 +113,15 @@ static void layout_weights(GPTModel *m, Layout *l) {
     }
 }
 
-// The k-th of the matrices a forward pass multiplies by: five per layer (c_gate has no rows without SwiGLU), then
-// the head; NULL past the last.
+// The k-th of the matrices a forward pass multiplies by: the head (the largest, first: repacked while nothing else
+// is, the process's peak memory stays at the copies plus one original), then five per layer (c_gate has no rows
+// without SwiGLU); NULL past the last.
 static WeightMatrix *weight_matrix(GPTModel *m, int k) {
+    if (k == 0) return &m->lm_head;
     if (k > m->config.n_layer * 5) return NULL;
-    if (k == m->config.n_layer * 5) return &m->lm_head;
-    GPTLayer *L = &m->layers[k / 5];
+    GPTLayer *L = &m->layers[(k - 1) / 5];
     WeightMatrix *mats[] = {&L->c_attn, &L->attn_proj, &L->c_fc, &L->c_gate, &L->mlp_proj};
-    return mats[k % 5];
+    return mats[(k - 1) % 5];
 }
 
 // Let the kernel drop the pages of [p, p + bytes) that this mapping holds (the whole pages inside it): a packed
@@ -331,8 +332,8 @@ typedef struct {
 } Activations;
 
 static void activations_free(Activations *a) {
-    free(a->row_state); free(a->row_pos); free(a->query_groups); free(a->head_rows); free(a->x); free(a->xb); free(a->xb2); free(a->qkv); free(a->hb);
-    free(a->hb2); free(a->skips);
+    free(a->row_state); free(a->row_pos); free(a->query_groups); free(a->head_rows);
+    free(a->x); free(a->xb); free(a->xb2); free(a->qkv); free(a->hb); free(a->hb2); free(a->skips);
     quantized_rows_free(&a->xq);
 }
 
@@ -353,7 +354,8 @@ static int activations_init(Activations *a, const GPTConfig *c, int rows) {
     a->hb2 = malloc(R * H * sizeof(float));
     a->skips = malloc(((size_t)c->n_layer / 2 + 1) * R * C * sizeof(float));
     int quantized = quantized_rows_init(&a->xq, rows, (int)widest);
-    if (a->row_state && a->row_pos && a->query_groups && a->head_rows && a->x && a->xb && a->xb2 && a->qkv && a->hb && a->hb2 && a->skips && quantized == 0)
+    if (a->row_state && a->row_pos && a->query_groups && a->head_rows && a->x && a->xb && a->xb2 && a->qkv && a->hb &&
+        a->hb2 && a->skips && quantized == 0)
         return 0;
     activations_free(a);
     return -1;
