@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import export
-from conftest import REPO, march_native, needs_c_compiler
+from conftest import REPO, build, march_native, needs_c_compiler
 from quantize import quantize
 from test_c_engine import ENV, NEW_TOKENS, SPEEDRUN, c_generate, config, random_model, reference_logits
 
@@ -127,6 +127,19 @@ def test_speedrun_options_at_tile_edges(engine, tmp_path, dtype):
         ids, c_logits = c_generate(engine, path, tokens[:n], tmp_path)
         check_rows(c_logits, reference_logits(reference, tokens[:n] + ids[:-1], n), dtype, n,
                    f"speedrun {dtype} prompt of {n}")
+
+
+@pytest.fixture(scope="module")
+def engine_avx2(tmp_path_factory):
+    """c/gpt with the AVX2 kernels, as an AVX2-only machine builds it."""
+    if not {"avx2", "fma"} <= set(cpu_flags()):
+        pytest.skip("this CPU has no AVX2/FMA to run the avx2 kernels")
+    return build(tmp_path_factory.mktemp("c") / "gpt_avx2", "-O3 -march=haswell -fopenmp")
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "q8_0"])
+def test_the_avx2_build_prefills_every_tile_edge_too(engine_avx2, tmp_path, dtype):
+    test_prefill_of_every_tile_edge_matches_the_reference(engine_avx2, tmp_path, "llama-like", dtype)
 
 
 def test_prompt_one_past_block_size_is_model_generate(engine, tmp_path):
