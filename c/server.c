@@ -88,8 +88,9 @@ typedef struct {
     int token;
     size_t start;          // its first byte in the choice's text (the text's end for <|endoftext|>)
     float logprob;         // NAN for the prompt's first token, which has no context
-    int top[MAX_LOGPROBS];
-    float top_logprob[MAX_LOGPROBS];
+    int n_top;             // the logprobs most likely, then this token where it is not among them (as OpenAI)
+    int top[MAX_LOGPROBS + 1];
+    float top_logprob[MAX_LOGPROBS + 1];
 } TokenLogprob;
 
 // One choice of a request: a prompt's echo and one completion of it.
@@ -129,7 +130,7 @@ static const double ttft_bounds[N_TTFT_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.25,
 typedef struct {
     unsigned long long requests[N_OUTCOMES];          // completion requests by outcome
     unsigned long long prompt_tokens, generation_tokens;  // as the answers' usage counts them
-    unsigned long long prefill_tokens, decode_tokens;     // tokens through gpt_prefill and gpt_decode_batch
+    unsigned long long prefill_tokens, decode_tokens;     // prompt and generated tokens through the model
     double prefill_seconds, decode_seconds;
     unsigned long long ttft_count, ttft_buckets[N_TTFT_BUCKETS];  // time to first token, per upper bound
     double ttft_sum;
@@ -143,6 +144,7 @@ typedef struct {
     const char *page;          // the web page (GET /), or NULL without one
     size_t page_len;
     int max_tokens_cap, queue_size, timeout_ms, parallel;
+    int prefill_chunk;         // prompt tokens a step carries beside the decodes (--prefill_chunk)
     long long started;
     pthread_mutex_t lock;
     pthread_cond_t changed;   // the queue, the generation slots or the connection count changed
@@ -457,8 +459,9 @@ done:
 // log-probabilities
 
 /* log-softmax of one row of logits over the vocabulary: r->token's log-probability, and the top_n most likely
-   tokens (most likely first; of equal logits the lower id first, as torch.topk). The model's own distribution,
-   whatever the request's temperature, top_k and top_p: what a harness scores. */
+   tokens (most likely first; of equal logits the lower id first, as torch.topk), then r->token itself where it is
+   not among them: OpenAI's "up to logprobs + 1" entries. The model's own distribution, whatever the request's
+   temperature, top_k and top_p: what a harness scores. */
 static void score_token(const float *logits, int vocab, int top_n, TokenLogprob *r) {
     float max = logits[0];
     for (int i = 1; i < vocab; i++)
@@ -477,8 +480,12 @@ static void score_token(const float *logits, int vocab, int top_n, TokenLogprob 
         }
         r->top[j] = i;
     }
+    int listed = 0;
+    for (int j = 0; j < k; j++) listed |= r->top[j] == r->token;
+    if (!listed) r->top[k++] = r->token;  // less likely than every one above: the order stays
     // the same expression as r->logprob: a greedy token's two values are the same float (lm-eval compares them)
     for (int j = 0; j < k; j++) r->top_logprob[j] = (float)(logits[r->top[j]] - lse);
+    r->n_top = k;
 }
 
 // A new record at the end of the choice's list, or NULL out of memory.
@@ -535,7 +542,7 @@ static int text_offset(Choice *ch, size_t start) {
 }
 
 // OpenAI's logprobs object of records [from, to) of a choice.
-static void logprobs_object(Buf *b, const Server *s, const Completion *c, Choice *ch, int from, int to) {
+static void logprobs_object(Buf *b, const Server *s, Choice *ch, int from, int to) {
     buf_puts(b, "{\"tokens\":[");
     for (int i = from; i < to; i++) {
         if (i > from) buf_puts(b, ",");
@@ -554,7 +561,7 @@ static void logprobs_object(Buf *b, const Server *s, const Completion *c, Choice
             continue;
         }
         buf_puts(b, "{");
-        for (int j = 0; j < c->logprobs; j++) {
+        for (int j = 0; j < ch->lp[i].n_top; j++) {
             if (j) buf_puts(b, ",");
             token_text(b, s->bpe, ch->lp[i].top[j]);
             buf_puts(b, ":");
@@ -643,7 +650,7 @@ static void choice_release(Server *s, Job *job, Choice *ch, size_t upto, const c
         json_write_string(&b, ch->text.data ? ch->text.data + ch->sent : "", upto - ch->sent);
         if (finish) buf_printf(&b, ",\"finish_reason\":\"%s\",\"logprobs\":", finish);
         else buf_puts(&b, ",\"finish_reason\":null,\"logprobs\":");
-        if (c->logprobs >= 0) logprobs_object(&b, s, c, ch, ch->lp_sent, to);
+        if (c->logprobs >= 0) logprobs_object(&b, s, ch, ch->lp_sent, to);
         else buf_puts(&b, "null");
         buf_puts(&b, "}]}\n\n");
         if (!job->gone) send_event(job, &b);
@@ -714,7 +721,7 @@ static void job_finish(Server *s, Job *job) {
             buf_printf(&b, "%s{\"index\":%d,\"text\":", i ? "," : "", i);
             json_write_string(&b, ch->text.data ? ch->text.data : "", ch->sent);
             buf_printf(&b, ",\"finish_reason\":\"%s\",\"logprobs\":", ch->finish);
-            if (c->logprobs >= 0) logprobs_object(&b, s, c, ch, 0, ch->n_lp);
+            if (c->logprobs >= 0) logprobs_object(&b, s, ch, 0, ch->n_lp);
             else buf_puts(&b, "null");
             buf_puts(&b, "}");
         }
@@ -750,7 +757,9 @@ typedef struct {
     Choice *choice;
     GPTState *state;
     GPTSampler sampler;
-    const float *logits;   // of the next token to sample; NULL once the choice ended
+    const float *logits;   // of the next token to sample; NULL once the choice ended or while its prompt goes in
+    const int *prompt;     // while the prompt goes through in chunks (fed of n_prompt so far); NULL after
+    int n_prompt, fed, start_token;
 } Slot;
 
 static void slot_end(Server *s, Slot *sl) {
@@ -760,12 +769,14 @@ static void slot_end(Server *s, Slot *sl) {
     sl->job = NULL;
     sl->choice = NULL;
     sl->logits = NULL;
+    sl->prompt = NULL;
     choice_end(s, job, ch);  // may free the job
 }
 
-/* The prompt through the model: one prefill, or with echo and logprobs, chunks of SCORE_CHUNK whose every row of
-   logits scores the next prompt token (scratch: SCORE_CHUNK rows, allocated at the first such request). The logits
-   of the next token, or NULL with the request failed. */
+/* The prompt through the model at once, for the prompts that do not go in chunks beside the decodes (slot_start):
+   one prefill, or with echo and logprobs, chunks of SCORE_CHUNK whose every row of logits scores the next prompt
+   token (scratch: SCORE_CHUNK rows, allocated at the first such request). The logits of the next token, or NULL
+   with the request failed. */
 static const float *prefill(Server *s, Slot *sl, float **scratch) {
     const GPTModel *m = s->model;
     Job *job = sl->job;
@@ -799,9 +810,10 @@ static const float *prefill(Server *s, Slot *sl, float **scratch) {
     return logits;
 }
 
-/* Takes a choice into a free slot: its sampler, the echo of its prompt, the prompt's prefill. A long prompt is
-   prefilled whole here, between two decode steps of the others: at most block_size tokens, a second or two at 124M
-   on two cores, and then it decodes with them (a chunked prefill would bound that pause; not done). */
+/* Takes a choice into a free slot: its sampler, the echo of its prompt, and its prompt: to go through in chunks beside
+   the other slots' decodes (generation_thread), so that a long prompt never stops their streams; or at once here,
+   when its logprobs are asked for (every row's logits are kept) or it is longer than block_size (the window of its
+   last block_size tokens is computed, as gpt_prefill does). */
 static void slot_start(Server *s, Slot *sl, Job *job, Choice *ch, float **scratch) {
     const GPTModel *m = s->model;
     const Completion *c = &job->c;
@@ -824,13 +836,21 @@ static void slot_start(Server *s, Slot *sl, Job *job, Choice *ch, float **scratc
     }
     if (ch->text.failed) job_fail(job, "out of memory for the echoed prompt", 1);
     ch->gen_start = ch->text.len;
-    int score = c->echo && c->logprobs >= 0 && c->prompt_len[ch->prompt] > 0;
-    if ((c->max_tokens > 0 || score) && !job->gone && !job->error[0]) sl->logits = prefill(s, sl, scratch);
+    int score = c->echo && c->logprobs >= 0 && c->prompt_len[ch->prompt] > 0, len = c->prompt_len[ch->prompt];
+    sl->start_token = m->config.eot_token;  // no text: start from <|endoftext|>, as GPT-2 samples unconditionally
+    sl->prompt = NULL;
+    if (c->max_tokens > 0 && !score && len <= m->config.block_size && !job->gone && !job->error[0]) {
+        sl->prompt = len ? c->prompts[ch->prompt] : &sl->start_token;
+        sl->n_prompt = len ? len : 1;
+        sl->fed = 0;
+    } else if ((c->max_tokens > 0 || score) && !job->gone && !job->error[0]) {
+        sl->logits = prefill(s, sl, scratch);
+    }
     if (c->echo && !job->error[0]) {
         int stop_hit;
         choice_release(s, job, ch, releasable(c, ch, &stop_hit), NULL);
     }
-    if (!sl->logits || c->max_tokens == 0) slot_end(s, sl);
+    if ((!sl->logits && !sl->prompt) || c->max_tokens == 0) slot_end(s, sl);
 }
 
 static void observe_first_token(Server *s, Job *job) {
@@ -888,22 +908,24 @@ static Job *take_job(Server *s) {
 }
 
 // Continuous batching: up to --parallel choices in flight. Each round takes queued requests' choices into free
-// slots (prefilling their prompts), samples every running choice's next token, and decodes all of those tokens in
-// one gpt_decode_batch, which reads each weight once for all of them. A choice joins at the next round and leaves
-// when it ends, so a short answer never waits for a long one; a request's choices share the batch, and a request
-// with more choices than free slots has the rest taken in as slots free up, before any later request.
+// slots, samples every running choice's next token, and runs all of those tokens and up to --prefill_chunk tokens
+// of the prompts still going in (oldest slot first) through one gpt_step, which reads each weight once for all of
+// them: a long prompt goes in over several steps while the others keep streaming, as llama-server's batching does.
+// A choice joins at the next round and leaves when it ends, so a short answer never waits for a long one; a
+// request's choices share the batch, and a request with more choices than free slots has the rest taken in as
+// slots free up, before any later request.
 static void *generation_thread(void *arg) {
     Server *s = arg;
     char err[256] = "";
     int n = s->parallel;
     Slot *slots = calloc((size_t)n, sizeof *slots);
     GPTState **states = malloc((size_t)n * sizeof *states);
-    int *tokens = malloc((size_t)n * sizeof *tokens);
+    int *tokens = malloc(((size_t)n + s->prefill_chunk) * sizeof *tokens), *counts = malloc((size_t)n * sizeof *counts);
     Slot **running = malloc((size_t)n * sizeof *running);
     GPTBatch *batch = gpt_batch_new(s->model, n, err, sizeof err);
     float *scratch = NULL;  // prefill()'s logits of SCORE_CHUNK prompt tokens
     Job *pending = NULL;    // a request some of whose choices wait for a slot
-    int ok = slots && states && tokens && running && batch;
+    int ok = slots && states && tokens && counts && running && batch;
     for (int i = 0; ok && i < n; i++) ok = (slots[i].state = gpt_state_new(s->model, err, sizeof err)) != NULL;
     if (!ok) fprintf(stderr, "gpt-server: %s\n", err[0] ? err : "out of memory for the generation slots");
     for (;;) {
@@ -947,39 +969,67 @@ static void *generation_thread(void *arg) {
         }
         if (!ok) continue;
 
-        int m = 0;
+        // the step: a decode row for every running choice, then the next chunks of the prompts going in
+        int m = 0, rows = 0, prompt_rows = 0;
         for (int i = 0; i < n; i++) {
-            if (!slots[i].job) continue;
+            if (!slots[i].job || slots[i].prompt) continue;
             int token = slot_sample(s, &slots[i]);
             if (token < 0) continue;
             running[m] = &slots[i];
             states[m] = slots[i].state;
-            tokens[m++] = token;
+            counts[m++] = 1;
+            tokens[rows++] = token;
+        }
+        for (int i = 0; i < n && prompt_rows < s->prefill_chunk; i++) {
+            Slot *sl = &slots[i];
+            if (!sl->job || !sl->prompt) continue;
+            if (sl->job->gone || sl->job->error[0] || stop_requested || http_peer_closed(sl->job->fd)) {
+                if (stop_requested) sl->job->cut = 1;
+                else if (!sl->job->error[0]) sl->job->gone = 1;
+                slot_end(s, sl);
+                continue;
+            }
+            int take = sl->n_prompt - sl->fed < s->prefill_chunk - prompt_rows ? sl->n_prompt - sl->fed
+                                                                                 : s->prefill_chunk - prompt_rows;
+            memcpy(tokens + rows, sl->prompt + sl->fed, (size_t)take * sizeof *tokens);
+            running[m] = sl;
+            states[m] = sl->state;
+            counts[m++] = take;
+            rows += take;
+            prompt_rows += take;
         }
         pthread_mutex_lock(&s->lock);
         s->metrics.slots_busy = m;
         pthread_mutex_unlock(&s->lock);
         if (m == 0) continue;
         uint64_t t0 = now_ns();
-        int failed = gpt_decode_batch(s->model, batch, states, tokens, m) != 0;
+        int failed = gpt_step(s->model, batch, states, tokens, counts, m) != 0;
         double seconds = (double)(now_ns() - t0) / 1e9;
-        pthread_mutex_lock(&s->lock);
-        s->metrics.decode_tokens += (unsigned long long)m;
-        s->metrics.decode_seconds += seconds;
+        pthread_mutex_lock(&s->lock);  // a step's time split between its prompt and decode rows by their count
+        s->metrics.decode_tokens += (unsigned long long)(rows - prompt_rows);
+        s->metrics.decode_seconds += seconds * (rows - prompt_rows) / rows;
+        s->metrics.prefill_tokens += (unsigned long long)prompt_rows;
+        s->metrics.prefill_seconds += seconds * prompt_rows / rows;
         pthread_mutex_unlock(&s->lock);
         for (int k = 0; k < m; k++) {
+            Slot *sl = running[k];
             if (failed) {
                 const char *why = gpt_state_error(states[k]);
-                job_fail(running[k]->job, why[0] ? why : "a batched decode step failed", 0);
-                slot_end(s, running[k]);
-            } else {
-                running[k]->logits = gpt_state_logits(states[k]);
+                job_fail(sl->job, why[0] ? why : "a batched step failed", 0);
+                slot_end(s, sl);
+                continue;
             }
+            if (sl->prompt) {
+                sl->fed += counts[k] > 1 ? counts[k] - 1 : 1;
+                if (sl->fed < sl->n_prompt) continue;  // more of it in the next step
+                sl->prompt = NULL;
+            }
+            sl->logits = gpt_state_logits(states[k]);
         }
     }
     for (int i = 0; slots && i < n; i++) gpt_state_free(slots[i].state);
     gpt_batch_free(batch);
-    free(slots); free(states); free(tokens); free(running); free(scratch);
+    free(slots); free(states); free(tokens); free(counts); free(running); free(scratch);
     return NULL;
 }
 
@@ -1255,6 +1305,9 @@ static void usage(FILE *f) {
             "  --port N              port (default 8080; 0: any free port, printed at start)\n"
             "  --threads N           threads of the generation thread (default: the number of CPU cores)\n"
             "  --parallel N          choices decoded together, one batched step for all (default 8)\n"
+            "  --prefill_chunk N     prompt tokens a step carries beside the decodes: a long prompt goes in over\n"
+            "                        several steps while the other streams go on (default 256, or the\n"
+            "                        context if shorter)\n"
             "  --max_tokens_cap N    largest max_tokens a request may ask for; more is a 400 (default 1024)\n"
             "  --alias NAME          the model's name in /v1/models and answers (default: the file's name)\n"
             "  --queue N             requests that may wait for a free generation slot; more get 503 (default 32)\n"
@@ -1310,6 +1363,7 @@ static void default_page_path(const char *argv0, char *out, size_t size) {
 int main(int argc, char **argv) {
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *page_path = NULL;
     int port = 8080, threads = (int)sysconf(_SC_NPROCESSORS_ONLN), cap = 1024, queue = 32, timeout_s = 10, parallel = 8;
+    int prefill_chunk = 0;  // 0: the default, 256 or the model's context if shorter
     if (threads < 1) threads = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1330,6 +1384,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--max_tokens_cap") == 0) { rc = parse_int(a, v, 1, 1000000, &cap); i++; }
         else if (strcmp(a, "--queue") == 0) { rc = parse_int(a, v, 0, 100000, &queue); i++; }
         else if (strcmp(a, "--parallel") == 0) { rc = parse_int(a, v, 1, 256, &parallel); i++; }
+        else if (strcmp(a, "--prefill_chunk") == 0) { rc = parse_int(a, v, 1, 1 << 20, &prefill_chunk); i++; }
         else if (strcmp(a, "--timeout") == 0) { rc = parse_int(a, v, 1, 3600, &timeout_s); i++; }
         else if (a[0] == '-') { fprintf(stderr, "error: unknown option %s (see --help)\n", a); return 1; }
         else if (model_path) { fprintf(stderr, "error: one model file only, got %s and %s\n", model_path, a); return 1; }
@@ -1352,6 +1407,13 @@ int main(int argc, char **argv) {
     if (!model) { fprintf(stderr, "error: %s\n", err); free(page); return 1; }
     BPE *bpe = bpe_open(model->tokenizer, model->tokenizer_size, err, sizeof err);
     if (!bpe) { fprintf(stderr, "error: %s\n", err); gpt_close(model); free(page); return 1; }
+    if (prefill_chunk == 0) prefill_chunk = model->config.block_size < 256 ? model->config.block_size : 256;
+    if (prefill_chunk > model->config.block_size) {
+        fprintf(stderr, "error: --prefill_chunk %d is more than the model's context, %d\n", prefill_chunk,
+                model->config.block_size);
+        bpe_close(bpe); gpt_close(model); free(page);
+        return 1;
+    }
     gpt_set_threads(threads);
 
     struct sockaddr_storage addr;
@@ -1390,7 +1452,8 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);  // a client gone mid-answer is an error return, not a dead server
 
     Server s = {.model = model, .bpe = bpe, .alias = alias, .page = page, .page_len = page_len, .max_tokens_cap = cap,
-                .queue_size = queue, .timeout_ms = timeout_s * 1000, .started = (long long)time(NULL), .parallel = parallel};
+                .queue_size = queue, .timeout_ms = timeout_s * 1000, .started = (long long)time(NULL), .parallel = parallel,
+                .prefill_chunk = prefill_chunk};
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.changed, NULL);
     pthread_t generator;
@@ -1399,9 +1462,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     const GPTConfig *cfg = &model->config;
-    fprintf(stderr, "gpt-server: %s (%d layers, %d wide, context %d, %s) as \"%s\", %d threads, %d parallel, queue %d, "
-            "max_tokens_cap %d\n", model_path, cfg->n_layer, cfg->n_embd, cfg->block_size,
-            cfg->dtype == GPT_DTYPE_Q8_0 ? "q8_0" : "fp32", alias, threads, parallel, queue, cap);
+    fprintf(stderr, "gpt-server: %s (%d layers, %d wide, context %d, %s) as \"%s\", %d threads, %d parallel, prefill "
+            "chunk %d, queue %d, max_tokens_cap %d; kernels %s\n", model_path, cfg->n_layer, cfg->n_embd, cfg->block_size,
+            cfg->dtype == GPT_DTYPE_Q8_0 ? "q8_0" : "fp32", alias, threads, parallel, prefill_chunk, queue, cap,
+            matmul_kernel_name());
     fprintf(stderr, "gpt-server: listening on http://%s%s%s:%d\n", addr.ss_family == AF_INET6 ? "[" : "", host,
             addr.ss_family == AF_INET6 ? "]" : "", port);
 

@@ -88,9 +88,11 @@ def test_echo_logprobs_equal_pytorchs_log_softmax_at_every_position(api_server, 
     assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None  # the first token has no context
     for i in range(1, len(ids)):
         assert lp["token_logprobs"][i] == pytest.approx(reference[i - 1, ids[i]].item(), abs=1e-4)
-        top = torch.topk(reference[i - 1], MAX_LOGPROBS)
-        assert list(lp["top_logprobs"][i]) == [token_name(enc, t) for t in top.indices.tolist()]  # most likely first
-        assert list(lp["top_logprobs"][i].values()) == pytest.approx(top.values.tolist(), abs=1e-4)
+        top = torch.topk(reference[i - 1], MAX_LOGPROBS).indices.tolist()
+        top += [] if ids[i] in top else [ids[i]]  # as OpenAI's: the token itself too, where it is not among them
+        assert list(lp["top_logprobs"][i]) == [token_name(enc, t) for t in top]  # most likely first
+        assert list(lp["top_logprobs"][i].values()) == pytest.approx(reference[i - 1, top].tolist(), abs=1e-4)
+        assert lp["top_logprobs"][i][lp["tokens"][i]] == lp["token_logprobs"][i]
     for i in range(len(prompt_ids), len(ids)):  # greedy: each generated token is its position's most likely
         assert lp["token_logprobs"][i] == max(lp["top_logprobs"][i].values())
     text = choice["text"]
@@ -215,7 +217,9 @@ def test_openai_client_sends_token_prompts_and_reads_logprobs(api_server, random
         assert choice.logprobs.token_logprobs[0] is None
         assert choice.logprobs.token_logprobs[1:] == pytest.approx([reference[i - 1, ids[i]].item()
                                                                     for i in range(1, len(ids))], abs=1e-4)
-        assert len(choice.logprobs.top_logprobs[1]) == 1 and choice.logprobs.text_offset[0] == 0
+        top = choice.logprobs.top_logprobs[1]  # the most likely, and the prompt's token where it is not that one
+        assert len(top) <= 2 and choice.logprobs.tokens[1] in top
+        assert top[choice.logprobs.tokens[1]] == choice.logprobs.token_logprobs[1] and choice.logprobs.text_offset[0] == 0
     chunks = list(client.completions.create(model="planted", prompt="Hello", max_tokens=4, temperature=0, logprobs=2,
                                             stream=True))
     assert sum(len(c.choices[0].logprobs.tokens) for c in chunks if c.choices) == 4

@@ -91,8 +91,9 @@ def test_greedy_text_in_the_page_equals_the_apis_with_each_tokens_probability(pa
     # hovering a token shows it and its five most likely alternatives, with their probabilities
     page.hover(".token >> nth=2")
     page.wait_for_selector("#tip", state="visible")
-    rows = page.eval_on_selector_all("#tip tr", "rs => rs.map(r => r.textContent)")
-    assert len(rows) == 6 and all(r.endswith("%") for r in rows)
+    rows = page.eval_on_selector_all("#tip tr", "rs => rs.map(r => [r.textContent, r.className])")
+    assert len(rows) == 5 and all(text.endswith("%") for text, _ in rows)
+    assert [cls for _, cls in rows].count("chosen") == 1  # the greedy token: the most likely, in bold
     assert all(url.startswith(f"http://127.0.0.1:{page_server.port}/") for url in page.requested), page.requested
 
 
