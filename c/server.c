@@ -1020,7 +1020,7 @@ static void *generation_thread(void *arg) {
                 continue;
             }
             if (sl->prompt) {
-                sl->fed += counts[k] > 1 ? counts[k] - 1 : 1;
+                sl->fed += counts[k];
                 if (sl->fed < sl->n_prompt) continue;  // more of it in the next step
                 sl->prompt = NULL;
             }

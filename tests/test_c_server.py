@@ -614,3 +614,31 @@ def test_requests_beyond_the_slots_and_the_queue_get_503(binaries, planted, tmp_
         code = busy.stop()
     busy.assert_clean()
     assert code == 0
+
+
+def test_prompts_going_in_by_chunks_beside_running_streams_get_their_texts_alone(random_model, binaries, enc, tmp_path):
+    """--prefill_chunk 3: every prompt longer than 3 tokens goes in over several steps, each step also carrying the
+    decode rows of the requests already streaming; every request gets model.py's greedy text, as alone."""
+    server = Server(binaries[0], random_model[1], str(tmp_path / "chunks.log"), "--prefill_chunk", "3", "--parallel", "6")
+    try:
+        rng = random.Random(5)
+        prompts = [[rng.randrange(enc.n_vocab) for _ in range(length)] for length in (1, 25, 4, 17, 9, 30)]
+        bodies = [{"prompt": p, "max_tokens": 8 + i, "temperature": 0} for i, p in enumerate(prompts)]
+        with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+            answers = list(pool.map(lambda b: post(server.port, b), bodies))
+        assert [status for status, _ in answers] == [200] * len(bodies)
+        assert [a["choices"][0]["text"] for _, a in answers] == \
+            [enc.decode(greedy(random_model[0], b["prompt"], b["max_tokens"])) for b in bodies]
+    finally:
+        code = server.stop()
+    server.assert_clean()
+    assert code == 0, server.read_log()[-4000:]
+
+
+@pytest.mark.parametrize("args", [["--prefill_chunk", "0"], ["--prefill_chunk", "33"], ["--prefill_chunk", "x"],
+                                  ["--parallel", "0"], ["--frobnicate"]])
+def test_bad_server_arguments_give_one_error_line(random_model, binaries, args):
+    result = subprocess.run([binaries[0], random_model[1], "--port", "0", *args], capture_output=True, text=True,
+                            env=dict(os.environ, **SANITIZER_ENV), timeout=60)
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("gpt-server: no web page")]
+    assert result.returncode == 1 and len(errors) == 1 and errors[0].startswith("error: "), result.stderr
