@@ -161,12 +161,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(engine, path, threads, slots, block_size, peer_dir, ours_binary, log):
+def start_server(engine, path, threads, slots, block_size, peer_dir, ours_binary, log, prefill_chunk=0):
     """(process, port) of a server listening on 127.0.0.1, once it answers /health."""
     port = free_port()
     if engine == "ours":
         cmd = [ours_binary, path, "--port", str(port), "--threads", str(threads),
                "--parallel", str(slots), "--queue", "64", "--max_tokens_cap", "100000"]
+        cmd += ["--prefill_chunk", str(prefill_chunk)] if prefill_chunk else []
     else:  # each of llama-server's -np slots gets -c / -np positions: block_size each, as ours
         cmd = [os.path.join(peer_dir, "bin", "llama-server"), "-m", path, "--host", "127.0.0.1", "--port", str(port),
                "-t", str(threads), "-np", str(slots), "-c", str(block_size * slots), "--no-webui"]
@@ -331,7 +332,8 @@ def output_path(args, parser):
     if args.out:
         return args.out
     full = args.llamacpp and all(getattr(args, name) == parser.get_default(name)
-                                 for name in ("clients", "rounds", "threads", "prompt_tokens", "max_tokens", "slots", "tiny"))
+                                 for name in ("clients", "rounds", "threads", "prompt_tokens", "max_tokens", "slots", "tiny",
+                                              "prefill_chunk"))
     return COMMITTED_TABLE if full else PARTIAL_TABLE
 
 
@@ -346,6 +348,8 @@ def parse_args(argv):
     parser.add_argument("--max_tokens", type=int, default=128)
     parser.add_argument("--slots", type=int, default=0,
                         help="--parallel (llama-server: -np) of each server (default 0: the most clients)")
+    parser.add_argument("--prefill_chunk", type=int, default=0,
+                        help="c/gpt-server's --prefill_chunk (default 0: the server's own default)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model instead of GPT-2 124M's shape")
     parser.add_argument("--server", default=os.path.join(REPO, "c", "gpt-server"), help="our server (default c/gpt-server)")
     parser.add_argument("--engine", default=os.path.join(REPO, "c", "gpt"),
@@ -361,8 +365,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         clients = sorted({int(c) for c in args.clients.split(",")})
-        if args.rounds < 1 or clients[0] < 1 or args.slots < 0:
-            raise ValueError("--rounds and every --clients count must be at least 1, --slots 0 or more")
+        if args.rounds < 1 or clients[0] < 1 or args.slots < 0 or args.prefill_chunk < 0:
+            raise ValueError("--rounds and every --clients count must be at least 1, --slots and --prefill_chunk 0 or more")
         slots = args.slots or clients[-1]
         if args.llamacpp and not os.path.isfile(os.path.join(args.llamacpp, "bin", "llama-server")):
             raise ValueError(f"{args.llamacpp} holds no bin/llama-server: build llama.cpp with CMake first")
@@ -385,7 +389,7 @@ def main(argv=None):
                 for dtype in ("fp32", "q8_0"):
                     for engine in order:
                         proc, port = start_server(engine, paths[(engine, dtype)], args.threads, slots,
-                                                  block_size, args.llamacpp, args.server, log)
+                                                  block_size, args.llamacpp, args.server, log, args.prefill_chunk)
                         try:
                             load(port, [prompt_of(prompt_tokens, next(numbers))], 4)  # pages the weights in
                             for n in clients:
@@ -422,7 +426,7 @@ def main(argv=None):
             f"{' --llamacpp DIR' if args.llamacpp else ''}` on {hardware()}, "
             f"{time.strftime('%Y-%m-%d')}; c/gpt's kernels: {kernels}. GPT-2 {shape} shape "
             f"({SHAPES[shape]['block_size']} positions), random weights, {args.threads} threads per server, "
-            f"--parallel {slots}, each client streams {args.max_tokens} tokens after a "
+            f"--parallel {slots}{f', --prefill_chunk {args.prefill_chunk}' if args.prefill_chunk else ''}, each client streams {args.max_tokens} tokens after a "
             f"{prompt_tokens}-token prompt of its own; median of {args.rounds} round(s), range in "
             f"brackets.")
     batch_shape = f"{BATCH['requests']} greedy requests of {batch_prompt}-token prompts and {batch_tokens} tokens each"

@@ -63,7 +63,8 @@ def test_the_targets_say_whether_each_is_met_and_by_how_much():
 
 @pytest.mark.parametrize("args, message", [(["--llamacpp", "/nonexistent"], "bin/llama-server"),
                                            (["--server", "/nonexistent"], "make c"), (["--engine", "/nonexistent"], "make c"),
-                                           (["--rounds", "0"], "at least 1"), (["--slots", "-1"], "--slots 0 or more")])
+                                           (["--rounds", "0"], "at least 1"), (["--slots", "-1"], "--slots and --prefill_chunk 0 or more"),
+                                           (["--prefill_chunk", "-1"], "--prefill_chunk 0 or more")])
 def test_a_missing_peer_or_server_is_one_line(args, message, capsys):
     assert bench_serve.main(["--tiny", *args]) == 1
     err = capsys.readouterr().err
@@ -83,7 +84,8 @@ def test_every_request_gets_a_prompt_of_its_own_of_the_same_length():
 @pytest.mark.parametrize("argv", [[], ["--clients", "16", "--slots", "4", "--rounds", "2"],
                                   ["--llamacpp", "PEER", "--clients", "16", "--slots", "4", "--rounds", "2"],
                                   ["--llamacpp", "PEER", "--clients", "1,4"], ["--llamacpp", "PEER", "--rounds", "1"],
-                                  ["--llamacpp", "PEER", "--threads", "1"], ["--llamacpp", "PEER", "--tiny"]])
+                                  ["--llamacpp", "PEER", "--threads", "1"], ["--llamacpp", "PEER", "--tiny"],
+                                  ["--llamacpp", "PEER", "--prefill_chunk", "64"]])
 def test_a_partial_or_exploratory_run_writes_out_not_the_committed_table(argv):
     # media/bench_serve.md holds the comparison with llama.cpp that the README and docs/serving.md cite
     assert bench_serve.parse_args(argv).out == os.path.join(REPO, "out", "bench_serve.md")
