@@ -665,8 +665,18 @@ static void usage_object(Buf *b, int prompt_tokens, int completion_tokens) {
                completion_tokens, prompt_tokens + completion_tokens);
 }
 
-// Closes the connection and frees a request taken by the generation thread, counting it by outcome.
-static void job_free(Server *s, Job *job, int outcome, int prompt_tokens, int completion_tokens) {
+// A request's outcome and tokens into the metrics: before its answer goes out, so that a client that reads
+// /metrics after its answer finds it counted.
+static void count_job(Server *s, int outcome, int prompt_tokens, int completion_tokens) {
+    pthread_mutex_lock(&s->lock);
+    s->metrics.requests[outcome]++;
+    s->metrics.prompt_tokens += (unsigned long long)prompt_tokens;
+    s->metrics.generation_tokens += (unsigned long long)completion_tokens;
+    pthread_mutex_unlock(&s->lock);
+}
+
+// Closes the connection and frees a request taken by the generation thread.
+static void job_free(Server *s, Job *job) {
     http_close(job->fd, 0, 0);
     for (int i = 0; i < job->n_choices; i++) {
         buf_free(&job->choices[i].text);
@@ -677,9 +687,6 @@ static void job_free(Server *s, Job *job, int outcome, int prompt_tokens, int co
     free(job);
     pthread_mutex_lock(&s->lock);
     s->generating--;
-    s->metrics.requests[outcome]++;
-    s->metrics.prompt_tokens += (unsigned long long)prompt_tokens;
-    s->metrics.generation_tokens += (unsigned long long)completion_tokens;
     pthread_cond_broadcast(&s->changed);
     pthread_mutex_unlock(&s->lock);
 }
@@ -690,6 +697,7 @@ static void job_finish(Server *s, Job *job) {
     int prompt_tokens = 0, completion_tokens = 0;
     for (int i = 0; i < c->n_prompts; i++) prompt_tokens += c->prompt_len[i];
     for (int i = 0; i < job->n_choices; i++) completion_tokens += job->choices[i].generated;
+    count_job(s, job->error[0] ? OUTCOME_ERROR : job->gone ? OUTCOME_CANCELLED : OUTCOME_OK, prompt_tokens, completion_tokens);
     Buf b;
     buf_init(&b, MAX_TEXT_BYTES);
     if (job->error[0]) {
@@ -736,8 +744,7 @@ static void job_finish(Server *s, Job *job) {
             !job->error[0] ? "200" : job->out_of_memory ? "503" : "500", prompt_tokens, completion_tokens,
             job->n_choices, job->n_choices == 1 ? "" : "s", job->error[0] ? job->error : finish, now_ms() - job->t0,
             job->gone ? " (client went away)" : job->cut ? " (cut by shutdown)" : "");
-    int outcome = job->error[0] ? OUTCOME_ERROR : job->gone ? OUTCOME_CANCELLED : OUTCOME_OK;
-    job_free(s, job, outcome, prompt_tokens, completion_tokens);
+    job_free(s, job);
 }
 
 // A choice has ended: its last event (streaming), and the request's answer when it was the last choice.
@@ -953,10 +960,11 @@ static void *generation_thread(void *arg) {
                 // not begun: a shutdown or a server without slots answers 503; a client gone while queued costs nothing
                 pending = NULL;
                 int refused = stop_requested || !ok;
+                count_job(s, refused ? OUTCOME_REJECTED : OUTCOME_CANCELLED, 0, 0);
                 if (refused) send_error(job->fd, 503, stop_requested ? "the server is shutting down" : "the server could "
                                         "not allocate its generation slots", NULL,
                                         stop_requested ? "server_shutting_down" : "out_of_memory");
-                job_free(s, job, refused ? OUTCOME_REJECTED : OUTCOME_CANCELLED, 0, 0);
+                job_free(s, job);
                 continue;
             }
             while (i < n && slots[i].job) i++;
