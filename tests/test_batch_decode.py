@@ -14,16 +14,20 @@ pytestmark = needs_c_compiler
 LENGTHS = [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 15, 17, 20, 25]
 
 
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    out = tmp_path_factory.mktemp("batch") / "batch_decode"
-    # -march=native: the SIMD kernels this machine runs (matmul.c), under the sanitizers
+def compile_driver(out, source):
+    """A test driver (tests/c/) linked with the engine, under the sanitizers, with -march=native: the SIMD kernels
+    this machine runs (matmul.c)."""
     cmd = ["gcc", "-O2", *march_native(), "-std=c11", "-Wall", "-Wextra", "-Wno-unknown-pragmas",
-           "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-o", str(out), "tests/c/batch_decode.c",
+           "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-o", str(out), source,
            *[s for s in makefile_sources("C_SOURCES") if s != "c/run.c"], "-lm"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    return compile_driver(tmp_path_factory.mktemp("batch") / "batch_decode", "tests/c/batch_decode.c")
 
 
 def batch_difference(driver, model, tmp_path, lengths=LENGTHS, steps=12, dtype="fp32"):
@@ -55,13 +59,7 @@ def test_a_generation_alone_in_a_batch_is_bit_for_bit_gpt_decode(driver, tmp_pat
 
 @pytest.fixture(scope="module")
 def step_driver(tmp_path_factory):
-    out = tmp_path_factory.mktemp("step") / "step_mixed"
-    cmd = ["gcc", "-O2", *march_native(), "-std=c11", "-Wall", "-Wextra", "-Wno-unknown-pragmas",
-           "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-o", str(out), "tests/c/step_mixed.c",
-           *[s for s in makefile_sources("C_SOURCES") if s != "c/run.c"], "-lm"]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
-    return str(out)
+    return compile_driver(tmp_path_factory.mktemp("step") / "step_mixed", "tests/c/step_mixed.c")
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 8, 13])
