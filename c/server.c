@@ -1314,7 +1314,7 @@ static void usage(FILE *f) {
             "  --threads N           threads of the generation thread (default: the number of CPU cores)\n"
             "  --parallel N          choices decoded together, one batched step for all (default 8)\n"
             "  --prefill_chunk N     prompt tokens a step carries beside the decodes: a long prompt goes in over\n"
-            "                        several steps while the other streams go on (default 256, or the\n"
+            "                        several steps while the other streams go on (default 512, or the\n"
             "                        context if shorter)\n"
             "  --max_tokens_cap N    largest max_tokens a request may ask for; more is a 400 (default 1024)\n"
             "  --alias NAME          the model's name in /v1/models and answers (default: the file's name)\n"
@@ -1371,7 +1371,7 @@ static void default_page_path(const char *argv0, char *out, size_t size) {
 int main(int argc, char **argv) {
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *page_path = NULL;
     int port = 8080, threads = (int)sysconf(_SC_NPROCESSORS_ONLN), cap = 1024, queue = 32, timeout_s = 10, parallel = 8;
-    int prefill_chunk = 0;  // 0: the default, 256 or the model's context if shorter
+    int prefill_chunk = 0;  // 0: the default, 512 or the model's context if shorter (media/prefill_chunk.md)
     if (threads < 1) threads = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1415,7 +1415,7 @@ int main(int argc, char **argv) {
     if (!model) { fprintf(stderr, "error: %s\n", err); free(page); return 1; }
     BPE *bpe = bpe_open(model->tokenizer, model->tokenizer_size, err, sizeof err);
     if (!bpe) { fprintf(stderr, "error: %s\n", err); gpt_close(model); free(page); return 1; }
-    if (prefill_chunk == 0) prefill_chunk = model->config.block_size < 256 ? model->config.block_size : 256;
+    if (prefill_chunk == 0) prefill_chunk = model->config.block_size < 512 ? model->config.block_size : 512;
     if (prefill_chunk > model->config.block_size) {
         fprintf(stderr, "error: --prefill_chunk %d is more than the model's context, %d\n", prefill_chunk,
                 model->config.block_size);
