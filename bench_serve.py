@@ -411,7 +411,8 @@ def main(argv=None):
                         for test, rate in rates.items():
                             single_samples.setdefault((dtype, test), {}).setdefault(engine, []).append(rate)
                         print(f"round {round_ + 1}: {engine} {dtype} single stream: "
-                              + ", ".join(f"{test} {rate:,.1f} tok/s" for test, rate in rates.items()), flush=True)
+                              + ", ".join(f"{test} {rate:,.1f}" + (" tok/s" if test.startswith(("prefill", "decode")) else "")
+                                          for test, rate in rates.items()), flush=True)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
