@@ -216,7 +216,7 @@ bench_inference: setup c ## every quantization scheme's quality, speed and memor
 
 CC ?= cc
 C_OUT ?= c/gpt
-C_SOURCES := c/run.c c/gpt.c c/matmul.c c/bpe.c
+C_SOURCES := c/run.c c/flags.c c/gpt.c c/matmul.c c/bpe.c
 # each of -march=native and -fopenmp where the compiler takes it (asked when a C target runs), plain -O3 where not
 C_FLAG_OK = $(shell $(CC) $(1) -x c -c /dev/null -o /dev/null 2>/dev/null && echo $(1))
 CFLAGS ?= -O3 $(call C_FLAG_OK,-march=native) $(call C_FLAG_OK,-fopenmp)
@@ -230,14 +230,14 @@ bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (
 
 # --- the HTTP server ----------------------------------------------------------------------------
 
-SERVER_SOURCES := c/server.c c/http.c c/json.c c/gpt.c c/matmul.c c/bpe.c
+SERVER_SOURCES := c/server.c c/loop.c c/request.c c/response.c c/scheduler.c c/metrics.c c/http.c c/json.c c/flags.c c/gpt.c c/matmul.c c/bpe.c
 HOST ?= 127.0.0.1
 PORT ?= 8080
 SERVE_ARGS ?=
 
 c: c/gpt-server
 
-c/gpt-server: $(SERVER_SOURCES) c/gpt.h c/matmul.h c/bpe.h c/http.h c/json.h
+c/gpt-server: $(SERVER_SOURCES) c/server.h c/flags.h c/gpt.h c/matmul.h c/bpe.h c/http.h c/json.h
 	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -o $@ $(SERVER_SOURCES) -lm -lpthread
 
 .PHONY: server serve

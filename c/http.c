@@ -1,54 +1,26 @@
 /*
- * http.c: see http.h. Every read goes through poll() with what is left of the request's deadline, and
- * every length the client sends is checked against a limit before it is used.
+ * http.c: see http.h. Every length the client sends is checked against a limit before it is used.
  */
-#define _GNU_SOURCE  // POLLRDHUP, MSG_NOSIGNAL
+#define _GNU_SOURCE
 #include "http.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-static long long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-// Up to n bytes before the deadline: the count, 0 at the peer's end of stream, -1 on error, -2 on timeout.
-static ssize_t read_some(int fd, char *dst, size_t n, long long deadline) {
-    for (;;) {
-        long long left = deadline - now_ms();
-        if (left <= 0) return -2;
-        struct pollfd p = {fd, POLLIN, 0};
-        int r = poll(&p, 1, (int)left);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return -1;
-        if (r == 0) return -2;
-        ssize_t got = recv(fd, dst, n, 0);
-        if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
-        return got;
+size_t http_head_end(const char *buf, size_t n, size_t from) {
+    for (size_t i = from > 3 ? from - 3 : 0; i + 1 < n; i++) {  // the blank line may straddle two reads
+        if (buf[i] != '\n') continue;
+        if (buf[i + 1] == '\n') return i + 2;
+        if (buf[i + 1] == '\r' && i + 2 < n && buf[i + 2] == '\n') return i + 3;
     }
+    return 0;
 }
 
 static int fail(char *msg, size_t msg_size, int status, const char *text) {
     snprintf(msg, msg_size, "%s", text);
     return status;
-}
-
-static char *find_header_end(char *buf, size_t n, size_t *body_start) {
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (buf[i] != '\n') continue;
-        if (buf[i + 1] == '\n') { *body_start = i + 2; return buf + i; }
-        if (buf[i + 1] == '\r' && i + 2 < n && buf[i + 2] == '\n') { *body_start = i + 3; return buf + i; }
-    }
-    return NULL;
 }
 
 // The next line of the header block in [*p, end), without its \r\n; NULL at the end.
@@ -62,30 +34,8 @@ static char *next_line(char **p, char *end) {
     return line;
 }
 
-int http_read_request(int fd, HttpRequest *req, size_t max_body, int total_timeout_ms, char *msg, size_t msg_size) {
-    memset(req, 0, sizeof *req);
-    long long deadline = now_ms() + total_timeout_ms;
-    char head[HTTP_MAX_HEADER + 1];
-    size_t n = 0, body_start = 0;
-    char *head_end = NULL;
-    while (!head_end) {
-        if (n >= HTTP_MAX_HEADER)
-            return fail(msg, msg_size, 431, "the request line and headers exceed " "8192 bytes");
-        ssize_t got = read_some(fd, head + n, HTTP_MAX_HEADER - n, deadline);
-        if (got == -2) return fail(msg, msg_size, n ? 408 : -1, "the request did not arrive in time");
-        if (got <= 0) return fail(msg, msg_size, n ? 400 : -1, "the request ended before its headers did");
-        size_t from = n > 3 ? n - 3 : 0;  // the blank line may straddle two reads
-        n += (size_t)got;
-        head_end = find_header_end(head + from, n - from, &body_start);
-        if (head_end) body_start += from;
-    }
-    head[n] = '\0';
-    char *p = head, *end = head + body_start;
-    for (char *q = head; q < end; q++)
-        if (*q == '\0') return fail(msg, msg_size, 400, "NUL byte in the request headers");
-
-    // request line: METHOD SP target SP HTTP/1.x
-    char *line = next_line(&p, end);
+// METHOD SP target SP HTTP/1.x into req; 0 or the status of the problem.
+static int parse_request_line(char *line, HttpRequest *req, char *msg, size_t msg_size) {
     char *sp1 = line ? strchr(line, ' ') : NULL, *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
     if (!sp1 || !sp2 || strchr(sp2 + 1, ' ')) return fail(msg, msg_size, 400, "malformed request line");
     size_t method_len = (size_t)(sp1 - line), target_len = (size_t)(sp2 - sp1 - 1);
@@ -100,10 +50,35 @@ int http_read_request(int fd, HttpRequest *req, size_t max_body, int total_timeo
     if (path_len >= sizeof req->path) return fail(msg, msg_size, 414, "the request path is too long");
     memcpy(req->method, line, method_len);
     memcpy(req->path, sp1 + 1, path_len);
+    return 0;
+}
 
-    // headers: only the framing ones matter here
+// A Content-Length value: digits only, at most 18 of them. -1 when malformed, -2 when too long.
+static long long content_length_of(const char *value, size_t len) {
+    if (len == 0) return -1;
+    if (len > 18) return -2;
+    long long v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (value[i] < '0' || value[i] > '9') return -1;
+        v = v * 10 + (value[i] - '0');
+    }
+    return v;
+}
+
+int http_parse_head(const char *buf, size_t head_len, size_t max_body, HttpRequest *req, char *msg, size_t msg_size) {
+    memset(req, 0, sizeof *req);
+    if (head_len > HTTP_MAX_HEADER) return fail(msg, msg_size, 431, "the request line and headers exceed 8192 bytes");
+    if (memchr(buf, '\0', head_len)) return fail(msg, msg_size, 400, "NUL byte in the request headers");
+    char head[HTTP_MAX_HEADER + 1];
+    memcpy(head, buf, head_len);
+    head[head_len] = '\0';
+    char *p = head, *end = head + head_len;
+    int status = parse_request_line(next_line(&p, end), req, msg, msg_size);
+    if (status) return status;
+
     long long content_length = -1;
-    int expect_continue = 0, chunked = 0;
+    int chunked = 0;
+    char *line;
     while ((line = next_line(&p, end)) && *line) {
         if (*line == ' ' || *line == '\t') return fail(msg, msg_size, 400, "folded header lines are not accepted");
         char *colon = strchr(line, ':');
@@ -114,67 +89,30 @@ int http_read_request(int fd, HttpRequest *req, size_t max_body, int total_timeo
         size_t vlen = strlen(value);
         while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t')) value[--vlen] = '\0';
         if (strcasecmp(line, "Content-Length") == 0) {
-            if (vlen == 0 || vlen > 18) return fail(msg, msg_size, vlen > 18 ? 413 : 400, "bad Content-Length");
-            long long v = 0;
-            for (size_t i = 0; i < vlen; i++) {
-                if (value[i] < '0' || value[i] > '9') return fail(msg, msg_size, 400, "bad Content-Length");
-                v = v * 10 + (value[i] - '0');
-            }
+            long long v = content_length_of(value, vlen);
+            if (v < 0) return fail(msg, msg_size, v == -2 ? 413 : 400, "bad Content-Length");
             if (content_length >= 0 && content_length != v) return fail(msg, msg_size, 400, "conflicting Content-Length headers");
             content_length = v;
         } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
             chunked = 1;
         } else if (strcasecmp(line, "Expect") == 0) {
             if (strcasecmp(value, "100-continue") != 0) return fail(msg, msg_size, 417, "unsupported Expect header");
-            expect_continue = 1;
+            req->expect_continue = 1;
+        } else if (strcasecmp(line, "Authorization") == 0) {
+            req->authorization_too_long = vlen >= sizeof req->authorization;
+            if (!req->authorization_too_long) memcpy(req->authorization, value, vlen + 1);
         }
     }
     if (chunked) return fail(msg, msg_size, 411, "chunked request bodies are not accepted: send Content-Length");
     if (content_length < 0) {
-        if (strcmp(req->method, "POST") == 0)
-            return fail(msg, msg_size, 411, "a request body needs a Content-Length header");
+        if (strcmp(req->method, "POST") == 0) return fail(msg, msg_size, 411, "a request body needs a Content-Length header");
         content_length = 0;
     }
     if ((unsigned long long)content_length > max_body) {
         snprintf(msg, msg_size, "the request body is %lld bytes; the limit is %zu", content_length, max_body);
         return 413;
     }
-    if (content_length == 0) return 0;
-
-    size_t want = (size_t)content_length, have = n - body_start;
-    if (have > want) have = want;  // bytes of a pipelined next request are dropped with the connection
-    req->body = malloc(want + 1);
-    if (!req->body) return fail(msg, msg_size, 503, "out of memory");
-    memcpy(req->body, head + body_start, have);
-    if (expect_continue && have < want) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (http_send_all(fd, cont, sizeof cont - 1) != 0) return fail(msg, msg_size, -1, "client went away");
-    }
-    while (have < want) {
-        ssize_t got = read_some(fd, req->body + have, want - have, deadline);
-        if (got == -2) return fail(msg, msg_size, 408, "the request body did not arrive in time");
-        if (got <= 0) return fail(msg, msg_size, 400, "the request body is shorter than its Content-Length");
-        have += (size_t)got;
-    }
-    req->body[want] = '\0';
-    req->body_len = want;
-    return 0;
-}
-
-void http_request_free(HttpRequest *req) {
-    free(req->body);
-    req->body = NULL;
-}
-
-int http_send_all(int fd, const void *data, size_t n) {
-    const char *p = data;
-    while (n > 0) {
-        ssize_t sent = send(fd, p, n, MSG_NOSIGNAL);
-        if (sent < 0 && errno == EINTR) continue;
-        if (sent <= 0) return -1;  // EPIPE, ECONNRESET, or the send timeout (EAGAIN)
-        p += sent;
-        n -= (size_t)sent;
-    }
+    req->content_length = (size_t)content_length;
     return 0;
 }
 
@@ -183,6 +121,7 @@ const char *http_reason(int status) {
     case 100: return "Continue";
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
@@ -197,35 +136,11 @@ const char *http_reason(int status) {
     return "Error";
 }
 
-int http_send(int fd, int status, const char *content_type, const char *extra_headers, const char *body, size_t len) {
-    char head[512];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
-                     status, http_reason(status), content_type, len, extra_headers);
-    if (n < 0 || (size_t)n >= sizeof head) return -1;
-    if (http_send_all(fd, head, (size_t)n) != 0) return -1;
-    return http_send_all(fd, body, len);
-}
-
-int http_peer_closed(int fd) {
-    struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
-    if (poll(&p, 1, 0) <= 0) return 0;
-    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)) return 1;
-    // readable: more bytes after the request (ignored), or the end of the stream
-    char c;
-    ssize_t r = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
-void http_close(int fd, size_t max_bytes, int timeout_ms) {
-    shutdown(fd, SHUT_WR);
-    long long deadline = now_ms() + timeout_ms;
-    char sink[4096];
-    size_t dropped = 0;
-    while (dropped < max_bytes) {
-        ssize_t got = read_some(fd, sink, sizeof sink, deadline);
-        if (got <= 0) break;
-        dropped += (size_t)got;
-    }
-    close(fd);
+int http_response_head(char *out, size_t size, int status, const char *content_type, const char *extra_headers,
+                       long long content_length) {
+    char length[48] = "";
+    if (content_length >= 0) snprintf(length, sizeof length, "Content-Length: %lld\r\n", content_length);
+    int n = snprintf(out, size, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sConnection: close\r\n%s\r\n", status,
+                     http_reason(status), content_type, length, extra_headers);
+    return n < 0 || (size_t)n >= size ? -1 : n;
 }

@@ -1,12 +1,13 @@
 /*
- * http.h: the HTTP/1.1 the server needs, over a blocking socket: read one request within a size limit
- * and a deadline, write one response, notice a client that went away. One request per connection
- * (every response says Connection: close), no chunked request bodies.
+ * http.h: the HTTP/1.1 the server needs, as pure functions over bytes (no sockets: loop.c owns those, and
+ * tests/c/server_test.c calls these directly). One request per connection (every response says
+ * Connection: close), no chunked request bodies.
  *
+ *     size_t head_len = http_head_end(buf, n, 0);        // 0 until the blank line after the headers arrived
  *     HttpRequest req;
- *     int status = http_read_request(fd, &req, 1 << 20, 10000, msg, sizeof msg);  // 0, or 400/408/...
- *     http_send(fd, 200, "application/json", body, len);
- *     http_request_free(&req);
+ *     int status = http_parse_head(buf, head_len, MAX_BODY, &req, msg, sizeof msg);  // 0, or 400/411/413/...
+ *     ... once n >= head_len + req.content_length: req's body is buf + head_len
+ *     int len = http_response_head(out, sizeof out, 200, "application/json", "", body_len);
  */
 #ifndef HTTP_H
 #define HTTP_H
@@ -15,29 +16,28 @@
 
 #define HTTP_MAX_HEADER 8192   // request line and headers together, bytes
 #define HTTP_MAX_PATH 1024
+#define HTTP_MAX_AUTH 512      // bytes of the Authorization header kept (a longer one cannot match a key)
 
 typedef struct {
     char method[16];
-    char path[HTTP_MAX_PATH];  // the target without its query string
-    char *body;                // content_length bytes, NUL-terminated (NULL without a body)
-    size_t body_len;
+    char path[HTTP_MAX_PATH];         // the target without its query string
+    char authorization[HTTP_MAX_AUTH]; // the Authorization header's value, "" without one
+    int authorization_too_long;
+    size_t content_length;            // 0 without a body
+    int expect_continue;              // the client waits for "100 Continue" before sending its body
 } HttpRequest;
 
-/* Reads one request from fd. total_timeout_ms bounds the whole read (a slow client cannot hold the
-   connection longer). 0 on success, else the HTTP status of the problem (400, 408, 411, 413, 414, 431,
-   or -1 when the peer closed or failed before sending anything) with one line in msg. */
-int http_read_request(int fd, HttpRequest *req, size_t max_body, int total_timeout_ms, char *msg, size_t msg_size);
-void http_request_free(HttpRequest *req);
-
-/* All n bytes, or -1 when the peer is gone or the socket's send timeout passed. Never raises SIGPIPE. */
-int http_send_all(int fd, const void *data, size_t n);
-/* A complete response with Content-Length and Connection: close. extra_headers: "" or lines ending in \r\n. */
-int http_send(int fd, int status, const char *content_type, const char *extra_headers, const char *body, size_t len);
+/* The length of the request line and headers with their blank line, once buf[0..n) holds it; 0 before. from: where
+   the previous call stopped looking (its n), so that a header arriving byte by byte is scanned once. */
+size_t http_head_end(const char *buf, size_t n, size_t from);
+/* Parses the request line and headers buf[0..head_len) (head_len from http_head_end). 0 on success, else the HTTP
+   status of the problem (400, 411, 413, 414, 417) with one line in msg. */
+int http_parse_head(const char *buf, size_t head_len, size_t max_body, HttpRequest *req, char *msg, size_t msg_size);
+/* A response's status line and headers into out[0..size): Content-Length when content_length >= 0 (else the body
+   ends with the connection, as a stream does), Connection: close. extra_headers: "" or lines ending in \r\n. The
+   length written, or -1 when it does not fit. */
+int http_response_head(char *out, size_t size, int status, const char *content_type, const char *extra_headers,
+                       long long content_length);
 const char *http_reason(int status);
-/* 1 when the peer closed or reset the connection (checked without blocking), else 0. */
-int http_peer_closed(int fd);
-/* Ends the connection politely: stop sending, read and drop what the client still sends (at most
-   max_bytes, at most timeout_ms) so that closing does not reset the response it has not read yet. */
-void http_close(int fd, size_t max_bytes, int timeout_ms);
 
 #endif

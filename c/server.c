@@ -1,6 +1,6 @@
 /*
- * server.c: gpt-server, an OpenAI-compatible completions server over the C engine (gpt.h, bpe.h),
- * on POSIX sockets and threads, nothing else.
+ * server.c: gpt-server, an OpenAI-compatible completions server over the C engine (gpt.h, bpe.h), on POSIX
+ * sockets and threads, nothing else. This file is its command line and start; server.h lists the other files.
  *
  *     ./c/gpt-server model.bin                                   # http://127.0.0.1:8080 (a web page at /)
  *     ./c/gpt-server model.bin --port 9000 --threads 2 --alias demo
@@ -10,1331 +10,60 @@
  * Endpoints: POST /v1/completions (OpenAI's legacy completions: a prompt as text or token ids, several prompts,
  * n samples of each, echo, logprobs, stop strings, streaming), GET /v1/models, GET /health, POST /tokenize and
  * /detokenize (llama-server's shape), GET /metrics (Prometheus' text format), GET / (the page of --ui, read once
- * at start).
+ * at start). With --api-key (or GPT_SERVER_API_KEY), all but /health and the page need Authorization: Bearer KEY.
  *
- * Threads: the main thread accepts; one short-lived reader thread per connection (at most
- * MAX_CONNECTIONS) reads the request within --timeout, answers what needs no model (errors, /health,
- * /v1/models, /tokenize, /metrics, the page) and queues a completion; one generation thread takes the queue in
- * order into --parallel slots, one slot per choice (a request of 3 prompts with n = 2 takes 6), and decodes every
- * running choice in one batched step (continuous batching: a choice joins at the next step and leaves when it
- * ends), with all --threads (OpenMP), writing each answer straight to its client. A full queue is a 503. A slow
- * client holds only its own reader; a client that goes away stops its generations at the next token.
+ * Threads: the main thread runs every connection in one poll() loop (loop.c): it reads requests within --timeout,
+ * answers what needs no model, queues completions, and sends every answer from its connection's outbox. One
+ * generation thread (scheduler.c) decodes every running choice in one batched step with all --threads (OpenMP) and
+ * appends their text to the outboxes; it never waits on a client. A full queue is a 503; past --max_connections a
+ * connection is answered 503 and closed. A client that stops reading pauses its own choices and is cut after
+ * --timeout; a client that goes away stops its generations at the next step.
  * SIGTERM/SIGINT: stop accepting, answer the queued requests 503, cut the generations in flight at their next
- * token (finish_reason "length"), end their responses properly, exit 0.
+ * token (finish_reason "length"), send their ends, exit 0.
  */
-#define _GNU_SOURCE  // memmem, readlink
-#include "bpe.h"
-#include "gpt.h"
-#include "http.h"
-#include "json.h"
+#define _GNU_SOURCE  // readlink, accept4
+#include "flags.h"
+#include "server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <math.h>
+#include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_BODY (1 << 20)        // bytes of a request body
-#define MAX_CONNECTIONS 64        // connections being read or answered by reader threads at once
-#define MAX_STOP 4                // stop strings per request, as OpenAI's API
-#define MAX_STOP_BYTES 256        // bytes of one stop string
-#define DEFAULT_MAX_TOKENS 16     // OpenAI's default for /v1/completions
-#define MAX_TEXT_BYTES (64 << 20) // bytes of one answer (a token is at most a few hundred bytes)
-#define MAX_PROMPTS 64            // prompts in one request (lm-eval's batch_size); more is a 400
-#define MAX_CHOICES 64            // prompts x n in one request: each choice takes a generation slot in turn
-#define MAX_LOGPROBS 5            // logprobs: 0 to 5 most likely tokens per position, as OpenAI's completions
-#define SCORE_CHUNK 64            // prompt tokens prefilled at once when their logprobs are asked for
 #define MAX_PAGE_BYTES (1 << 20)  // the web page file
-#define N_TTFT_BUCKETS 12
+#define RESERVED_FILES 64         // descriptors kept for the model file, the listener, the wake pipe, stdio
 
-// Set by the signal handler, read everywhere: the one piece of process-wide state.
-static volatile sig_atomic_t stop_requested = 0;
+volatile sig_atomic_t stop_requested = 0;
 
 static void on_signal(int sig) {
     (void)sig;
     stop_requested = 1;
 }
 
-// A request's parameters, shared by its choices.
-typedef struct {
-    int **prompts;         // n_prompts lists of token ids, each the prompt's own tokens
-    int *prompt_len;       // tokens of each (0 for an empty text: it starts from <|endoftext|>)
-    int n_prompts;
-    int n;                 // completions of each prompt
-    int max_tokens;
-    float temperature, top_p;
-    int top_k;
-    uint64_t seed;
-    char *stop[MAX_STOP];
-    size_t stop_len[MAX_STOP];
-    int n_stop;
-    int stream, include_usage, echo;
-    int logprobs;          // -1: not asked; else how many of the most likely tokens per position
-} Completion;
-
-// One returned token's log-probabilities (with logprobs).
-typedef struct {
-    int token;
-    size_t start;          // its first byte in the choice's text (the text's end for <|endoftext|>)
-    float logprob;         // NAN for the prompt's first token, which has no context
-    int n_top;             // the logprobs most likely, then this token where it is not among them (as OpenAI)
-    int top[MAX_LOGPROBS + 1];
-    float top_logprob[MAX_LOGPROBS + 1];
-} TokenLogprob;
-
-// One choice of a request: a prompt's echo and one completion of it.
-typedef struct {
-    int prompt;            // which of the request's prompts
-    uint64_t seed;         // its own sampler's
-    Buf text;              // the echoed prompt's bytes, then every generated byte, undecoded
-    size_t gen_start;      // where the generated bytes begin in text (stop strings are looked for from there)
-    size_t sent;           // bytes of text handed out
-    TokenLogprob *lp;      // with logprobs: one per returned token
-    int n_lp, cap_lp, lp_sent;
-    size_t offset_byte;    // text_offset's cursor: offset_chars characters end at offset_byte
-    int offset_chars;
-    int generated, stop_hit;
-    const char *finish;
-} Choice;
-
-typedef struct Job {
-    int fd;
-    Completion c;
-    Choice *choices;       // prompt-major: prompt i's samples are choices i*n .. i*n+n-1, as OpenAI orders them
-    int n_choices, admitted, ended;
-    char id[40];
-    long long created;     // Unix seconds
-    long long t0;          // when the request was read (monotonic ms)
-    int head_sent, gone, cut, first_token;
-    char error[256];       // non-empty: the request failed (500, or 503 when out_of_memory)
-    int out_of_memory;
-    struct Job *next;
-} Job;
-
-enum { OUTCOME_OK, OUTCOME_CANCELLED, OUTCOME_INVALID, OUTCOME_REJECTED, OUTCOME_ERROR, N_OUTCOMES };
-static const char *outcome_names[N_OUTCOMES] = {"ok", "cancelled", "invalid", "rejected", "error"};
-static const double ttft_bounds[N_TTFT_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
-
-// What GET /metrics reports: counters since start, guarded by the server's lock.
-typedef struct {
-    unsigned long long requests[N_OUTCOMES];          // completion requests by outcome
-    unsigned long long prompt_tokens, generation_tokens;  // as the answers' usage counts them
-    unsigned long long prefill_tokens, decode_tokens;     // prompt and generated tokens through the model
-    double prefill_seconds, decode_seconds;
-    unsigned long long ttft_count, ttft_buckets[N_TTFT_BUCKETS];  // time to first token, per upper bound
-    double ttft_sum;
-    int slots_busy;
-} Metrics;
-
-typedef struct {
-    const GPTModel *model;
-    const BPE *bpe;
-    const char *alias;
-    const char *page;          // the web page (GET /), or NULL without one
-    size_t page_len;
-    int max_tokens_cap, queue_size, timeout_ms, parallel;
-    int prefill_chunk;         // prompt tokens a step carries beside the decodes (--prefill_chunk)
-    long long started;
-    pthread_mutex_t lock;
-    pthread_cond_t changed;   // the queue, the generation slots or the connection count changed
-    Job *head, *tail;
-    int waiting, generating, connections;  // waiting: queued requests; generating: those taken by the generation thread
-    unsigned long long requests;  // ids
-    Metrics metrics;
-} Server;
-
-static long long now_ms(void) {
+long long now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static uint64_t now_ns(void) {
+uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t splitmix64(uint64_t x) {
+uint64_t splitmix64(uint64_t x) {
     x += 0x9E3779B97F4A7C15ull;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
     return x ^ (x >> 31);
-}
-
-static void completion_free(Completion *c) {
-    for (int i = 0; c->prompts && i < c->n_prompts; i++) free(c->prompts[i]);
-    free(c->prompts);
-    free(c->prompt_len);
-    for (int i = 0; i < c->n_stop; i++) free(c->stop[i]);
-    memset(c, 0, sizeof *c);
-}
-
-static void count_outcome(Server *s, int outcome) {
-    pthread_mutex_lock(&s->lock);
-    s->metrics.requests[outcome]++;
-    pthread_mutex_unlock(&s->lock);
-}
-
-// ----------------------------------------------------------------------------------------------------
-// answers
-
-// OpenAI's error shape: {"error": {"message", "type", "param", "code"}}.
-static void send_error(int fd, int status, const char *message, const char *param, const char *code) {
-    Buf b;
-    buf_init(&b, 1 << 16);
-    buf_puts(&b, "{\"error\":{\"message\":");
-    json_write_string(&b, message, strlen(message));
-    buf_printf(&b, ",\"type\":\"%s\",\"param\":", status >= 500 ? "server_error" : "invalid_request_error");
-    if (param) json_write_string(&b, param, strlen(param));
-    else buf_puts(&b, "null");
-    buf_puts(&b, ",\"code\":");
-    if (code) json_write_string(&b, code, strlen(code));
-    else buf_puts(&b, "null");
-    buf_puts(&b, "}}\n");
-    const char *extra = status == 405 ? "Allow: GET, POST\r\n" : "";
-    if (!b.failed) http_send(fd, status, "application/json", extra, b.data, b.len);
-    buf_free(&b);
-}
-
-static const char *code_of_status(int status) {
-    switch (status) {
-    case 404: return "not_found";
-    case 405: return "method_not_allowed";
-    case 408: return "request_timeout";
-    case 411: return "length_required";
-    case 413: return "request_too_large";
-    case 414: return "uri_too_long";
-    case 431: return "headers_too_large";
-    case 503: return "server_busy";
-    }
-    return "invalid_request";
-}
-
-static void send_json(int fd, Buf *b) {
-    if (b->failed) send_error(fd, 500, "the answer did not fit in memory", NULL, "internal_error");
-    else http_send(fd, 200, "application/json", "", b->data, b->len);
-}
-
-static void model_object(Buf *b, const Server *s) {
-    buf_puts(b, "{\"id\":");
-    json_write_string(b, s->alias, strlen(s->alias));
-    buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"gpt-server\"}", s->started);
-}
-
-// ----------------------------------------------------------------------------------------------------
-// the request's parameters
-
-typedef struct {
-    char *msg;
-    size_t msg_size;
-    const char *param;
-} Problem;
-
-static int bad(Problem *pb, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(Problem *pb, const char *param, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(pb->msg, pb->msg_size, fmt, ap);
-    va_end(ap);
-    pb->param = param;
-    return 400;
-}
-
-// A number member between lo and hi (integral when asked); absent or null leaves *out as it is.
-static int get_number(const JsonDoc *d, const JsonValue *root, const char *key, double lo, double hi, int integral,
-                      double *out, Problem *pb) {
-    const JsonValue *v = json_get(d, root, key);
-    if (!v || v->type == JSON_NULL) return 0;
-    if (v->type != JSON_NUMBER) return bad(pb, key, "%s must be a number, not %s", key, json_type_name(v->type));
-    if (integral && v->number != floor(v->number)) return bad(pb, key, "%s must be an integer", key);
-    if (!(v->number >= lo && v->number <= hi)) {
-        if (integral) return bad(pb, key, "%s must be between %.0f and %.0f", key, lo, hi);
-        return bad(pb, key, "%s must be between %g and %g", key, lo, hi);
-    }
-    *out = v->number;
-    return 0;
-}
-
-static int get_bool(const JsonDoc *d, const JsonValue *root, const char *key, int *out, Problem *pb) {
-    const JsonValue *v = json_get(d, root, key);
-    if (!v || v->type == JSON_NULL) return 0;
-    if (v->type != JSON_TRUE && v->type != JSON_FALSE)
-        return bad(pb, key, "%s must be true or false, not %s", key, json_type_name(v->type));
-    *out = v->type == JSON_TRUE;
-    return 0;
-}
-
-// The body as a JSON object: 0, or 400 with the problem. doc must be json_free'd either way.
-static int parse_body(const char *body, size_t len, JsonDoc *doc, const JsonValue **root, Problem *pb) {
-    memset(doc, 0, sizeof *doc);
-    if (len == 0) return bad(pb, NULL, "the request needs a JSON body");
-    if (memchr(body, '\0', len)) return bad(pb, NULL, "the request body contains a NUL byte");
-    if (utf8_invalid_at((const unsigned char *)body, len) != len) return bad(pb, NULL, "the request body is not valid UTF-8");
-    if (json_parse(doc, body, len) != 0) return bad(pb, NULL, "%s", doc->error);
-    *root = json_root(doc);
-    if ((*root)->type != JSON_OBJECT) return bad(pb, NULL, "the body must be a JSON object");
-    return 0;
-}
-
-static int count_children(const JsonDoc *d, const JsonValue *list) {
-    int n = 0;
-    for (const JsonValue *v = json_child(d, list); v; v = json_next(d, v)) n++;
-    return n;
-}
-
-// Token ids from a JSON list into out (room for all of them): each an integer in [0, vocab). The count, or -1.
-static int get_token_ids(const JsonDoc *d, const JsonValue *list, int vocab, int *out, const char *param, Problem *pb) {
-    int n = 0;
-    for (const JsonValue *v = json_child(d, list); v; v = json_next(d, v)) {
-        if (v->type != JSON_NUMBER || v->number != floor(v->number) || !(v->number >= 0 && v->number < vocab)) {
-            if (v->type == JSON_NUMBER) bad(pb, param, "token ids are integers in [0, %d), not %g", vocab, v->number);
-            else bad(pb, param, "token ids are integers in [0, %d), not %s", vocab, json_type_name(v->type));
-            return -1;
-        }
-        out[n++] = (int)v->number;
-    }
-    return n;
-}
-
-static int vocab_size(const Server *s) {  // the token ids a client may send: the model's and the tokenizer's
-    int vocab = s->model->config.vocab_size;
-    return vocab < bpe_vocab_size(s->bpe) ? vocab : bpe_vocab_size(s->bpe);
-}
-
-static int add_stop(Completion *c, const JsonValue *v, Problem *pb) {
-    if (v->type != JSON_STRING) return bad(pb, "stop", "stop must be a string or a list of strings");
-    if (v->len == 0) return bad(pb, "stop", "a stop string must not be empty");
-    if (v->len > MAX_STOP_BYTES) return bad(pb, "stop", "a stop string is at most %d bytes", MAX_STOP_BYTES);
-    if (c->n_stop >= MAX_STOP) return bad(pb, "stop", "at most %d stop strings", MAX_STOP);
-    c->stop[c->n_stop] = strdup(v->str);
-    if (!c->stop[c->n_stop]) return bad(pb, "stop", "out of memory");
-    c->stop_len[c->n_stop++] = v->len;
-    return 0;
-}
-
-// One prompt, as text (tokenized here) or as a list of token ids: at most block_size tokens, as OpenAI refuses a
-// prompt longer than the context.
-static int add_prompt(const Server *s, const JsonDoc *d, Completion *c, const JsonValue *v, Problem *pb) {
-    int block = s->model->config.block_size;
-    size_t room = v->type == JSON_STRING ? (v->len < (size_t)block ? v->len : (size_t)block) : (size_t)count_children(d, v);
-    if (v->type != JSON_STRING && room == 0) return bad(pb, "prompt", "a token-id prompt must not be empty");
-    if (room > (size_t)block) return bad(pb, "prompt", "the prompt is longer than the model's context of %d tokens", block);
-    int *tokens = malloc((room + 1) * sizeof *tokens);
-    if (!tokens) return bad(pb, "prompt", "out of memory");
-    c->prompts[c->n_prompts++] = tokens;
-    int n = v->type == JSON_STRING ? bpe_encode(s->bpe, v->str, v->len, tokens, block)
-                                   : get_token_ids(d, v, vocab_size(s), tokens, "prompt", pb);
-    if (n < 0 && v->type == JSON_STRING) return bad(pb, "prompt", "the prompt is longer than the model's context of %d tokens", block);
-    if (n < 0) return 400;
-    c->prompt_len[c->n_prompts - 1] = n;
-    return 0;
-}
-
-// prompt: a string, a list of strings, a list of token ids, or a list of token-id lists.
-static int parse_prompts(const Server *s, const JsonDoc *d, const JsonValue *prompt, Completion *c, Problem *pb) {
-    static const char *kinds = "a string, a list of strings, a list of token ids or a list of token-id lists";
-    if (!prompt) return bad(pb, "prompt", "prompt is required");
-    const JsonValue *first = prompt->type == JSON_ARRAY ? json_child(d, prompt) : NULL;
-    if (prompt->type == JSON_ARRAY && !first) return bad(pb, "prompt", "prompt must not be an empty list");
-    int lists = first && first->type != JSON_NUMBER;  // several prompts, each a string or a list of ids
-    if (prompt->type != JSON_STRING && prompt->type != JSON_ARRAY)
-        return bad(pb, "prompt", "prompt must be %s, not %s", kinds, json_type_name(prompt->type));
-    if (first) {
-        if (first->type != JSON_NUMBER && first->type != JSON_STRING && first->type != JSON_ARRAY)
-            return bad(pb, "prompt", "prompt must be %s, not a list of %s", kinds, json_type_name(first->type));
-        for (const JsonValue *v = first; v; v = json_next(d, v))
-            if (v->type != first->type) return bad(pb, "prompt", "prompt must be %s, not a mix", kinds);
-    }
-    int count = lists ? count_children(d, prompt) : 1;
-    if (count > MAX_PROMPTS) return bad(pb, "prompt", "at most %d prompts in one request, not %d", MAX_PROMPTS, count);
-    c->prompts = calloc((size_t)count, sizeof *c->prompts);
-    c->prompt_len = calloc((size_t)count, sizeof *c->prompt_len);
-    if (!c->prompts || !c->prompt_len) return bad(pb, "prompt", "out of memory");
-    if (!lists) return add_prompt(s, d, c, prompt, pb);
-    for (const JsonValue *v = first; v; v = json_next(d, v)) {
-        int status = add_prompt(s, d, c, v, pb);
-        if (status) return status;
-    }
-    return 0;
-}
-
-// Options that would change what the answer means, and that this server does not do, are refused.
-static int refuse_unsupported(const JsonDoc *d, const JsonValue *root, const Completion *c, Problem *pb) {
-    const JsonValue *v = json_get(d, root, "best_of");
-    if (v && v->type != JSON_NULL && !(v->type == JSON_NUMBER && v->number == c->n))
-        return bad(pb, "best_of", "best_of must equal n: the n samples are returned, none is ranked or dropped");
-    static const char *must_be_zero[] = {"presence_penalty", "frequency_penalty"};
-    for (int i = 0; i < 2; i++) {
-        v = json_get(d, root, must_be_zero[i]);
-        if (v && v->type != JSON_NULL && !(v->type == JSON_NUMBER && v->number == 0))
-            return bad(pb, must_be_zero[i], "%s is not supported (only 0)", must_be_zero[i]);
-    }
-    v = json_get(d, root, "suffix");
-    if (v && v->type != JSON_NULL) return bad(pb, "suffix", "suffix is not supported");
-    v = json_get(d, root, "logit_bias");
-    if (v && v->type != JSON_NULL && !(v->type == JSON_OBJECT && v->child < 0))
-        return bad(pb, "logit_bias", "logit_bias is not supported");
-    return 0;
-}
-
-// 0, or 400 with the problem; c is filled (and owns memory) either way.
-static int parse_completion(const Server *s, const char *body, size_t len, Completion *c, Problem *pb) {
-    memset(c, 0, sizeof *c);
-    c->n = 1;
-    c->max_tokens = DEFAULT_MAX_TOKENS;
-    c->temperature = 1.0f;
-    c->top_p = 1.0f;
-    c->logprobs = -1;
-    JsonDoc doc;
-    const JsonValue *root;
-    int status = parse_body(body, len, &doc, &root, pb);
-    if (status) goto done;
-
-    const JsonValue *model = json_get(&doc, root, "model");
-    if (model && model->type != JSON_STRING && model->type != JSON_NULL) {
-        status = bad(pb, "model", "model must be a string");
-        goto done;
-    }
-    double x = c->max_tokens;
-    if ((status = get_number(&doc, root, "max_tokens", 0, s->max_tokens_cap, 1, &x, pb))) goto done;
-    c->max_tokens = (int)x;
-    x = c->temperature;
-    if ((status = get_number(&doc, root, "temperature", 0, 2, 0, &x, pb))) goto done;
-    c->temperature = (float)x;
-    x = c->top_p;
-    if ((status = get_number(&doc, root, "top_p", 0, 1, 0, &x, pb))) goto done;
-    c->top_p = (float)x;
-    x = 0;
-    if ((status = get_number(&doc, root, "top_k", 0, 1e9, 1, &x, pb))) goto done;
-    c->top_k = (int)x;
-    const JsonValue *seed = json_get(&doc, root, "seed");
-    x = 0;
-    if ((status = get_number(&doc, root, "seed", -9.2e18, 9.2e18, 1, &x, pb))) goto done;
-    if (seed && seed->type == JSON_NUMBER) c->seed = (uint64_t)(int64_t)x;
-    else c->seed = splitmix64(now_ns() ^ (uint64_t)(uintptr_t)c);  // no seed: a different one every time
-    x = 1;
-    if ((status = get_number(&doc, root, "n", 1, MAX_CHOICES, 1, &x, pb))) goto done;
-    c->n = (int)x;
-    x = -1;
-    if ((status = get_number(&doc, root, "logprobs", 0, MAX_LOGPROBS, 1, &x, pb))) goto done;
-    c->logprobs = (int)x;
-    if ((status = get_bool(&doc, root, "echo", &c->echo, pb))) goto done;
-    if ((status = get_bool(&doc, root, "stream", &c->stream, pb))) goto done;
-    const JsonValue *options = json_get(&doc, root, "stream_options");
-    if (options && options->type != JSON_NULL) {
-        if (options->type != JSON_OBJECT) { status = bad(pb, "stream_options", "stream_options must be an object"); goto done; }
-        if ((status = get_bool(&doc, options, "include_usage", &c->include_usage, pb))) goto done;
-    }
-    const JsonValue *stop = json_get(&doc, root, "stop");
-    if (stop && stop->type == JSON_ARRAY) {
-        for (const JsonValue *v = json_child(&doc, stop); v; v = json_next(&doc, v))
-            if ((status = add_stop(c, v, pb))) goto done;
-    } else if (stop && stop->type != JSON_NULL) {
-        if ((status = add_stop(c, stop, pb))) goto done;
-    }
-    if ((status = refuse_unsupported(&doc, root, c, pb))) goto done;
-    if ((status = parse_prompts(s, &doc, json_get(&doc, root, "prompt"), c, pb))) goto done;
-    if (c->n_prompts * c->n > MAX_CHOICES) {
-        status = bad(pb, "n", "at most %d choices (prompts x n) in one request, not %d", MAX_CHOICES, c->n_prompts * c->n);
-        goto done;
-    }
-done:
-    json_free(&doc);
-    return status;
-}
-
-// ----------------------------------------------------------------------------------------------------
-// log-probabilities
-
-/* log-softmax of one row of logits over the vocabulary: r->token's log-probability, and the top_n most likely
-   tokens (most likely first; of equal logits the lower id first, as torch.topk), then r->token itself where it is
-   not among them: OpenAI's "up to logprobs + 1" entries. The model's own distribution, whatever the request's
-   temperature, top_k and top_p: what a harness scores. */
-static void score_token(const float *logits, int vocab, int top_n, TokenLogprob *r) {
-    float max = logits[0];
-    for (int i = 1; i < vocab; i++)
-        if (logits[i] > max) max = logits[i];
-    double sum = 0.0;
-    for (int i = 0; i < vocab; i++) sum += expf(logits[i] - max);
-    double lse = max + log(sum);
-    r->logprob = (float)(logits[r->token] - lse);
-    int k = 0;
-    for (int i = 0; i < vocab && top_n > 0; i++) {
-        if (k == top_n && !(logits[i] > logits[r->top[k - 1]])) continue;
-        int j = k < top_n ? k++ : k - 1;
-        while (j > 0 && logits[i] > logits[r->top[j - 1]]) {
-            r->top[j] = r->top[j - 1];
-            j--;
-        }
-        r->top[j] = i;
-    }
-    int listed = 0;
-    for (int j = 0; j < k; j++) listed |= r->top[j] == r->token;
-    if (!listed) r->top[k++] = r->token;  // less likely than every one above: the order stays
-    // the same expression as r->logprob: a greedy token's two values are the same float (lm-eval compares them)
-    for (int j = 0; j < k; j++) r->top_logprob[j] = (float)(logits[r->top[j]] - lse);
-    r->n_top = k;
-}
-
-// A new record at the end of the choice's list, or NULL out of memory.
-static TokenLogprob *new_record(Choice *ch, int token, size_t start) {
-    if (ch->n_lp == ch->cap_lp) {
-        int cap = ch->cap_lp ? 2 * ch->cap_lp : 64;
-        TokenLogprob *grown = realloc(ch->lp, (size_t)cap * sizeof *grown);
-        if (!grown) return NULL;
-        ch->lp = grown;
-        ch->cap_lp = cap;
-    }
-    TokenLogprob *r = &ch->lp[ch->n_lp++];
-    memset(r, 0, sizeof *r);
-    r->token = token;
-    r->start = start;
-    r->logprob = NAN;
-    return r;
-}
-
-// A token as OpenAI's logprobs name it: its text, or "bytes:\xNN..." when its bytes are not UTF-8 on their own.
-static void token_text(Buf *b, const BPE *bpe, int token) {
-    size_t len = 0;
-    const unsigned char *bytes = bpe_decode(bpe, token, &len);
-    if (!bytes) len = 0;
-    if (utf8_invalid_at(bytes ? bytes : (const unsigned char *)"", len) == len) {
-        json_write_string(b, bytes ? (const char *)bytes : "", len);
-        return;
-    }
-    Buf t;
-    buf_init(&t, 16 + 4 * len);
-    buf_puts(&t, "bytes:");
-    for (size_t i = 0; i < len; i++) buf_printf(&t, "\\x%02x", bytes[i]);
-    json_write_string(b, t.data ? t.data : "", t.len);
-    buf_free(&t);
-}
-
-static void write_logprob(Buf *b, float x) {
-    if (isfinite(x)) buf_printf(b, "%.9g", x);  // 9 digits: the float itself comes back
-    else buf_puts(b, "null");                     // JSON has no infinities; the first prompt token has no context
-}
-
-/* The character (code point) of the choice's text at which a byte begins, for text_offset: the characters wholly
-   before it, plus one when it is inside a character. A cut-short or invalid sequence counts as the one U+FFFD it
-   becomes in the text. Calls must come in order of start. */
-static int text_offset(Choice *ch, size_t start) {
-    const unsigned char *t = (const unsigned char *)ch->text.data;
-    while (t && ch->offset_byte < start) {
-        int k = utf8_next(t + ch->offset_byte, start - ch->offset_byte);
-        if (k == 0) break;
-        ch->offset_byte += (size_t)(k < 0 ? -k : k);
-        ch->offset_chars++;
-    }
-    return ch->offset_chars + (ch->offset_byte < start);
-}
-
-// OpenAI's logprobs object of records [from, to) of a choice.
-static void logprobs_object(Buf *b, const Server *s, Choice *ch, int from, int to) {
-    buf_puts(b, "{\"tokens\":[");
-    for (int i = from; i < to; i++) {
-        if (i > from) buf_puts(b, ",");
-        token_text(b, s->bpe, ch->lp[i].token);
-    }
-    buf_puts(b, "],\"token_logprobs\":[");
-    for (int i = from; i < to; i++) {
-        if (i > from) buf_puts(b, ",");
-        write_logprob(b, ch->lp[i].logprob);
-    }
-    buf_puts(b, "],\"top_logprobs\":[");
-    for (int i = from; i < to; i++) {
-        if (i > from) buf_puts(b, ",");
-        if (isnan(ch->lp[i].logprob)) {
-            buf_puts(b, "null");
-            continue;
-        }
-        buf_puts(b, "{");
-        for (int j = 0; j < ch->lp[i].n_top; j++) {
-            if (j) buf_puts(b, ",");
-            token_text(b, s->bpe, ch->lp[i].top[j]);
-            buf_puts(b, ":");
-            write_logprob(b, ch->lp[i].top_logprob[j]);
-        }
-        buf_puts(b, "}");
-    }
-    buf_puts(b, "],\"text_offset\":[");
-    for (int i = from; i < to; i++) buf_printf(b, "%s%d", i > from ? "," : "", text_offset(ch, ch->lp[i].start));
-    buf_puts(b, "]}");
-}
-
-// ----------------------------------------------------------------------------------------------------
-// answers of completions
-
-/* How much of the choice's text can be handed to the client, given that text[0..sent) already was: never the
-   start of a stop string (the next token may complete it), never a UTF-8 character the next token may
-   complete. Stop strings are looked for in the completion only, not in the echoed prompt. *stop_hit: a stop
-   string begins at the returned offset, and generation ends there. */
-static size_t releasable(const Completion *c, const Choice *ch, int *stop_hit) {
-    const char *text = ch->text.data;
-    size_t len = ch->text.len, sent = ch->sent;
-    *stop_hit = 0;
-    if (!text) return 0;
-    // a stop string cannot begin before sent: any text that could begin one was held back
-    size_t from = sent > ch->gen_start ? sent : ch->gen_start, first = len;
-    for (int i = 0; i < c->n_stop; i++) {
-        const char *p = memmem(text + from, len - from, c->stop[i], c->stop_len[i]);
-        if (p && (size_t)(p - text) < first) { first = (size_t)(p - text); *stop_hit = 1; }
-    }
-    if (*stop_hit) return first;
-    size_t hold = 0;
-    for (int i = 0; i < c->n_stop; i++) {
-        size_t k = c->stop_len[i] - 1;
-        if (k > len - from) k = len - from;
-        for (; k > hold; k--)
-            if (memcmp(text + len - k, c->stop[i], k) == 0) { hold = k; break; }
-    }
-    size_t end = len - hold, i = sent;
-    while (i < end) {
-        int k = utf8_next((const unsigned char *)text + i, end - i);
-        if (k == 0) break;
-        i += (size_t)(k < 0 ? -k : k);
-    }
-    return i;
-}
-
-static void job_fail(Job *job, const char *why, int out_of_memory) {
-    if (job->error[0]) return;  // the first failure is the one reported
-    snprintf(job->error, sizeof job->error, "%s", why && why[0] ? why : "a forward pass failed");
-    job->out_of_memory = out_of_memory;
-}
-
-// The streamed answer's status line and headers, once.
-static void job_head(Job *job) {
-    static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                               "Connection: close\r\n\r\n";
-    if (job->head_sent || job->gone) return;
-    job->head_sent = 1;
-    if (http_send_all(job->fd, head, sizeof head - 1) != 0) job->gone = 1;
-}
-
-static void event_head(Buf *b, const Server *s, const Job *job) {
-    buf_printf(b, "data: {\"id\":\"%s\",\"object\":\"text_completion\",\"created\":%lld,\"model\":", job->id, job->created);
-    json_write_string(b, s->alias, strlen(s->alias));
-}
-
-static void send_event(Job *job, Buf *b) {
-    if (b->failed || http_send_all(job->fd, b->data, b->len) != 0) job->gone = 1;
-}
-
-/* Hands out text[sent..upto) of a choice and the logprobs of the tokens that begin in it (at the end, finish set,
-   all that are left): streaming, as one event, the choice's last one with its finish_reason; else the text stays in
-   the choice for the answer. */
-static void choice_release(Server *s, Job *job, Choice *ch, size_t upto, const char *finish) {
-    const Completion *c = &job->c;
-    int to = ch->lp_sent;
-    while (to < ch->n_lp && (finish || ch->lp[to].start < upto)) to++;
-    int nothing = upto == ch->sent && to == ch->lp_sent && !finish;
-    if (c->stream && !nothing && !job->gone && !job->error[0]) {
-        job_head(job);
-        Buf b;
-        buf_init(&b, MAX_TEXT_BYTES);
-        event_head(&b, s, job);
-        buf_printf(&b, ",\"choices\":[{\"index\":%d,\"text\":", (int)(ch - job->choices));
-        json_write_string(&b, ch->text.data ? ch->text.data + ch->sent : "", upto - ch->sent);
-        if (finish) buf_printf(&b, ",\"finish_reason\":\"%s\",\"logprobs\":", finish);
-        else buf_puts(&b, ",\"finish_reason\":null,\"logprobs\":");
-        if (c->logprobs >= 0) logprobs_object(&b, s, ch, ch->lp_sent, to);
-        else buf_puts(&b, "null");
-        buf_puts(&b, "}]}\n\n");
-        if (!job->gone) send_event(job, &b);
-        buf_free(&b);
-    }
-    ch->sent = upto;
-    ch->lp_sent = to;
-}
-
-static void usage_object(Buf *b, int prompt_tokens, int completion_tokens) {
-    buf_printf(b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}", prompt_tokens,
-               completion_tokens, prompt_tokens + completion_tokens);
-}
-
-// A request's outcome and tokens into the metrics: before its answer goes out, so that a client that reads
-// /metrics after its answer finds it counted.
-static void count_job(Server *s, int outcome, int prompt_tokens, int completion_tokens) {
-    pthread_mutex_lock(&s->lock);
-    s->metrics.requests[outcome]++;
-    s->metrics.prompt_tokens += (unsigned long long)prompt_tokens;
-    s->metrics.generation_tokens += (unsigned long long)completion_tokens;
-    pthread_mutex_unlock(&s->lock);
-}
-
-// Closes the connection and frees a request taken by the generation thread.
-static void job_free(Server *s, Job *job) {
-    http_close(job->fd, 0, 0);
-    for (int i = 0; i < job->n_choices; i++) {
-        buf_free(&job->choices[i].text);
-        free(job->choices[i].lp);
-    }
-    free(job->choices);
-    completion_free(&job->c);
-    free(job);
-    pthread_mutex_lock(&s->lock);
-    s->generating--;
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
-}
-
-// Every choice of the request has ended: the answer (streaming: its end), or the error; then the request is freed.
-static void job_finish(Server *s, Job *job) {
-    Completion *c = &job->c;
-    int prompt_tokens = 0, completion_tokens = 0;
-    for (int i = 0; i < c->n_prompts; i++) prompt_tokens += c->prompt_len[i];
-    for (int i = 0; i < job->n_choices; i++) completion_tokens += job->choices[i].generated;
-    count_job(s, job->error[0] ? OUTCOME_ERROR : job->gone ? OUTCOME_CANCELLED : OUTCOME_OK, prompt_tokens, completion_tokens);
-    Buf b;
-    buf_init(&b, MAX_TEXT_BYTES);
-    if (job->error[0]) {
-        if (c->stream && job->head_sent) {
-            buf_puts(&b, "data: {\"error\":{\"message\":");
-            json_write_string(&b, job->error, strlen(job->error));
-            buf_puts(&b, ",\"type\":\"server_error\",\"param\":null,\"code\":\"internal_error\"}}\n\ndata: [DONE]\n\n");
-            if (!job->gone) send_event(job, &b);
-        } else if (!job->gone) {
-            send_error(job->fd, job->out_of_memory ? 503 : 500, job->error, NULL,
-                       job->out_of_memory ? "out_of_memory" : "internal_error");
-        }
-    } else if (c->stream) {
-        job_head(job);
-        if (c->include_usage) {
-            event_head(&b, s, job);
-            buf_puts(&b, ",\"choices\":[],");
-            usage_object(&b, prompt_tokens, completion_tokens);
-            buf_puts(&b, "}\n\n");
-        }
-        buf_puts(&b, "data: [DONE]\n\n");
-        if (!job->gone) send_event(job, &b);
-    } else if (!job->gone) {
-        buf_printf(&b, "{\"id\":\"%s\",\"object\":\"text_completion\",\"created\":%lld,\"model\":", job->id, job->created);
-        json_write_string(&b, s->alias, strlen(s->alias));
-        buf_puts(&b, ",\"choices\":[");
-        for (int i = 0; i < job->n_choices; i++) {
-            Choice *ch = &job->choices[i];
-            buf_printf(&b, "%s{\"index\":%d,\"text\":", i ? "," : "", i);
-            json_write_string(&b, ch->text.data ? ch->text.data : "", ch->sent);
-            buf_printf(&b, ",\"finish_reason\":\"%s\",\"logprobs\":", ch->finish);
-            if (c->logprobs >= 0) logprobs_object(&b, s, ch, 0, ch->n_lp);
-            else buf_puts(&b, "null");
-            buf_puts(&b, "}");
-        }
-        buf_puts(&b, "],");
-        usage_object(&b, prompt_tokens, completion_tokens);
-        buf_puts(&b, "}\n");
-        send_json(job->fd, &b);
-    }
-    buf_free(&b);
-    const char *finish = job->n_choices > 0 ? job->choices[0].finish : "";
-    fprintf(stderr, "POST /v1/completions %s: %d prompt + %d completion tokens, %d choice%s, %s, %lld ms%s\n",
-            !job->error[0] ? "200" : job->out_of_memory ? "503" : "500", prompt_tokens, completion_tokens,
-            job->n_choices, job->n_choices == 1 ? "" : "s", job->error[0] ? job->error : finish, now_ms() - job->t0,
-            job->gone ? " (client went away)" : job->cut ? " (cut by shutdown)" : "");
-    job_free(s, job);
-}
-
-// A choice has ended: its last event (streaming), and the request's answer when it was the last choice.
-static void choice_end(Server *s, Job *job, Choice *ch) {
-    size_t end = ch->stop_hit ? ch->sent : ch->text.len;
-    while (ch->stop_hit && ch->n_lp > 0 && ch->lp[ch->n_lp - 1].start >= end) ch->n_lp--;  // the stop string's tokens
-    choice_release(s, job, ch, end, ch->finish);
-    if (++job->ended == job->n_choices) job_finish(s, job);
-}
-
-// ----------------------------------------------------------------------------------------------------
-// generation
-
-// One choice in flight: its request, its KV cache and sampler.
-typedef struct {
-    Job *job;              // NULL: the slot is free
-    Choice *choice;
-    GPTState *state;
-    GPTSampler sampler;
-    const float *logits;   // of the next token to sample; NULL once the choice ended or while its prompt goes in
-    const int *prompt;     // while the prompt goes through in chunks (fed of n_prompt so far); NULL after
-    int n_prompt, fed, start_token;
-} Slot;
-
-static void slot_end(Server *s, Slot *sl) {
-    Job *job = sl->job;
-    Choice *ch = sl->choice;
-    gpt_sampler_free(&sl->sampler);
-    sl->job = NULL;
-    sl->choice = NULL;
-    sl->logits = NULL;
-    sl->prompt = NULL;
-    choice_end(s, job, ch);  // may free the job
-}
-
-/* The prompt through the model at once, for the prompts that do not go in chunks beside the decodes (slot_start):
-   one prefill, or with echo and logprobs, chunks of SCORE_CHUNK whose every row of logits scores the next prompt
-   token (scratch: SCORE_CHUNK rows, allocated at the first such request). The logits of the next token, or NULL
-   with the request failed. */
-static const float *prefill(Server *s, Slot *sl, float **scratch) {
-    const GPTModel *m = s->model;
-    Job *job = sl->job;
-    Choice *ch = sl->choice;
-    const Completion *c = &job->c;
-    int eot = m->config.eot_token, len = c->prompt_len[ch->prompt];
-    const int *tokens = len ? c->prompts[ch->prompt] : &eot;  // no text: start from <|endoftext|>, as GPT-2 samples unconditionally
-    int n = len ? len : 1, score = c->echo && c->logprobs >= 0 && len > 0;
-    size_t V = (size_t)m->config.padded_vocab_size;
-    if (score && !*scratch) *scratch = malloc(SCORE_CHUNK * V * sizeof **scratch);
-    if (score && !*scratch) {
-        job_fail(job, "out of memory for the prompt's logits", 1);
-        return NULL;
-    }
-    uint64_t t0 = now_ns();
-    const float *logits = NULL;
-    if (!score) logits = gpt_prefill(m, sl->state, tokens, n, NULL);
-    for (int at = 0; score && at < n; at += SCORE_CHUNK) {
-        int k = n - at < SCORE_CHUNK ? n - at : SCORE_CHUNK;
-        logits = gpt_prefill(m, sl->state, tokens + at, k, *scratch);
-        if (!logits) break;
-        for (int i = 0; i < k && at + i + 1 < n; i++)  // row i predicts prompt token at + i + 1, echoed as record at + i + 1
-            score_token(*scratch + (size_t)i * V, m->config.vocab_size, c->logprobs, &ch->lp[at + i + 1]);
-    }
-    if (!logits) job_fail(job, gpt_state_error(sl->state), 0);
-    double seconds = (double)(now_ns() - t0) / 1e9;
-    pthread_mutex_lock(&s->lock);
-    s->metrics.prefill_tokens += (unsigned long long)n;
-    s->metrics.prefill_seconds += seconds;
-    pthread_mutex_unlock(&s->lock);
-    return logits;
-}
-
-/* Takes a choice into a free slot: its sampler, the echo of its prompt, and its prompt: to go through in chunks beside
-   the other slots' decodes (generation_thread), so that a long prompt never stops their streams; or at once here,
-   when its logprobs are asked for (every row's logits are kept) or it is longer than block_size (the window of its
-   last block_size tokens is computed, as gpt_prefill does). */
-static void slot_start(Server *s, Slot *sl, Job *job, Choice *ch, float **scratch) {
-    const GPTModel *m = s->model;
-    const Completion *c = &job->c;
-    sl->job = job;
-    sl->choice = ch;
-    sl->logits = NULL;
-    if (gpt_sampler_init(&sl->sampler, m->config.vocab_size, c->temperature, c->top_k, c->top_p, ch->seed) != 0) {
-        job_fail(job, "out of memory for the sampler", 1);
-        slot_end(s, sl);
-        return;
-    }
-    gpt_state_reset(sl->state);
-    if (c->stream) job_head(job);
-    for (int i = 0; c->echo && i < c->prompt_len[ch->prompt]; i++) {
-        int token = c->prompts[ch->prompt][i];
-        size_t len = 0;
-        const unsigned char *bytes = bpe_decode(s->bpe, token, &len);
-        if (c->logprobs >= 0 && !new_record(ch, token, ch->text.len)) job_fail(job, "out of memory for logprobs", 1);
-        if (bytes) buf_append(&ch->text, bytes, len);
-    }
-    if (ch->text.failed) job_fail(job, "out of memory for the echoed prompt", 1);
-    ch->gen_start = ch->text.len;
-    int score = c->echo && c->logprobs >= 0 && c->prompt_len[ch->prompt] > 0, len = c->prompt_len[ch->prompt];
-    sl->start_token = m->config.eot_token;  // no text: start from <|endoftext|>, as GPT-2 samples unconditionally
-    sl->prompt = NULL;
-    if (c->max_tokens > 0 && !score && len <= m->config.block_size && !job->gone && !job->error[0]) {
-        sl->prompt = len ? c->prompts[ch->prompt] : &sl->start_token;
-        sl->n_prompt = len ? len : 1;
-        sl->fed = 0;
-    } else if ((c->max_tokens > 0 || score) && !job->gone && !job->error[0]) {
-        sl->logits = prefill(s, sl, scratch);
-    }
-    if (c->echo && !job->error[0]) {
-        int stop_hit;
-        choice_release(s, job, ch, releasable(c, ch, &stop_hit), NULL);
-    }
-    if ((!sl->logits && !sl->prompt) || c->max_tokens == 0) slot_end(s, sl);
-}
-
-static void observe_first_token(Server *s, Job *job) {
-    double seconds = (double)(now_ms() - job->t0) / 1000.0;
-    job->first_token = 1;
-    pthread_mutex_lock(&s->lock);
-    s->metrics.ttft_count++;
-    s->metrics.ttft_sum += seconds;
-    for (int i = 0; i < N_TTFT_BUCKETS; i++)
-        if (seconds <= ttft_bounds[i]) { s->metrics.ttft_buckets[i]++; break; }
-    pthread_mutex_unlock(&s->lock);
-}
-
-// Samples the slot's next token and hands out its text: the token to decode next, or -1 when the choice ended
-// (the slot is then free).
-static int slot_sample(Server *s, Slot *sl) {
-    const GPTModel *m = s->model;
-    Job *job = sl->job;
-    Choice *ch = sl->choice;
-    const Completion *c = &job->c;
-    if (job->gone || job->error[0] || ch->generated >= c->max_tokens) { slot_end(s, sl); return -1; }
-    if (stop_requested) { job->cut = 1; slot_end(s, sl); return -1; }  // SIGTERM: end with what was made so far
-    if (http_peer_closed(job->fd)) { job->gone = 1; slot_end(s, sl); return -1; }
-    int token = gpt_sample(&sl->sampler, sl->logits);
-    ch->generated++;
-    if (!job->first_token) observe_first_token(s, job);
-    if (c->logprobs >= 0) {  // <|endoftext|> too: lm-eval drops the last record, whatever it is
-        TokenLogprob *r = new_record(ch, token, ch->text.len);
-        if (!r) { job_fail(job, "out of memory for logprobs", 1); slot_end(s, sl); return -1; }
-        score_token(sl->logits, m->config.vocab_size, c->logprobs, r);
-    }
-    if (token == m->config.eot_token) { ch->finish = "stop"; slot_end(s, sl); return -1; }
-    size_t len = 0;
-    const unsigned char *bytes = bpe_decode(s->bpe, token, &len);
-    if (bytes) buf_append(&ch->text, bytes, len);
-    if (ch->text.failed) { job_fail(job, "the completion outgrew the server's text buffer", 0); slot_end(s, sl); return -1; }
-    choice_release(s, job, ch, releasable(c, ch, &ch->stop_hit), NULL);
-    if (ch->stop_hit) { ch->finish = "stop"; slot_end(s, sl); return -1; }
-    if (ch->generated >= c->max_tokens || job->gone) { slot_end(s, sl); return -1; }
-    return token;
-}
-
-// The next queued request, now the generation thread's; NULL when none waits.
-static Job *take_job(Server *s) {
-    pthread_mutex_lock(&s->lock);
-    Job *job = s->head;
-    if (job) {
-        s->head = job->next;
-        if (!s->head) s->tail = NULL;
-        s->waiting--;
-        s->generating++;
-    }
-    pthread_mutex_unlock(&s->lock);
-    return job;
-}
-
-// Continuous batching: up to --parallel choices in flight. Each round takes queued requests' choices into free
-// slots, samples every running choice's next token, and runs all of those tokens and up to --prefill_chunk tokens
-// of the prompts still going in (oldest slot first) through one gpt_step, which reads each weight once for all of
-// them: a long prompt goes in over several steps while the others keep streaming, as llama-server's batching does.
-// A choice joins at the next round and leaves when it ends, so a short answer never waits for a long one; a
-// request's choices share the batch, and a request with more choices than free slots has the rest taken in as
-// slots free up, before any later request.
-static void *generation_thread(void *arg) {
-    Server *s = arg;
-    char err[256] = "";
-    int n = s->parallel;
-    Slot *slots = calloc((size_t)n, sizeof *slots);
-    GPTState **states = malloc((size_t)n * sizeof *states);
-    int *tokens = malloc(((size_t)n + s->prefill_chunk) * sizeof *tokens), *counts = malloc((size_t)n * sizeof *counts);
-    Slot **running = malloc((size_t)n * sizeof *running);
-    GPTBatch *batch = gpt_batch_new(s->model, n, err, sizeof err);
-    float *scratch = NULL;  // prefill()'s logits of SCORE_CHUNK prompt tokens
-    Job *pending = NULL;    // a request some of whose choices wait for a slot
-    int ok = slots && states && tokens && counts && running && batch;
-    for (int i = 0; ok && i < n; i++) ok = (slots[i].state = gpt_state_new(s->model, err, sizeof err)) != NULL;
-    if (!ok) fprintf(stderr, "gpt-server: %s\n", err[0] ? err : "out of memory for the generation slots");
-    for (;;) {
-        int active = 0;
-        for (int i = 0; ok && i < n; i++) active += slots[i].job != NULL;
-        pthread_mutex_lock(&s->lock);
-        s->metrics.slots_busy = active;
-        while (!active && !pending && !s->head && !stop_requested) {
-            // wake up now and then: the signal handler cannot signal a condition variable
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 200 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-            pthread_cond_timedwait(&s->changed, &s->lock, &ts);
-        }
-        int done = !active && !pending && !s->head;  // stopping, and nothing is left
-        pthread_mutex_unlock(&s->lock);
-        if (done) break;
-
-        for (int i = 0;;) {
-            if (!pending) pending = take_job(s);
-            if (!pending) break;
-            Job *job = pending;
-            if (job->admitted == 0 && (stop_requested || !ok || http_peer_closed(job->fd))) {
-                // not begun: a shutdown or a server without slots answers 503; a client gone while queued costs nothing
-                pending = NULL;
-                int refused = stop_requested || !ok;
-                count_job(s, refused ? OUTCOME_REJECTED : OUTCOME_CANCELLED, 0, 0);
-                if (refused) send_error(job->fd, 503, stop_requested ? "the server is shutting down" : "the server could "
-                                        "not allocate its generation slots", NULL,
-                                        stop_requested ? "server_shutting_down" : "out_of_memory");
-                job_free(s, job);
-                continue;
-            }
-            while (i < n && slots[i].job) i++;
-            if (i == n) break;
-            Choice *ch = &job->choices[job->admitted++];
-            if (job->admitted == job->n_choices) pending = NULL;
-            if (stop_requested) job->cut = 1;
-            if (job->gone || job->error[0] || stop_requested) choice_end(s, job, ch);  // ends without a slot
-            else slot_start(s, &slots[i], job, ch, &scratch);
-        }
-        if (!ok) continue;
-
-        // the step: a decode row for every running choice, then the next chunks of the prompts going in
-        int m = 0, rows = 0, prompt_rows = 0;
-        for (int i = 0; i < n; i++) {
-            if (!slots[i].job || slots[i].prompt) continue;
-            int token = slot_sample(s, &slots[i]);
-            if (token < 0) continue;
-            running[m] = &slots[i];
-            states[m] = slots[i].state;
-            counts[m++] = 1;
-            tokens[rows++] = token;
-        }
-        for (int i = 0; i < n && prompt_rows < s->prefill_chunk; i++) {
-            Slot *sl = &slots[i];
-            if (!sl->job || !sl->prompt) continue;
-            if (sl->job->gone || sl->job->error[0] || stop_requested || http_peer_closed(sl->job->fd)) {
-                if (stop_requested) sl->job->cut = 1;
-                else if (!sl->job->error[0]) sl->job->gone = 1;
-                slot_end(s, sl);
-                continue;
-            }
-            int take = sl->n_prompt - sl->fed < s->prefill_chunk - prompt_rows ? sl->n_prompt - sl->fed
-                                                                                 : s->prefill_chunk - prompt_rows;
-            memcpy(tokens + rows, sl->prompt + sl->fed, (size_t)take * sizeof *tokens);
-            running[m] = sl;
-            states[m] = sl->state;
-            counts[m++] = take;
-            rows += take;
-            prompt_rows += take;
-        }
-        pthread_mutex_lock(&s->lock);
-        s->metrics.slots_busy = m;
-        pthread_mutex_unlock(&s->lock);
-        if (m == 0) continue;
-        uint64_t t0 = now_ns();
-        int failed = gpt_step(s->model, batch, states, tokens, counts, m) != 0;
-        double seconds = (double)(now_ns() - t0) / 1e9;
-        pthread_mutex_lock(&s->lock);  // a step's time split between its prompt and decode rows by their count
-        s->metrics.decode_tokens += (unsigned long long)(rows - prompt_rows);
-        s->metrics.decode_seconds += seconds * (rows - prompt_rows) / rows;
-        s->metrics.prefill_tokens += (unsigned long long)prompt_rows;
-        s->metrics.prefill_seconds += seconds * prompt_rows / rows;
-        pthread_mutex_unlock(&s->lock);
-        for (int k = 0; k < m; k++) {
-            Slot *sl = running[k];
-            if (failed) {
-                const char *why = gpt_state_error(states[k]);
-                job_fail(sl->job, why[0] ? why : "a batched step failed", 0);
-                slot_end(s, sl);
-                continue;
-            }
-            if (sl->prompt) {
-                sl->fed += counts[k];
-                if (sl->fed < sl->n_prompt) continue;  // more of it in the next step
-                sl->prompt = NULL;
-            }
-            sl->logits = gpt_state_logits(states[k]);
-        }
-    }
-    for (int i = 0; slots && i < n; i++) gpt_state_free(slots[i].state);
-    gpt_batch_free(batch);
-    free(slots); free(states); free(tokens); free(counts); free(running); free(scratch);
-    return NULL;
-}
-
-// ----------------------------------------------------------------------------------------------------
-// connections
-
-typedef struct {
-    Server *s;
-    int fd;
-} Connection;
-
-// Queues a completion for the generation thread, which then owns fd and c. 0, or -1 after answering 503.
-static int enqueue(Server *s, int fd, Completion *c) {
-    Job *job = calloc(1, sizeof *job);
-    int n_choices = c->n_prompts * c->n;
-    Choice *choices = job ? calloc((size_t)n_choices, sizeof *choices) : NULL;
-    for (int i = 0; choices && i < n_choices; i++) {
-        int sample = i % c->n;  // each sample its own seed stream; a prompt's first is the request's seed itself
-        choices[i].prompt = i / c->n;
-        choices[i].seed = sample == 0 ? c->seed : splitmix64(c->seed + (uint64_t)sample);
-        choices[i].finish = "length";
-        buf_init(&choices[i].text, MAX_TEXT_BYTES);
-    }
-    pthread_mutex_lock(&s->lock);
-    const char *why = !choices ? "out of memory"
-                    : stop_requested ? "the server is shutting down"
-                    : s->waiting + s->generating >= s->parallel + s->queue_size ? "the queue is full: try again later" : NULL;
-    if (!why) {
-        job->fd = fd;
-        job->c = *c;
-        job->choices = choices;
-        job->n_choices = n_choices;
-        job->created = (long long)time(NULL);
-        job->t0 = now_ms();
-        snprintf(job->id, sizeof job->id, "cmpl-%016llx", (unsigned long long)splitmix64(++s->requests ^ (uint64_t)s->started));
-        if (s->tail) s->tail->next = job;
-        else s->head = job;
-        s->tail = job;
-        s->waiting++;
-        pthread_cond_broadcast(&s->changed);
-    } else {
-        s->metrics.requests[OUTCOME_REJECTED]++;
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (!why) return 0;
-    const char *code = stop_requested ? "server_shutting_down" : !choices ? "out_of_memory" : "queue_full";
-    free(choices);
-    free(job);
-    send_error(fd, 503, why, NULL, code);
-    return -1;
-}
-
-// POST /tokenize, llama-server's: {"content": "text", "with_pieces": false} -> {"tokens": [ids]}; with_pieces,
-// {"tokens": [{"id": 464, "piece": " The"}]} (a piece that is not UTF-8 on its own: its bytes as a list of numbers).
-// <|endoftext|> in the content is plain text, as in a prompt. POST /detokenize: {"tokens": [ids]} -> {"content": "text"}.
-static void tokenize(Server *s, int fd, const HttpRequest *req, int detokenize) {
-    char msg[256];
-    Problem pb = {msg, sizeof msg, NULL};
-    JsonDoc doc;
-    const JsonValue *root = NULL;
-    int *tokens = NULL, n = 0, with_pieces = 0, add_special = 0;
-    Buf b;
-    buf_init(&b, MAX_TEXT_BYTES);
-    int status = parse_body(req->body ? req->body : "", req->body_len, &doc, &root, &pb);
-    const JsonValue *v = status ? NULL : json_get(&doc, root, detokenize ? "tokens" : "content");
-    if (!status && detokenize && (!v || v->type != JSON_ARRAY)) status = bad(&pb, "tokens", "tokens must be a list of token ids");
-    if (!status && !detokenize && (!v || v->type != JSON_STRING)) status = bad(&pb, "content", "content must be a string");
-    if (!status) status = get_bool(&doc, root, "with_pieces", &with_pieces, &pb);
-    if (!status) status = get_bool(&doc, root, "add_special", &add_special, &pb);  // GPT-2 has no BOS: nothing to add
-    if (!status) {
-        size_t room = detokenize ? (size_t)count_children(&doc, v) : v->len;
-        tokens = malloc((room + 1) * sizeof *tokens);
-        if (!tokens) status = bad(&pb, NULL, "out of memory");
-    }
-    if (!status) {
-        n = detokenize ? get_token_ids(&doc, v, vocab_size(s), tokens, "tokens", &pb)
-                       : bpe_encode(s->bpe, v->str, v->len, tokens, (int)(v->len < INT32_MAX ? v->len : INT32_MAX));
-        if (n < 0) status = detokenize ? 400 : bad(&pb, NULL, "out of memory");
-    }
-    if (!status && detokenize) {
-        Buf text;
-        buf_init(&text, MAX_TEXT_BYTES);
-        for (int i = 0; i < n; i++) {
-            size_t len = 0;
-            const unsigned char *bytes = bpe_decode(s->bpe, tokens[i], &len);
-            if (bytes) buf_append(&text, bytes, len);
-        }
-        buf_puts(&b, "{\"content\":");
-        json_write_string(&b, text.data ? text.data : "", text.len);  // invalid UTF-8 as U+FFFD, as tiktoken's decode
-        buf_puts(&b, "}\n");
-        if (text.failed) b.failed = 1;
-        buf_free(&text);
-    } else if (!status) {
-        buf_puts(&b, "{\"tokens\":[");
-        for (int i = 0; i < n; i++) {
-            if (i) buf_puts(&b, ",");
-            if (!with_pieces) { buf_printf(&b, "%d", tokens[i]); continue; }
-            size_t len = 0;
-            const unsigned char *bytes = bpe_decode(s->bpe, tokens[i], &len);
-            buf_printf(&b, "{\"id\":%d,\"piece\":", tokens[i]);
-            if (utf8_invalid_at(bytes, len) == len) {
-                json_write_string(&b, (const char *)bytes, len);
-            } else {
-                for (size_t k = 0; k < len; k++) buf_printf(&b, "%s%d", k ? "," : "[", bytes[k]);
-                buf_puts(&b, "]");
-            }
-            buf_puts(&b, "}");
-        }
-        buf_puts(&b, "]}\n");
-    }
-    if (status) {
-        fprintf(stderr, "POST %s 400: %s\n", req->path, msg);
-        send_error(fd, 400, msg, pb.param, "invalid_value");
-    } else {
-        send_json(fd, &b);
-    }
-    buf_free(&b);
-    free(tokens);
-    json_free(&doc);
-}
-
-// GET /metrics: Prometheus' text format (version 0.0.4), named as vLLM's and llama-server's where they have one.
-static void send_metrics(Server *s, int fd) {
-    pthread_mutex_lock(&s->lock);
-    Metrics m = s->metrics;
-    int waiting = s->waiting, generating = s->generating;
-    pthread_mutex_unlock(&s->lock);
-    Buf b;
-    buf_init(&b, 1 << 16);
-    buf_puts(&b, "# HELP gptserver:requests_total Completion requests by outcome: ok, cancelled (the client went away), "
-                 "invalid (400), rejected (503: queue full or shutting down), error (500).\n"
-                 "# TYPE gptserver:requests_total counter\n");
-    for (int i = 0; i < N_OUTCOMES; i++)
-        buf_printf(&b, "gptserver:requests_total{outcome=\"%s\"} %llu\n", outcome_names[i], m.requests[i]);
-    buf_printf(&b, "# HELP gptserver:prompt_tokens_total Prompt tokens of finished requests, as their usage counts them.\n"
-                   "# TYPE gptserver:prompt_tokens_total counter\ngptserver:prompt_tokens_total %llu\n", m.prompt_tokens);
-    buf_printf(&b, "# HELP gptserver:generation_tokens_total Generated tokens of finished requests, as their usage counts "
-                   "them.\n# TYPE gptserver:generation_tokens_total counter\ngptserver:generation_tokens_total %llu\n",
-               m.generation_tokens);
-    buf_printf(&b, "# HELP gptserver:prompt_tokens_seconds Prefill throughput since start: prompt tokens per second of "
-                   "prefill.\n# TYPE gptserver:prompt_tokens_seconds gauge\ngptserver:prompt_tokens_seconds %.3f\n",
-               m.prefill_seconds > 0 ? m.prefill_tokens / m.prefill_seconds : 0.0);
-    buf_printf(&b, "# HELP gptserver:predicted_tokens_seconds Decode throughput since start: tokens per second of batched "
-                   "decode steps, all slots together.\n# TYPE gptserver:predicted_tokens_seconds gauge\n"
-                   "gptserver:predicted_tokens_seconds %.3f\n", m.decode_seconds > 0 ? m.decode_tokens / m.decode_seconds : 0.0);
-    buf_printf(&b, "# HELP gptserver:slots_busy Generation slots decoding a choice now.\n# TYPE gptserver:slots_busy gauge\n"
-                   "gptserver:slots_busy %d\n# HELP gptserver:slots_total Generation slots (--parallel).\n"
-                   "# TYPE gptserver:slots_total gauge\ngptserver:slots_total %d\n", m.slots_busy, s->parallel);
-    buf_printf(&b, "# HELP gptserver:num_requests_running Requests taken in by the generation thread, not yet answered.\n"
-                   "# TYPE gptserver:num_requests_running gauge\ngptserver:num_requests_running %d\n"
-                   "# HELP gptserver:num_requests_waiting Requests in the queue (at most --queue beyond the slots).\n"
-                   "# TYPE gptserver:num_requests_waiting gauge\ngptserver:num_requests_waiting %d\n", generating, waiting);
-    buf_puts(&b, "# HELP gptserver:time_to_first_token_seconds From a request read to its first generated token.\n"
-                 "# TYPE gptserver:time_to_first_token_seconds histogram\n");
-    unsigned long long cumulative = 0;
-    for (int i = 0; i < N_TTFT_BUCKETS; i++) {
-        cumulative += m.ttft_buckets[i];
-        buf_printf(&b, "gptserver:time_to_first_token_seconds_bucket{le=\"%g\"} %llu\n", ttft_bounds[i], cumulative);
-    }
-    buf_printf(&b, "gptserver:time_to_first_token_seconds_bucket{le=\"+Inf\"} %llu\n"
-                   "gptserver:time_to_first_token_seconds_sum %.6f\ngptserver:time_to_first_token_seconds_count %llu\n",
-               m.ttft_count, m.ttft_sum, m.ttft_count);
-    if (b.failed) send_error(fd, 500, "the metrics did not fit in memory", NULL, "internal_error");
-    else http_send(fd, 200, "text/plain; version=0.0.4; charset=utf-8", "", b.data, b.len);
-    buf_free(&b);
-}
-
-// 1 when the generation thread took fd over, else 0 (answered here).
-static int handle(Server *s, int fd, HttpRequest *req) {
-    int get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
-    char alias_path[HTTP_MAX_PATH + 16];
-    snprintf(alias_path, sizeof alias_path, "/v1/models/%s", s->alias);
-    const char *path = req->path;
-    if (strcmp(path, "/") == 0) {
-        if (!get) send_error(fd, 405, "use GET for /", NULL, "method_not_allowed");
-        else if (!s->page) send_error(fd, 404, "this server has no web page: its --ui file was not found at start", NULL, "not_found");
-        else http_send(fd, 200, "text/html; charset=utf-8", "Cache-Control: no-cache\r\n", s->page, s->page_len);
-        return 0;
-    }
-    if (strcmp(path, "/health") == 0 || strcmp(path, "/metrics") == 0) {
-        if (!get) send_error(fd, 405, strcmp(path, "/health") == 0 ? "use GET for /health" : "use GET for /metrics", NULL,
-                             "method_not_allowed");
-        else if (strcmp(path, "/health") == 0) http_send(fd, 200, "application/json", "", "{\"status\":\"ok\"}\n", 16);
-        else send_metrics(s, fd);
-        return 0;
-    }
-    if (strcmp(path, "/tokenize") == 0 || strcmp(path, "/detokenize") == 0) {
-        if (!post) send_error(fd, 405, strcmp(path, "/tokenize") == 0 ? "use POST for /tokenize" : "use POST for /detokenize",
-                              NULL, "method_not_allowed");
-        else tokenize(s, fd, req, strcmp(path, "/detokenize") == 0);
-        return 0;
-    }
-    if (strcmp(path, "/v1/models") == 0 || strcmp(path, alias_path) == 0) {
-        if (!get) {
-            send_error(fd, 405, "use GET for /v1/models", NULL, "method_not_allowed");
-            return 0;
-        }
-        Buf b;
-        buf_init(&b, 1 << 16);
-        if (strcmp(path, "/v1/models") == 0) {
-            buf_puts(&b, "{\"object\":\"list\",\"data\":[");
-            model_object(&b, s);
-            buf_puts(&b, "]}\n");
-        } else {
-            model_object(&b, s);
-            buf_puts(&b, "\n");
-        }
-        send_json(fd, &b);
-        buf_free(&b);
-        return 0;
-    }
-    if (strcmp(path, "/v1/completions") != 0) {
-        char msg[HTTP_MAX_PATH + 120];
-        snprintf(msg, sizeof msg, "no such path: %s (try /v1/completions, /v1/models, /tokenize, /detokenize, /metrics, "
-                 "/health, /)", path);
-        send_error(fd, 404, msg, NULL, "not_found");
-        return 0;
-    }
-    if (!post) {
-        send_error(fd, 405, "use POST for /v1/completions", NULL, "method_not_allowed");
-        return 0;
-    }
-    Completion c;
-    char msg[256];
-    Problem pb = {msg, sizeof msg, NULL};
-    if (parse_completion(s, req->body ? req->body : "", req->body_len, &c, &pb) != 0) {
-        fprintf(stderr, "POST /v1/completions 400: %s\n", msg);
-        send_error(fd, 400, msg, pb.param, "invalid_value");
-        completion_free(&c);
-        count_outcome(s, OUTCOME_INVALID);
-        return 0;
-    }
-    if (enqueue(s, fd, &c) != 0) {
-        completion_free(&c);
-        return 0;
-    }
-    return 1;
-}
-
-static void *connection_thread(void *arg) {
-    Connection conn = *(Connection *)arg;
-    free(arg);
-    Server *s = conn.s;
-    HttpRequest req;
-    char msg[256];
-    int status = http_read_request(conn.fd, &req, MAX_BODY, s->timeout_ms, msg, sizeof msg);
-    int handed_over = 0;
-    if (status > 0) {
-        fprintf(stderr, "request refused, %d: %s\n", status, msg);
-        send_error(conn.fd, status, msg, NULL, code_of_status(status));
-    } else if (status == 0) {
-        handed_over = handle(s, conn.fd, &req);
-    }
-    http_request_free(&req);
-    // drop what a refused client still sends, so that it reads its answer instead of a reset
-    if (!handed_over) http_close(conn.fd, MAX_BODY + HTTP_MAX_HEADER, status > 0 ? 1000 : 200);
-    pthread_mutex_lock(&s->lock);
-    s->connections--;
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
-    return NULL;
-}
-
-// ----------------------------------------------------------------------------------------------------
-// the command line
-
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: gpt-server model.bin [options]\n"
-            "Serves a model written by export.py over HTTP, OpenAI-compatible: POST /v1/completions, GET /v1/models,\n"
-            "GET /health; POST /tokenize and /detokenize (llama-server's), GET /metrics (Prometheus), GET / (a web page).\n"
-            "  --host ADDR           numeric address to listen on, or localhost (default 127.0.0.1: this machine only)\n"
-            "  --port N              port (default 8080; 0: any free port, printed at start)\n"
-            "  --threads N           threads of the generation thread (default: the number of CPU cores)\n"
-            "  --parallel N          choices decoded together, one batched step for all (default 8)\n"
-            "  --prefill_chunk N     prompt tokens a step carries beside the decodes: a long prompt goes in over\n"
-            "                        several steps while the other streams go on (default 512, or the\n"
-            "                        context if shorter)\n"
-            "  --max_tokens_cap N    largest max_tokens a request may ask for; more is a 400 (default 1024)\n"
-            "  --alias NAME          the model's name in /v1/models and answers (default: the file's name)\n"
-            "  --queue N             requests that may wait for a free generation slot; more get 503 (default 32)\n"
-            "  --timeout SECONDS     time a client has to send its request, and a stalled reader to take\n"
-            "                        each piece of the answer (default 10)\n"
-            "  --ui FILE             the web page served at /, read once at start (default: ui.html beside the\n"
-            "                        executable, c/ui.html; without it, / is a 404)\n");
-}
-
-static int parse_int(const char *flag, const char *value, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = value ? strtol(value, &end, 10) : 0;
-    if (!value || errno || *end || end == value || v < lo || v > hi) {
-        fprintf(stderr, "error: %s needs an integer between %ld and %ld, got %s\n", flag, lo, hi, value ? value : "nothing");
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
 }
 
 // The whole file (at most MAX_PAGE_BYTES), or NULL with one line in err.
@@ -1368,62 +97,21 @@ static void default_page_path(const char *argv0, char *out, size_t size) {
     snprintf(out, size, "%s/ui.html", slash ? exe : ".");
 }
 
-int main(int argc, char **argv) {
-    const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *page_path = NULL;
-    int port = 8080, threads = (int)sysconf(_SC_NPROCESSORS_ONLN), cap = 1024, queue = 32, timeout_s = 10, parallel = 8;
-    int prefill_chunk = 0;  // 0: the default, 512 or the model's context if shorter (media/prefill_chunk.md)
-    if (threads < 1) threads = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(stdout); return 0; }
-        else if (strcmp(a, "--host") == 0) { if (!v) { fprintf(stderr, "error: --host needs an address\n"); return 1; } host = v; i++; }
-        else if (strcmp(a, "--ui") == 0) { if (!v) { fprintf(stderr, "error: --ui needs a file\n"); return 1; } page_path = v; i++; }
-        else if (strcmp(a, "--alias") == 0) {
-            if (!v || !*v || strlen(v) > 200 || utf8_invalid_at((const unsigned char *)v, strlen(v)) != strlen(v) || strchr(v, '/')) {
-                fprintf(stderr, "error: --alias needs a name (UTF-8, no '/', at most 200 bytes)\n");
-                return 1;
-            }
-            alias = v;
-            i++;
-        }
-        else if (strcmp(a, "--port") == 0) { rc = parse_int(a, v, 0, 65535, &port); i++; }
-        else if (strcmp(a, "--threads") == 0) { rc = parse_int(a, v, 1, 1024, &threads); i++; }
-        else if (strcmp(a, "--max_tokens_cap") == 0) { rc = parse_int(a, v, 1, 1000000, &cap); i++; }
-        else if (strcmp(a, "--queue") == 0) { rc = parse_int(a, v, 0, 100000, &queue); i++; }
-        else if (strcmp(a, "--parallel") == 0) { rc = parse_int(a, v, 1, 256, &parallel); i++; }
-        else if (strcmp(a, "--prefill_chunk") == 0) { rc = parse_int(a, v, 1, 1 << 20, &prefill_chunk); i++; }
-        else if (strcmp(a, "--timeout") == 0) { rc = parse_int(a, v, 1, 3600, &timeout_s); i++; }
-        else if (a[0] == '-') { fprintf(stderr, "error: unknown option %s (see --help)\n", a); return 1; }
-        else if (model_path) { fprintf(stderr, "error: one model file only, got %s and %s\n", model_path, a); return 1; }
-        else model_path = a;
-        if (rc) return 1;
+// The open-file limit raised to what the system allows (the hard limit): the connections it leaves room for.
+static long raise_open_files(void) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) != 0) return 1024;
+    if (r.rlim_cur < r.rlim_max) {
+        rlim_t want = r.rlim_max == RLIM_INFINITY ? 1 << 20 : r.rlim_max;
+        struct rlimit raised = {want, r.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0) r.rlim_cur = want;
     }
-    if (!model_path) { usage(stderr); fprintf(stderr, "error: give the model file written by export.py\n"); return 1; }
-    if (!alias) {
-        const char *slash = strrchr(model_path, '/');
-        alias = slash ? slash + 1 : model_path;
-    }
+    return r.rlim_cur == RLIM_INFINITY ? 1 << 20 : (long)r.rlim_cur;
+}
 
-    char err[256], default_page[4200];
-    size_t page_len = 0;
-    if (!page_path) default_page_path(argv[0], default_page, sizeof default_page);
-    char *page = read_page(page_path ? page_path : default_page, &page_len, err, sizeof err);
-    if (!page && page_path) { fprintf(stderr, "error: %s (--ui)\n", err); return 1; }
-    if (!page) fprintf(stderr, "gpt-server: no web page at /: %s (give it with --ui FILE)\n", err);
-    GPTModel *model = gpt_open(model_path, err, sizeof err);
-    if (!model) { fprintf(stderr, "error: %s\n", err); free(page); return 1; }
-    BPE *bpe = bpe_open(model->tokenizer, model->tokenizer_size, err, sizeof err);
-    if (!bpe) { fprintf(stderr, "error: %s\n", err); gpt_close(model); free(page); return 1; }
-    if (prefill_chunk == 0) prefill_chunk = model->config.block_size < 512 ? model->config.block_size : 512;
-    if (prefill_chunk > model->config.block_size) {
-        fprintf(stderr, "error: --prefill_chunk %d is more than the model's context, %d\n", prefill_chunk,
-                model->config.block_size);
-        bpe_close(bpe); gpt_close(model); free(page);
-        return 1;
-    }
-    gpt_set_threads(threads);
-
+// A listening socket on host:port (numeric, or localhost); its port into *port (0 asks for any free one). -1 after
+// one error line.
+static int listen_on(const char *host, int *port) {
     struct sockaddr_storage addr;
     memset(&addr, 0, sizeof addr);
     socklen_t addr_len;
@@ -1432,25 +120,127 @@ int main(int argc, char **argv) {
     if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
     if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
         v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
+        v4->sin_port = htons((uint16_t)*port);
         addr_len = sizeof *v4;
     } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
         v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
+        v6->sin6_port = htons((uint16_t)*port);
         addr_len = sizeof *v6;
     } else {
         fprintf(stderr, "error: --host needs a numeric IPv4 or IPv6 address (127.0.0.1, ::1), got %s\n", host);
-        return 1;
+        return -1;
     }
-    int listener = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int listener = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int one = 1;
     if (listener < 0 || setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(listener, (struct sockaddr *)&addr, addr_len) != 0 || listen(listener, 128) != 0) {
-        fprintf(stderr, "error: cannot listen on %s port %d: %s\n", host, port, strerror(errno));
-        return 1;
+        bind(listener, (struct sockaddr *)&addr, addr_len) != 0 || listen(listener, SOMAXCONN) != 0) {
+        fprintf(stderr, "error: cannot listen on %s port %d: %s\n", host, *port, strerror(errno));
+        if (listener >= 0) close(listener);
+        return -1;
     }
     getsockname(listener, (struct sockaddr *)&addr, &addr_len);
-    port = ntohs(addr.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
+    *port = ntohs(addr.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
+    return listener;
+}
+
+// 1 for an address only this machine reaches: 127.0.0.0/8, ::1, localhost.
+static int loopback(const char *host) {
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 || strcmp(host, "localhost") == 0;
+}
+
+typedef struct {
+    const char *model_path, *host, *alias, *page_path, *api_key;
+    long port, threads, cap, queue, timeout_s, parallel, prefill_chunk, max_connections;
+} Options;
+
+// The command line into o; 0, or the exit code (after --help, or one error line).
+static int parse_options(int argc, char **argv, Options *o) {
+    const Flag flags[] = {
+        {"--host", FLAG_TEXT, &o->host, 0, 0, "ADDR", "numeric address to listen on, or localhost (default 127.0.0.1: this machine only)"},
+        {"--port", FLAG_INT, &o->port, 0, 65535, "N", "port (default 8080; 0: any free port, printed at start)"},
+        {"--threads", FLAG_INT, &o->threads, 1, 1024, "N", "threads of the generation thread (default: the number of CPU cores)"},
+        {"--parallel", FLAG_INT, &o->parallel, 1, 256, "N", "choices decoded together, one batched step for all (default 8)"},
+        {"--prefill_chunk", FLAG_INT, &o->prefill_chunk, 1, 1 << 20, "N", "prompt tokens a step carries beside the decodes: a long prompt goes in over\n"
+                                  "several steps while the other streams go on (default 512, or the\ncontext if shorter)"},
+        {"--max_tokens_cap", FLAG_INT, &o->cap, 1, 1000000, "N", "largest max_tokens a request may ask for; more is a 400 (default 1024)"},
+        {"--alias", FLAG_TEXT, &o->alias, 0, 0, "NAME", "the model's name in /v1/models and answers (default: the file's name)"},
+        {"--queue", FLAG_INT, &o->queue, 0, 100000, "N", "requests that may wait for a free generation slot; more get 503 (default 32)"},
+        {"--timeout", FLAG_INT, &o->timeout_s, 1, 3600, "SECONDS", "time a client has to send its request, and a client that stops reading\n"
+                                  "its answer before it is cut (default 10)"},
+        {"--max_connections", FLAG_INT, &o->max_connections, 1, 1 << 20, "N", "client connections open at once; past it, 503 and close (default 4096,\n"
+                                  "or what the open-file limit leaves room for)"},
+        {"--api-key", FLAG_TEXT, &o->api_key, 0, 0, "KEY", "every endpoint but /health and the page needs Authorization: Bearer KEY\n"
+                                  "(default: the GPT_SERVER_API_KEY environment variable; none: open)"},
+        {"--ui", FLAG_TEXT, &o->page_path, 0, 0, "FILE", "the web page served at /, read once at start (default: ui.html beside the\n"
+                                  "executable, c/ui.html; without it, / is a 404)"},
+    };
+    const char *head = "usage: gpt-server model.bin [options]\n"
+                       "Serves a model written by export.py over HTTP, OpenAI-compatible: POST /v1/completions, GET /v1/models,\n"
+                       "GET /health; POST /tokenize and /detokenize (llama-server's), GET /metrics (Prometheus), GET / (a web page).";
+    int rc = flags_parse(flags, (int)(sizeof flags / sizeof *flags), argc, argv, &o->model_path, head);
+    if (rc) return rc < 0;
+    const char *a = o->alias;
+    if (a && (!*a || strlen(a) > 200 || utf8_invalid_at((const unsigned char *)a, strlen(a)) != strlen(a) || strchr(a, '/'))) {
+        fprintf(stderr, "error: --alias needs a name (UTF-8, no '/', at most 200 bytes)\n");
+        return 1;
+    }
+    if (o->api_key && !*o->api_key) {
+        fprintf(stderr, "error: --api-key needs a key, not an empty string\n");
+        return 1;
+    }
+    if (!o->model_path) {
+        flags_usage(stderr, head, flags, (int)(sizeof flags / sizeof *flags));
+        fprintf(stderr, "error: give the model file written by export.py\n");
+        return 1;
+    }
+    return 0;
+}
+
+// The model, its tokenizer and the page; 0, or 1 after one error line.
+static int open_model(Options *o, Server *s, char *argv0) {
+    char err[256], default_page[4200];
+    if (!o->page_path) default_page_path(argv0, default_page, sizeof default_page);
+    char *page = read_page(o->page_path ? o->page_path : default_page, &s->page_len, err, sizeof err);
+    if (!page && o->page_path) { fprintf(stderr, "error: %s (--ui)\n", err); return 1; }
+    if (!page) fprintf(stderr, "gpt-server: no web page at /: %s (give it with --ui FILE)\n", err);
+    s->page = page;
+    GPTModel *model = gpt_open(o->model_path, err, sizeof err);
+    if (!model) { fprintf(stderr, "error: %s\n", err); free(page); return 1; }
+    BPE *bpe = bpe_open(model->tokenizer, model->tokenizer_size, err, sizeof err);
+    if (!bpe) { fprintf(stderr, "error: %s\n", err); gpt_close(model); free(page); return 1; }
+    s->model = model;
+    s->bpe = bpe;
+    int block = model->config.block_size;
+    if (o->prefill_chunk == 0) o->prefill_chunk = block < 512 ? block : 512;  // media/prefill_chunk.md
+    if (o->prefill_chunk > block) {
+        fprintf(stderr, "error: --prefill_chunk %ld is more than the model's context, %d\n", o->prefill_chunk, block);
+        bpe_close(bpe); gpt_close(model); free(page);
+        return 1;
+    }
+    return 0;
+}
+
+#ifndef TESTING
+int main(int argc, char **argv) {
+    Options o = {.host = "127.0.0.1", .port = 8080, .threads = sysconf(_SC_NPROCESSORS_ONLN), .cap = 1024, .queue = 32,
+                 .timeout_s = 10, .parallel = 8, .max_connections = 4096, .api_key = getenv("GPT_SERVER_API_KEY")};
+    if (o.threads < 1) o.threads = 1;
+    int rc = parse_options(argc, argv, &o);
+    if (rc) return rc;
+    if (!o.alias) o.alias = strrchr(o.model_path, '/') ? strrchr(o.model_path, '/') + 1 : o.model_path;
+    if (o.api_key && !*o.api_key) o.api_key = NULL;
+    Server s = {.alias = o.alias, .api_key = o.api_key, .max_tokens_cap = (int)o.cap, .queue_size = (int)o.queue,
+                .timeout_ms = (int)o.timeout_s * 1000, .started = (long long)time(NULL), .parallel = (int)o.parallel};
+    if (open_model(&o, &s, argv[0])) return 1;
+    s.prefill_chunk = (int)o.prefill_chunk;
+    gpt_set_threads((int)o.threads);
+    long files = raise_open_files();
+    s.max_connections = (int)(o.max_connections < files - RESERVED_FILES ? o.max_connections : files - RESERVED_FILES);
+    if (s.max_connections < 1) s.max_connections = 1;
+    int port = (int)o.port, listener = listen_on(o.host, &port), wake[2];
+    if (listener < 0) return 1;
+    if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) { fprintf(stderr, "error: cannot make a pipe: %s\n", strerror(errno)); return 1; }
+    s.wake_fd = wake[1];
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1458,10 +248,6 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);  // a client gone mid-answer is an error return, not a dead server
-
-    Server s = {.model = model, .bpe = bpe, .alias = alias, .page = page, .page_len = page_len, .max_tokens_cap = cap,
-                .queue_size = queue, .timeout_ms = timeout_s * 1000, .started = (long long)time(NULL), .parallel = parallel,
-                .prefill_chunk = prefill_chunk};
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.changed, NULL);
     pthread_t generator;
@@ -1469,70 +255,26 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: cannot start the generation thread\n");
         return 1;
     }
-    const GPTConfig *cfg = &model->config;
-    fprintf(stderr, "gpt-server: %s (%d layers, %d wide, context %d, %s) as \"%s\", %d threads, %d parallel, prefill "
-            "chunk %d, queue %d, max_tokens_cap %d; kernels %s\n", model_path, cfg->n_layer, cfg->n_embd, cfg->block_size,
-            cfg->dtype == GPT_DTYPE_Q8_0 ? "q8_0" : "fp32", alias, threads, parallel, prefill_chunk, queue, cap,
+    const GPTConfig *cfg = &s.model->config;
+    fprintf(stderr, "gpt-server: %s (%d layers, %d wide, context %d, %s) as \"%s\", %ld threads, %d parallel, prefill "
+            "chunk %d, queue %d, max_tokens_cap %d, max connections %d (open-file limit %ld), timeout %ld s, %s; "
+            "kernels %s\n", o.model_path, cfg->n_layer, cfg->n_embd, cfg->block_size,
+            cfg->dtype == GPT_DTYPE_Q8_0 ? "q8_0" : "fp32", s.alias, o.threads, s.parallel, s.prefill_chunk, s.queue_size,
+            s.max_tokens_cap, s.max_connections, files, o.timeout_s, s.api_key ? "API key needed" : "no API key",
             matmul_kernel_name());
-    fprintf(stderr, "gpt-server: listening on http://%s%s%s:%d\n", addr.ss_family == AF_INET6 ? "[" : "", host,
-            addr.ss_family == AF_INET6 ? "]" : "", port);
+    if (!s.api_key && !loopback(o.host))
+        fprintf(stderr, "gpt-server: warning: listening on %s, reachable from other machines, without an API key "
+                "(--api-key KEY or GPT_SERVER_API_KEY)\n", o.host);
+    fprintf(stderr, "gpt-server: listening on http://%s%s%s:%d\n", strchr(o.host, ':') ? "[" : "",
+            strcmp(o.host, "localhost") ? o.host : "127.0.0.1", strchr(o.host, ':') ? "]" : "", port);
 
-    struct timeval send_timeout = {timeout_s, 0};
-    while (!stop_requested) {
-        struct pollfd p = {listener, POLLIN, 0};
-        if (poll(&p, 1, 250) <= 0) continue;
-        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) continue;  // the client gave up already, or out of descriptors for a moment
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // streamed pieces leave at once
-        pthread_mutex_lock(&s.lock);
-        int room = s.connections < MAX_CONNECTIONS;
-        if (room) s.connections++;
-        pthread_mutex_unlock(&s.lock);
-        Connection *conn = room ? malloc(sizeof *conn) : NULL;
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (conn) {
-            conn->s = &s;
-            conn->fd = fd;
-        }
-        if (!conn || pthread_create(&t, &attr, connection_thread, conn) != 0) {
-            free(conn);
-            if (room) {
-                pthread_mutex_lock(&s.lock);
-                s.connections--;
-                pthread_mutex_unlock(&s.lock);
-            }
-            send_error(fd, 503, "too many connections: try again later", NULL, "server_busy");
-            http_close(fd, 0, 0);
-        }
-        pthread_attr_destroy(&attr);
-    }
-
-    fprintf(stderr, "gpt-server: stopping: no new connections, queued requests get 503, the one in flight is cut\n");
-    close(listener);
-    pthread_mutex_lock(&s.lock);
-    pthread_cond_broadcast(&s.changed);
-    pthread_mutex_unlock(&s.lock);
-    pthread_join(generator, NULL);
-    // readers finish within the request timeout; after that (and a little), leave anyway
-    long long deadline = now_ms() + s.timeout_ms + 2000;
-    pthread_mutex_lock(&s.lock);
-    while (s.connections > 0 && now_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait(&s.changed, &s.lock, &ts);
-    }
-    int left = s.connections;
-    pthread_mutex_unlock(&s.lock);
-    if (left == 0) {
-        bpe_close(bpe);
-        gpt_close(model);
-        free(page);
-    }
+    serve_connections(&s, listener, wake[0], generator);  // until SIGTERM, then joins the generation thread
+    close(wake[0]);
+    close(wake[1]);
+    bpe_close((BPE *)s.bpe);
+    gpt_close((GPTModel *)s.model);
+    free((char *)s.page);
     fprintf(stderr, "gpt-server: stopped\n");
     return 0;
 }
+#endif
