@@ -36,7 +36,7 @@ static int set_value(const Flag *flag, const char *text) {
         *(long *)flag->value = v;
     } else {
         float v = strtof(text, &end);
-        if (errno || end == text || *end || !(v >= flag->lo && v <= flag->hi)) {
+        if (errno || end == text || *end || !(v >= (float)flag->lo && v <= (float)flag->hi)) {  // as floats: 1e-6 is 1e-6f
             fprintf(stderr, "error: %s needs a number between %g and %g, got '%s'\n", flag->name, flag->lo, flag->hi, text);
             return -1;
         }

@@ -42,11 +42,6 @@
 
 volatile sig_atomic_t stop_requested = 0;
 
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
-
 long long now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -64,6 +59,12 @@ uint64_t splitmix64(uint64_t x) {
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
     return x ^ (x >> 31);
+}
+
+#ifndef TESTING  // tests/c/server_test.c links the rest of the server without its command line
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
 }
 
 // The whole file (at most MAX_PAGE_BYTES), or NULL with one line in err.
@@ -220,7 +221,6 @@ static int open_model(Options *o, Server *s, char *argv0) {
     return 0;
 }
 
-#ifndef TESTING
 int main(int argc, char **argv) {
     Options o = {.host = "127.0.0.1", .port = 8080, .threads = sysconf(_SC_NPROCESSORS_ONLN), .cap = 1024, .queue = 32,
                  .timeout_s = 10, .parallel = 8, .max_connections = 4096, .api_key = getenv("GPT_SERVER_API_KEY")};

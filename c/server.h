@@ -143,6 +143,8 @@ void conn_send(Server *s, Conn *c, const void *data, size_t n);  // appends to t
 int conn_state(Server *s, Conn *c);  // CONN_FULL: OUTBOX_BYTES wait unsent, its generations pause
 int conn_state_locked(const Conn *c); // the same, for a caller that holds the lock
 void conn_done(Server *s, Conn *c);  // the answer is complete: the I/O thread sends the rest, then closes
+// 1 when req's Authorization is "Bearer API_KEY" (compared in constant time), or no key is needed (api_key NULL).
+int authorized(const char *api_key, const HttpRequest *req);
 // The I/O thread's side: accept on listener and serve until stopped (and the answers in flight are sent).
 // Returns once stopped (SIGTERM) and the answers in flight are sent, after joining the generation thread.
 void serve_connections(Server *s, int listener, int wake_read_fd, pthread_t generator);
