@@ -72,6 +72,9 @@ SHAPES = {"124M": dict(block_size=2048, n_layer=12, n_head=12, n_embd=768),
 SINGLE_STREAM = {"124M": dict(prompts=(128, 512, 1024), new_tokens=256, depths=(512, 1024)),
                  "tiny": dict(prompts=(8, 16, 32), new_tokens=8, depths=(16, 32))}
 BATCH = dict(requests=8, prompt_tokens=16, max_tokens=128)  # batched decode: short prompts, all at once or in turn
+# the stalled reader: a client that asks for megabytes (8 streams with logprobs) with a 4 KiB receive buffer and reads
+# none of it, beside the most clients; the other clients' load gets at most `seconds`, then is reported unfinished
+STALL = dict(n=8, prompt_tokens=16, max_tokens=1024, logprobs=5, seconds=120, settle_seconds=60)
 PROMPT_TEXT = ("The quick brown fox jumps over the lazy dog, and the dog, being lazy, does not mind at all. "
                "Every morning the fox comes back to the same field and tries again. ")
 REQUEST_SECONDS = 600  # one client's request, start to end: a bound, not an expectation
@@ -188,11 +191,11 @@ def start_server(engine, path, threads, slots, block_size, peer_dir, ours_binary
     raise ValueError(f"{cmd[0]} did not answer /health within 120 s (see {log.name})")
 
 
-def stream_one(port, prompt, max_tokens):
+def stream_one(port, prompt, max_tokens, seconds=REQUEST_SECONDS):
     """(time to first token, [times between tokens], tokens) of one streamed completion, in seconds."""
     body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}).encode()
     start = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_SECONDS)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=seconds)
     conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
     response = conn.getresponse()
     if response.status != 200:
@@ -210,17 +213,62 @@ def stream_one(port, prompt, max_tokens):
     return arrivals[0] - start, [b - a for a, b in zip(arrivals, arrivals[1:])], len(arrivals)
 
 
-def load(port, prompts, max_tokens):
-    """One load: a completion of each prompt, all at once. {"tok_per_s", "ttft_median", "ttft_p99", "itl_median"}."""
+def load(port, prompts, max_tokens, seconds=REQUEST_SECONDS):
+    """One load: a completion of each prompt, all at once. {"tok_per_s", "ttft_median", "ttft_p99", "itl_median"};
+    None for each when a client waited longer than `seconds` for a byte (it did not finish)."""
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
-        results = list(pool.map(lambda prompt: stream_one(port, prompt, max_tokens), prompts))
+        try:
+            results = list(pool.map(lambda prompt: stream_one(port, prompt, max_tokens, seconds), prompts))
+        except (TimeoutError, socket.timeout):
+            return {"tok_per_s": None, "ttft_median": None, "ttft_p99": None, "itl_median": None}
     wall = time.perf_counter() - start
     ttfts = sorted(r[0] for r in results)
     gaps = [g for r in results for g in r[1]]
     return {"tok_per_s": sum(r[2] for r in results) / wall, "ttft_median": statistics.median(ttfts),
             "ttft_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
             "itl_median": statistics.median(gaps) if gaps else None}
+
+
+def stalled_reader(port, prompt):
+    """A connection that asks for STALL's megabytes (n streams with logprobs) with a 4 KiB receive buffer and never
+    reads a byte of the answer."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    body = json.dumps({"prompt": prompt, "n": STALL["n"], "max_tokens": STALL["max_tokens"], "logprobs": STALL["logprobs"],
+                       "temperature": 1.0, "stream": True}).encode()
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return s
+
+
+def paused_for_client(port, engine):
+    """Ours: whether its /metrics shows the stalled reader's choices paused (its outbox full). The peer has no such
+    gauge: None."""
+    if engine != "ours":
+        return None
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    match = re.search(r"^gptserver:slots_waiting_for_client (\d+)$", text, re.M)
+    return bool(match) and int(match[1]) == STALL["n"]
+
+
+def load_beside_stalled_reader(engine, port, prompts, max_tokens, stall_prompt):
+    """The load of `prompts` with a stalled reader holding its connection: started once ours shows the reader's
+    choices paused (at most STALL's settle_seconds), after the same wait for the peer; each client gets at most
+    STALL's seconds."""
+    stalled = stalled_reader(port, stall_prompt)
+    try:
+        deadline = time.time() + STALL["settle_seconds"]
+        while time.time() < deadline and not paused_for_client(port, engine):
+            time.sleep(0.5 if engine == "ours" else STALL["settle_seconds"] / 4)
+        return load(port, prompts, max_tokens, STALL["seconds"])
+    finally:
+        stalled.close()
 
 
 def batch_speedup(port, prompts, max_tokens):
@@ -260,7 +308,7 @@ def met(value, wanted, at_least=True):
     return "yes" if ok else f"no, by {abs(value / wanted - 1) * 100:.0f}%"
 
 
-def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note):
+def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note, stalled=None, stall_shape=""):
     """The serving table, the single-stream table (each prefill row also as a fraction of this machine's peak for
     its type) and, with the peer, ours against it and against our own single stream: the issue's targets, each a
     ratio of medians."""
@@ -289,6 +337,18 @@ def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note):
     for (engine, dtype), speedup in sorted(batch.items()):
         lines.append(f"| {engine} | {dtype} | {cell(speedup, fmt='{:.2f}x')} |")
     counts = sorted({clients for _, _, clients in rows})
+    stalled = stalled or {}
+    if stalled:
+        lines += ["", f"A stalled reader: {stall_shape}:", "",
+                  "| engine | type | clients | generated tok/s | TTFT median ms | TTFT p99 ms | between tokens ms | "
+                  "tok/s / without the stalled reader |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for (engine, dtype), r in stalled.items():
+            plain = rows.get((engine, dtype, counts[-1]))
+            done = r["tok_per_s"] is not None
+            lines.append(f"| {engine} | {dtype} | {counts[-1]} + stalled | "
+                         f"{cell(r['tok_per_s']) if done else 'not finished'} | {cell(r['ttft_median'], 1000)} | "
+                         f"{cell(r['ttft_p99'], 1000)} | {cell(r['itl_median'], 1000)} | "
+                         f"{ratio(r['tok_per_s'], plain and plain['tok_per_s'])} |")
     lines += ["", "Against llama.cpp (ratios of medians): aggregate tok/s of c/gpt-server over llama-server's, p99 "
               "time to first token over llama-server's, and our aggregate at each client count over ours at "
               f"{counts[0]}:", "",
@@ -314,9 +374,14 @@ def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note):
                             ours["tok_per_s"][0] / peer["tok_per_s"][0], 1.5, True))
             targets.append((f"{dtype} {counts[-1]} clients, p99 TTFT ours / llama-server",
                             ours["ttft_p99"][0] / peer["ttft_p99"][0], 0.6, False))
+    for (engine, dtype), r in stalled.items():
+        plain = rows.get((engine, dtype, counts[-1]))
+        if engine == "ours" and plain:
+            targets.append((f"{dtype} {counts[-1]} clients beside a stalled reader / without it, ours, aggregate tok/s",
+                            r["tok_per_s"][0] / plain["tok_per_s"][0] if r["tok_per_s"] else 0.0, 0.9, True))
     if ("ours", "q8_0") in batch:
         targets.append(("q8_0 batched decode, all at once / one after another", batch[("ours", "q8_0")][0], 3.0, True))
-    lines += ["", "The targets (issue 28):", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]
+    lines += ["", "The targets (issues 28 and 33):", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]
     for what, value, wanted, at_least in targets:
         lines.append(f"| {what} | {value:.2f}x | {'≥' if at_least else '≤'} {wanted}x | {met(value, wanted, at_least)} |")
     return "\n".join(lines) + "\n"
@@ -378,7 +443,7 @@ def main(argv=None):
         prompt_tokens = min(args.prompt_tokens, block_size - args.max_tokens)
         numbers = itertools.count()  # a prompt of its own for every request of the benchmark
         engines = ["ours"] + (["llama.cpp"] if args.llamacpp else [])
-        samples, single_samples, batch_samples, peak_samples = {}, {}, {}, {}
+        samples, single_samples, batch_samples, peak_samples, stall_samples = {}, {}, {}, {}, {}
         batch_prompt, batch_tokens = min(BATCH["prompt_tokens"], block_size // 4), min(BATCH["max_tokens"], args.max_tokens)
         with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "servers.log"), "w") as log:
             paths = write_models(tmp, shape, bool(args.llamacpp))
@@ -405,6 +470,21 @@ def main(argv=None):
                         finally:
                             proc.terminate()
                             proc.wait(timeout=30)
+                        # a server of its own, with slots for the stalled reader's streams beside the clients'
+                        proc, port = start_server(engine, paths[(engine, dtype)], args.threads, slots + STALL["n"],
+                                                  block_size, args.llamacpp, args.server, log, args.prefill_chunk)
+                        try:
+                            load(port, [prompt_of(prompt_tokens, next(numbers))], 4)
+                            prompts = [prompt_of(prompt_tokens, next(numbers)) for _ in range(clients[-1])]
+                            result = load_beside_stalled_reader(engine, port, prompts, args.max_tokens,
+                                                                prompt_of(STALL["prompt_tokens"], next(numbers)))
+                            stall_samples.setdefault((engine, dtype), []).append(result)
+                            rate = result["tok_per_s"]
+                            print(f"round {round_ + 1}: {engine} {dtype} {clients[-1]} clients beside a stalled reader: "
+                                  + (f"{rate:,.1f} tok/s" if rate else f"not finished within {STALL['seconds']} s"), flush=True)
+                        finally:
+                            proc.kill()  # the peer may be stuck writing to the stalled reader
+                            proc.wait(timeout=30)
                         # with the server gone: nothing else runs beside the single stream
                         rates = single_stream(engine, paths[(engine, dtype)], args.threads, args.llamacpp, args.engine,
                                               shape)
@@ -422,6 +502,11 @@ def main(argv=None):
               for key, by_engine in single_samples.items()}
     batch = {key: summarize(speedups) for key, speedups in batch_samples.items()}
     peaks = {dtype: summarize(rates) for dtype, rates in peak_samples.items()}
+    stalled = {key: {metric: summarize([s[metric] for s in runs]) for metric in runs[0]} for key, runs in sorted(stall_samples.items())}
+    stall_shape = (f"{clients[-1]} clients as above beside a client that asks for {STALL['n']} streams of {STALL['max_tokens']} "
+                   f"tokens with logprobs {STALL['logprobs']} and reads none of them (4 KiB receive buffer), each server "
+                   f"with --parallel {slots + STALL['n']}; a client that waits over {STALL['seconds']} s for a byte ends "
+                   f"the load as not finished")
     kernels = bench_c.run([args.engine, "--peak", "--threads", "1"], 1).split("| kernels ", 1)[1].strip()
     note = (f"`python bench_serve.py{' --tiny' if args.tiny else ''}"
             f"{' --llamacpp DIR' if args.llamacpp else ''}` on {hardware()}, "
@@ -431,7 +516,7 @@ def main(argv=None):
             f"{prompt_tokens}-token prompt of its own; median of {args.rounds} round(s), range in "
             f"brackets.")
     batch_shape = f"{BATCH['requests']} greedy requests of {batch_prompt}-token prompts and {batch_tokens} tokens each"
-    table = markdown(rows, single, batch, batch_shape, peaks, matmul_ops_per_token(shape), note)
+    table = markdown(rows, single, batch, batch_shape, peaks, matmul_ops_per_token(shape), note, stalled, stall_shape)
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with atomic_write(args.out) as f:

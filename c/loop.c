@@ -460,8 +460,11 @@ static void accept_all(Server *s, Loop *l, int listener, long long now) {
             turn_away(fd);
             continue;
         }
-        int one = 1;
+        int one = 1, send_buffer = OUTBOX_BYTES;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // streamed pieces leave at once
+        // the kernel's buffer bounded too (Linux doubles it): by default it grows to 4 MiB per connection, which a
+        // client that reads nothing would hold, and which would hide for a long time that it reads nothing
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer);
         c->fd = fd;
         c->phase = READING;
         c->deadline = now + s->timeout_ms;

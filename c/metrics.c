@@ -49,7 +49,7 @@ void metrics_text(Server *s, Buf *b) {
     pthread_mutex_unlock(&s->lock);
     buf_puts(b, "# HELP gptserver:requests_total Completion requests by outcome: ok, cancelled (the client went away), "
                  "client_too_slow (cut: it left its answer unread past --timeout), invalid (400), rejected (503: queue "
-                 "full or shutting down), unauthorized (401: no or a wrong API key), error (500).\n"
+                 "full or shutting down), unauthorized (401 on any endpoint: no or a wrong API key), error (500).\n"
                  "# TYPE gptserver:requests_total counter\n");
     for (int i = 0; i < N_OUTCOMES; i++)
         buf_printf(b, "gptserver:requests_total{outcome=\"%s\"} %llu\n", outcome_names[i], m.requests[i]);
@@ -81,6 +81,9 @@ void metrics_text(Server *s, Buf *b) {
     buf_printf(b, "gptserver:time_to_first_token_seconds_bucket{le=\"+Inf\"} %llu\n"
                    "gptserver:time_to_first_token_seconds_sum %.6f\ngptserver:time_to_first_token_seconds_count %llu\n",
                m.ttft_count, m.ttft_sum, m.ttft_count);
+    buf_printf(b, "# HELP gptserver:slots_waiting_for_client Generation slots paused: their client has not read %d KiB "
+                  "of its answer.\n# TYPE gptserver:slots_waiting_for_client gauge\ngptserver:slots_waiting_for_client %d\n",
+               OUTBOX_BYTES >> 10, m.slots_waiting);
     buf_printf(b, "# HELP gptserver:connections Client connections open now (at most --max_connections).\n"
                   "# TYPE gptserver:connections gauge\ngptserver:connections %d\n", m.connections);
 }

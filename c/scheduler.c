@@ -231,6 +231,7 @@ static int wait_for_work(Server *s, Generator *g) {
             runnable += g->slots[i].job && !waits_for_client(&g->slots[i]);
         }
         s->metrics.slots_busy = active;
+        s->metrics.slots_waiting = active - runnable;
         if (!active && !g->pending && !s->head && stop_requested) break;
         if (runnable || g->pending || s->head) break;
         // wake up now and then: the signal handler cannot signal a condition variable

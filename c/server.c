@@ -40,7 +40,7 @@
 #define MAX_PAGE_BYTES (1 << 20)  // the web page file
 #define RESERVED_FILES 64         // descriptors kept for the model file, the listener, the wake pipe, stdio
 
-volatile sig_atomic_t stop_requested = 0;
+atomic_int stop_requested = 0;
 
 long long now_ms(void) {
     struct timespec ts;
@@ -229,6 +229,9 @@ int main(int argc, char **argv) {
     if (rc) return rc;
     if (!o.alias) o.alias = strrchr(o.model_path, '/') ? strrchr(o.model_path, '/') + 1 : o.model_path;
     if (o.api_key && !*o.api_key) o.api_key = NULL;
+    if (!o.api_key && !loopback(o.host))
+        fprintf(stderr, "gpt-server: warning: %s is reachable from other machines, and no API key is set (--api-key KEY "
+                "or GPT_SERVER_API_KEY)\n", o.host);
     Server s = {.alias = o.alias, .api_key = o.api_key, .max_tokens_cap = (int)o.cap, .queue_size = (int)o.queue,
                 .timeout_ms = (int)o.timeout_s * 1000, .started = (long long)time(NULL), .parallel = (int)o.parallel};
     if (open_model(&o, &s, argv[0])) return 1;
@@ -262,9 +265,6 @@ int main(int argc, char **argv) {
             cfg->dtype == GPT_DTYPE_Q8_0 ? "q8_0" : "fp32", s.alias, o.threads, s.parallel, s.prefill_chunk, s.queue_size,
             s.max_tokens_cap, s.max_connections, files, o.timeout_s, s.api_key ? "API key needed" : "no API key",
             matmul_kernel_name());
-    if (!s.api_key && !loopback(o.host))
-        fprintf(stderr, "gpt-server: warning: listening on %s, reachable from other machines, without an API key "
-                "(--api-key KEY or GPT_SERVER_API_KEY)\n", o.host);
     fprintf(stderr, "gpt-server: listening on http://%s%s%s:%d\n", strchr(o.host, ':') ? "[" : "",
             strcmp(o.host, "localhost") ? o.host : "127.0.0.1", strchr(o.host, ':') ? "]" : "", port);
 

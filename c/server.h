@@ -21,6 +21,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define MAX_BODY (1 << 20)        // bytes of a request body
@@ -34,8 +35,9 @@
 #define OUTBOX_BYTES (256 << 10)  // unsent bytes of a stream past which its generations wait for the client
 #define N_TTFT_BUCKETS 12
 
-// Set by the signal handler, read everywhere: the one piece of process-wide state.
-extern volatile sig_atomic_t stop_requested;
+// Set by the signal handler, read by both threads: the one piece of process-wide state (atomic: a lock-free atomic is
+// safe in a signal handler, and unlike volatile sig_atomic_t, to read from another thread).
+extern atomic_int stop_requested;
 
 // A request's parameters, shared by its choices.
 typedef struct {
@@ -110,6 +112,7 @@ typedef struct {
     unsigned long long ttft_count, ttft_buckets[N_TTFT_BUCKETS];  // time to first token, per upper bound
     double ttft_sum;
     int slots_busy;
+    int slots_waiting;                                // of them, waiting for a client that does not read
     int connections;                                  // open client connections (the I/O thread's)
 } Metrics;
 

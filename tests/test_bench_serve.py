@@ -39,6 +39,12 @@ def test_the_tables_have_a_row_per_type_and_client_count_and_per_single_stream_t
     assert any(line.startswith("| q8_0 batched decode, all at once / one after another |") for line in lines)
     scaling = [line.split("|")[1:-1] for line in lines if line.startswith(("| fp32 | 2 |", "| q8_0 | 2 |"))]
     assert len(scaling) == 2 and all(r[2].strip() == "—" and r[4].strip().endswith("x") for r in scaling)
+    # beside a stalled reader: a row per type, its tokens counted, its rate against the plain row's, and the target
+    stalled = [line.split("|")[1:-1] for line in lines if line.startswith("| ours") and "+ stalled" in line]
+    assert [(r[1].strip(), r[2].strip()) for r in stalled] == [("fp32", "2 + stalled"), ("q8_0", "2 + stalled")]
+    assert all(float(r[3].split()[0].replace(",", "")) > 0 and r[7].strip().endswith("x") for r in stalled)
+    assert sum(line.startswith(("| fp32 2 clients beside a stalled reader", "| q8_0 2 clients beside a stalled reader"))
+               for line in lines) == 2
 
 
 def test_the_targets_say_whether_each_is_met_and_by_how_much():

@@ -33,9 +33,10 @@ CYCLE = [" The", " caf", b"\xc3", b"\xa9", " is", " open", ".", b"\xe6", b"\x97"
          b"\xf0", b"\x9f", b"\x98", b"\x80", " Stop", " here", "!", "\n"]
 PROMPT = "Say: The"  # tiktoken: "Say", ":", " The", the last one in CYCLE
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
-                 "OMP_NUM_THREADS": "1"}
-SANITIZER_ERRORS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+                 "TSAN_OPTIONS": "second_deadlock_stack=1", "OMP_NUM_THREADS": "1"}
+SANITIZER_ERRORS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer")
 SERVER_SOURCES = makefile_sources("SERVER_SOURCES")
+ENGINE_SOURCES = ("gpt.c", "matmul.c", "bpe.c")
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
 
@@ -43,14 +44,27 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C co
 # ---------------------------------------------------------------------------------------------------
 # fixtures: the binaries, the model, the servers
 
-@pytest.fixture(scope="module")
-def build_jobs(tmp_path_factory):
-    """Starts the two compiles (the server with sanitizers, c/gpt plain) while the model is exported."""
+@pytest.fixture(scope="module", params=["asan", "tsan"])
+def build_jobs(request, tmp_path_factory):
+    """Starts the two compiles (the server under a sanitizer, c/gpt plain) while the model is exported. The server's
+    tests run twice: under AddressSanitizer and UndefinedBehaviorSanitizer, and under ThreadSanitizer, which checks
+    what the I/O and generation threads share (the outboxes, the queue, the counters). For ThreadSanitizer the
+    engine (gpt.c, matmul.c, bpe.c: the generation thread's alone) is compiled without it, which keeps the steps fast."""
     out = tmp_path_factory.mktemp("bin")
     server, gpt = str(out / "gpt-server"), str(out / "gpt")
-    commands = [["cc", "-std=c11", "-O2", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-Wall",
-                 "-Wextra", "-o", server] + [os.path.join(REPO, s) for s in SERVER_SOURCES] + ["-lm", "-lpthread"],
-                ["cc", "-std=c11", "-O2", "-o", gpt] + [os.path.join(REPO, s) for s in makefile_sources("C_SOURCES")] + ["-lm"]]
+    sources = [os.path.join(REPO, s) for s in SERVER_SOURCES]
+    warn = ["-std=c11", "-g", "-Wall", "-Wextra"]
+    if request.param == "asan":
+        build = ["cc", "-O2", *warn, "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-o", server, *sources,
+                 "-lm", "-lpthread"]
+    else:
+        engine = [s for s in sources if os.path.basename(s) in ENGINE_SOURCES]
+        objects = [str(out / os.path.basename(s).replace(".c", ".o")) for s in engine]
+        build = ["sh", "-c", " && ".join(
+            [f"cc -O2 -std=c11 -c {s} -o {o}" for s, o in zip(engine, objects)] +
+            [" ".join(["cc", "-O1", *warn, "-fsanitize=thread", "-o", server,
+                       *[s for s in sources if s not in engine], *objects, "-lm", "-lpthread"])])]
+    commands = [build, ["cc", "-std=c11", "-O2", "-o", gpt] + [os.path.join(REPO, s) for s in makefile_sources("C_SOURCES")] + ["-lm"]]
     jobs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
     yield jobs, (server, gpt)
     for job in jobs:
@@ -64,7 +78,8 @@ def binaries(build_jobs):
     for job in jobs:
         _, stderr = job.communicate(timeout=300)
         assert job.returncode == 0, stderr
-        ours = [line for line in stderr.splitlines() if any(os.path.basename(f) in line for f in SERVER_SOURCES[:-3])]
+        ours = [line for line in stderr.splitlines()
+                if any(os.path.basename(f) in line for f in SERVER_SOURCES if os.path.basename(f) not in ENGINE_SOURCES)]
         assert not ours, "the server's sources must be -Wall -Wextra clean:\n" + "\n".join(ours)
     return paths
 
@@ -126,10 +141,10 @@ def greedy(model, ids, n):
 
 
 class Server:
-    def __init__(self, binary, model_path, log_path, *args):
+    def __init__(self, binary, model_path, log_path, *args, env=None):
         self.log_path = log_path
         self.log = open(log_path, "w")
-        env = dict(os.environ, **SANITIZER_ENV)
+        env = dict(os.environ, **SANITIZER_ENV, **(env or {}))
         self.proc = subprocess.Popen([binary, model_path, "--port", "0", "--threads", "1", "--alias", "planted", *args],
                                      stdout=self.log, stderr=self.log, env=env)
         deadline = time.time() + 30

@@ -122,3 +122,27 @@ def test_an_error_shows_the_servers_one_line_message(page, page_server):
     page.wait_for_function("document.getElementById('error').textContent !== ''", timeout=10000)
     assert page.inner_text("#error") == answer["error"]["message"] == "temperature must be between 0 and 2"
     assert page.eval_on_selector("#completion", "e => e.textContent") == ""
+
+
+def test_a_server_with_an_api_key_asks_for_it_once_and_then_answers(browser, planted, binaries, tmp_path):
+    server = Server(binaries[0], planted[1], str(tmp_path / "key.log"), "--ui", UI, "--api-key", "page-key")
+    asked = []
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept("wrong" if not asked[1:] else "page-key")))
+        page.goto(f"http://127.0.0.1:{server.port}/")  # the page needs no key; /v1/models does: asked twice, the first refused
+        page.wait_for_function("document.getElementById('model').textContent === 'planted'")
+        assert asked == ["This server needs its API key:", "That API key was refused. This server's API key:"]
+        want = post(server.port, {"prompt": PROMPT, "max_tokens": 12, "temperature": 0},
+                    headers={"Authorization": "Bearer page-key"})[1]["choices"][0]["text"]
+        set_fields(page, prompt=PROMPT, max_tokens=12, temperature=0)
+        page.click("#generate")
+        page.wait_for_function("document.getElementById('status').textContent.includes('finish_reason')", timeout=30000)
+        assert page.eval_on_selector("#completion", "e => e.textContent") == want
+        assert len(asked) == 2  # the key, once accepted, goes with every later request
+    finally:
+        context.close()
+        code = server.stop()
+    server.assert_clean()
+    assert code == 0
