@@ -407,6 +407,37 @@ void gpt_state_free(GPTState *s) {
 
 void gpt_state_reset(GPTState *s) { s->length = 0; s->pos = 0; s->error[0] = '\0'; }
 int gpt_state_length(const GPTState *s) { return s->length; }
+
+const int *gpt_state_tokens(const GPTState *s, int *n) {
+    *n = s->length;
+    return s->length == s->pos ? s->window : NULL;  // past block_size the window moved: pos restarted below length
+}
+
+int gpt_state_truncate(GPTState *s, int n) {
+    if (s->length != s->pos || n < 0 || n > s->length) return -1;
+    s->length = s->pos = n;  // the rows past n are overwritten by what comes next; masked until then
+    s->error[0] = '\0';
+    return 0;
+}
+
+int gpt_state_copy_prefix(const GPTModel *m, GPTState *dst, const GPTState *src, int n) {
+    const GPTConfig *c = &m->config;
+    if (src->length != src->pos || n < 0 || n > src->length) return -1;
+    size_t T = (size_t)c->block_size, C = (size_t)c->n_embd, hs = C / (size_t)c->n_head;
+    size_t blocks = ((size_t)n + KEY_BLOCK - 1) / KEY_BLOCK, block_floats = hs * KEY_BLOCK;
+    for (int l = 0; l < c->n_layer; l++)
+        for (int h = 0; h < c->n_head; h++) {
+            size_t keys = ((size_t)l * c->n_head + h) * cache_blocks(c) * block_floats;
+            size_t values = (size_t)l * T * C + (size_t)h * T * hs;
+            memcpy(dst->key_cache + keys, src->key_cache + keys, blocks * block_floats * sizeof(float));
+            memcpy(dst->value_cache + values, src->value_cache + values, (size_t)n * hs * sizeof(float));
+        }
+    memcpy(dst->window, src->window, (size_t)n * sizeof(int));
+    memcpy(dst->doc_start, src->doc_start, (size_t)n * sizeof(int));
+    dst->length = dst->pos = n;
+    dst->error[0] = '\0';
+    return 0;
+}
 const char *gpt_state_error(const GPTState *s) { return s->error; }
 GPTProfile gpt_state_profile(const GPTState *s) { return s->act.profile; }
 

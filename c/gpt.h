@@ -91,6 +91,16 @@ void gpt_state_reset(GPTState *s);  // forget the tokens so far: the next prefil
 int gpt_state_length(const GPTState *s);  // tokens seen so far (may exceed block_size)
 const char *gpt_state_error(const GPTState *s);  // why the last prefill/decode returned NULL
 
+/* A prompt cache: a state's tokens are a prefix whose KV rows any state may reuse, as long as its positions never
+   moved (it never passed block_size). Each row depends on the tokens up to it alone (document masks and windows
+   too), so the rows a state holds for a prefix are bit for bit those a fresh prefill of that prefix computes.
+   gpt_state_tokens: the tokens whose rows the state holds (*n of them), or NULL once it passed block_size.
+   gpt_state_truncate: keep the first n (0 <= n <= length): the next prefill goes on from position n. 0, or -1
+   (past block_size, or n out of range). gpt_state_copy_prefix: dst takes src's first n tokens and their rows. */
+const int *gpt_state_tokens(const GPTState *s, int *n);
+int gpt_state_truncate(GPTState *s, int n);
+int gpt_state_copy_prefix(const GPTModel *m, GPTState *dst, const GPTState *src, int n);
+
 /* Where a state's forward passes spent their time, in seconds summed since gpt_state_new: the layers' matrix
    products, attention, the head's product, and the whole passes (the rest: norms, activations, embeddings). */
 typedef struct {

@@ -76,3 +76,24 @@ def test_prompt_chunks_beside_decodes_give_each_generation_its_logits_alone(step
     assert result.returncode == 0, result.stderr[-2000:]
     diff, _ = map(float, result.stdout.split())
     assert diff == 0.0, f"max |mixed - alone| = {diff:.3g}"
+
+
+@pytest.fixture(scope="module")
+def cache_driver(tmp_path_factory):
+    return compile_driver(tmp_path_factory.mktemp("cache") / "prefix_cache", "tests/c/prefix_cache.c")
+
+
+@pytest.mark.parametrize("options", [dict(), dict(vocab_size=50304, **SPEEDRUN)], ids=["gpt2", "speedrun"])
+@pytest.mark.parametrize("dtype", ["fp32", "q8_0"])
+def test_reused_kv_rows_of_a_shared_prefix_give_a_fresh_states_logits(cache_driver, tmp_path, options, dtype):
+    """The prompt cache's engine side: a state cut back to a shared prefix (gpt_state_truncate) or given another's
+    first rows (gpt_state_copy_prefix), then fed the rest by chunks of 3, gives bit for bit the logits of a fresh
+    state, at every split point of a 30-token prompt (with a document boundary in the speedrun family, whose masks
+    and windows depend on the positions before) and for 6 decodes after it, past block_size (32); a state past
+    block_size offers no rows."""
+    path = str(tmp_path / "model.bin")
+    export.export(random_model(config(**options), seed=14), path, dtype=dtype, group_size=32)
+    result = subprocess.run([cache_driver, path, "30", "6", "3"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    diff, compared = result.stdout.split()
+    assert float(diff) == 0.0 and int(compared) == 60, result.stdout
