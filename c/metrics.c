@@ -36,6 +36,13 @@ void metrics_tokens(Server *s, int prefill_tokens, double prefill_seconds, int d
     pthread_mutex_unlock(&s->lock);
 }
 
+void metrics_prefix_cache(Server *s, int queried, int hit) {
+    pthread_mutex_lock(&s->lock);
+    s->metrics.prefix_queries += (unsigned long long)queried;
+    s->metrics.prefix_hits += (unsigned long long)hit;
+    pthread_mutex_unlock(&s->lock);
+}
+
 void metrics_slots_busy(Server *s, int busy) {
     pthread_mutex_lock(&s->lock);
     s->metrics.slots_busy = busy;
@@ -81,6 +88,11 @@ void metrics_text(Server *s, Buf *b) {
     buf_printf(b, "gptserver:time_to_first_token_seconds_bucket{le=\"+Inf\"} %llu\n"
                    "gptserver:time_to_first_token_seconds_sum %.6f\ngptserver:time_to_first_token_seconds_count %llu\n",
                m.ttft_count, m.ttft_sum, m.ttft_count);
+    buf_printf(b, "# HELP gptserver:prefix_cache_queries_total Prompt tokens looked up in the prompt cache (vLLM's "
+                  "meaning).\n# TYPE gptserver:prefix_cache_queries_total counter\ngptserver:prefix_cache_queries_total %llu\n"
+                  "# HELP gptserver:prefix_cache_hits_total Of them, tokens whose KV rows a slot held already: not "
+                  "prefilled.\n# TYPE gptserver:prefix_cache_hits_total counter\ngptserver:prefix_cache_hits_total %llu\n",
+               m.prefix_queries, m.prefix_hits);
     buf_printf(b, "# HELP gptserver:slots_waiting_for_client Generation slots paused: their client has not read %d KiB "
                   "of its answer.\n# TYPE gptserver:slots_waiting_for_client gauge\ngptserver:slots_waiting_for_client %d\n",
                OUTBOX_BYTES >> 10, m.slots_waiting);

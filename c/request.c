@@ -175,6 +175,7 @@ int parse_completion(const Server *s, const char *body, size_t len, Completion *
     c->temperature = 1.0f;
     c->top_p = 1.0f;
     c->logprobs = -1;
+    c->cache_prompt = 1;
     JsonDoc doc;
     const JsonValue *root;
     int status = parse_body(body, len, &doc, &root, pb);
@@ -209,6 +210,7 @@ int parse_completion(const Server *s, const char *body, size_t len, Completion *
     if ((status = get_number(&doc, root, "logprobs", 0, MAX_LOGPROBS, 1, &x, pb))) goto done;
     c->logprobs = (int)x;
     if ((status = get_bool(&doc, root, "echo", &c->echo, pb))) goto done;
+    if ((status = get_bool(&doc, root, "cache_prompt", &c->cache_prompt, pb))) goto done;
     if ((status = get_bool(&doc, root, "stream", &c->stream, pb))) goto done;
     const JsonValue *options = json_get(&doc, root, "stream_options");
     if (options && options->type != JSON_NULL) {

@@ -273,9 +273,11 @@ void choice_release(Server *s, Job *job, Choice *ch, size_t upto, const char *fi
     ch->lp_sent = to;
 }
 
-static void usage_object(Buf *b, int prompt_tokens, int completion_tokens) {
-    buf_printf(b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}", prompt_tokens,
-               completion_tokens, prompt_tokens + completion_tokens);
+// OpenAI's usage, with the prompt tokens that came from the prompt cache as its prompt_tokens_details.cached_tokens
+static void usage_object(Buf *b, int prompt_tokens, int completion_tokens, int cached_tokens) {
+    buf_printf(b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
+                  "\"prompt_tokens_details\":{\"cached_tokens\":%d}}", prompt_tokens, completion_tokens,
+               prompt_tokens + completion_tokens, cached_tokens);
 }
 
 // Lets go of the connection (the I/O thread sends what is left, then closes it) and frees a request taken by the
@@ -300,7 +302,9 @@ static void job_finish(Server *s, Job *job) {
     Completion *c = &job->c;
     int prompt_tokens = 0, completion_tokens = 0;
     for (int i = 0; i < c->n_prompts; i++) prompt_tokens += c->prompt_len[i];
+    int cached_tokens = 0;  // each prompt's once, as prompt_tokens counts it: its first sample's
     for (int i = 0; i < job->n_choices; i++) completion_tokens += job->choices[i].generated;
+    for (int i = 0; i < job->n_choices; i += c->n) cached_tokens += job->choices[i].cached;
     // counted before the answer goes out, so that a client that reads /metrics after its answer finds it counted
     metrics_request(s, job->error[0] ? OUTCOME_ERROR : job->too_slow ? OUTCOME_TOO_SLOW : job->gone ? OUTCOME_CANCELLED
                        : OUTCOME_OK, prompt_tokens, completion_tokens);
@@ -323,7 +327,7 @@ static void job_finish(Server *s, Job *job) {
         if (c->include_usage) {
             event_head(&b, s, job);
             buf_puts(&b, ",\"choices\":[],");
-            usage_object(&b, prompt_tokens, completion_tokens);
+            usage_object(&b, prompt_tokens, completion_tokens, cached_tokens);
             buf_puts(&b, "}\n\n");
         }
         buf_puts(&b, "data: [DONE]\n\n");
@@ -342,7 +346,7 @@ static void job_finish(Server *s, Job *job) {
             buf_puts(&b, "}");
         }
         buf_puts(&b, "],");
-        usage_object(&b, prompt_tokens, completion_tokens);
+        usage_object(&b, prompt_tokens, completion_tokens, cached_tokens);
         buf_puts(&b, "}\n");
         send_json(s, job->conn, &b);
     }

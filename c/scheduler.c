@@ -29,7 +29,12 @@ typedef struct {
     GPTSampler sampler;
     const float *logits;   // of the next token to sample; NULL once the choice ended or while its prompt goes in
     const int *prompt;     // while the prompt goes through in chunks (fed of n_prompt so far); NULL after
-    int n_prompt, fed, start_token;
+    int n_prompt, fed;
+    // the prompt cache: the state keeps its tokens' KV rows after the choice ends (gpt_state_tokens)
+    TokenLogprob *scores;  // (block_size,) scores[p]: token p's log-probability given those before it, with the
+                           // MAX_LOGPROBS most likely, for the tokens the state holds; valid for p in [1, scored)
+    int scored;
+    unsigned long long used;  // when it last took a choice: of two slots no prompt shares, the older is reused
 } Slot;
 
 // The generation thread's own state.
@@ -44,6 +49,7 @@ typedef struct {
     float *scratch;        // prefill()'s logits of SCORE_CHUNK prompt tokens, allocated at the first such request
     Job *pending;          // a request some of whose choices wait for a slot
     int ok;                // the slots could be allocated
+    unsigned long long admitted;  // choices taken in so far (Slot.used's clock)
 } Generator;
 
 // 1 when the job's client went away or was cut (the job is then marked so), else 0.
@@ -57,9 +63,29 @@ static int client_gone(Server *s, Job *job) {
     return job->gone;
 }
 
+// The tokens a choice's prompt feeds: its ids, or <|endoftext|> alone for an empty prompt (as GPT-2 samples
+// unconditionally).
+static const int *prompt_tokens(const Server *s, const Job *job, const Choice *ch, int *n) {
+    int len = job->c.prompt_len[ch->prompt];
+    *n = len ? len : 1;
+    return len ? job->c.prompts[ch->prompt] : &s->model->config.eot_token;
+}
+
+// How many first tokens of tokens[0..n) a state holds the KV rows of.
+static int common_prefix(const GPTState *state, const int *tokens, int n) {
+    int held, k = 0;
+    const int *have = gpt_state_tokens(state, &held);
+    while (have && k < n && k < held && have[k] == tokens[k]) k++;
+    return k;
+}
+
 static void slot_end(Server *s, Slot *sl) {
     Job *job = sl->job;
     Choice *ch = sl->choice;
+    if (job->error[0]) {  // a failed pass may have left rows half written: nothing of it is kept
+        gpt_state_reset(sl->state);
+        sl->scored = 0;
+    }
     gpt_sampler_free(&sl->sampler);
     sl->job = NULL;
     sl->choice = NULL;
@@ -68,17 +94,35 @@ static void slot_end(Server *s, Slot *sl) {
     choice_end(s, job, ch);  // may free the job
 }
 
-/* The prompt through the model at once, for the prompts that do not go in chunks beside the decodes (slot_start):
-   one prefill, or with echo and logprobs, chunks of SCORE_CHUNK whose every row of logits scores the next prompt
-   token. The logits of the next token, or NULL with the request failed. */
-static const float *prefill(Server *s, Slot *sl, float **scratch) {
+// A record of the prompt cache's into a choice's, cut to top_n alternatives: the same as score_token with top_n (its
+// top_n most likely are the first of the MAX_LOGPROBS, in the same order; the token's own value is the same float).
+static void cached_score(TokenLogprob *r, const TokenLogprob *cached, int top_n, int vocab) {
+    int k = top_n < MAX_LOGPROBS ? top_n : MAX_LOGPROBS, listed = 0;
+    if (k > vocab) k = vocab;
+    r->logprob = cached->logprob;
+    for (int j = 0; j < k; j++) {
+        r->top[j] = cached->top[j];
+        r->top_logprob[j] = cached->top_logprob[j];
+        listed |= r->top[j] == r->token;
+    }
+    if (!listed) {
+        r->top[k] = r->token;
+        r->top_logprob[k++] = cached->logprob;
+    }
+    r->n_top = k;
+}
+
+/* The prompt through the model at once from position `from` (the rows before it are the prompt cache's), for the
+   prompts that do not go in chunks beside the decodes (slot_start): one prefill, or with echo and logprobs, chunks
+   of SCORE_CHUNK whose every row of logits scores the next prompt token (the records before `from` come from the
+   slot's cache). The logits of the next token, or NULL with the request failed. */
+static const float *prefill(Server *s, Slot *sl, float **scratch, int from) {
     const GPTModel *m = s->model;
     Job *job = sl->job;
     Choice *ch = sl->choice;
     const Completion *c = &job->c;
-    int eot = m->config.eot_token, len = c->prompt_len[ch->prompt];
-    const int *tokens = len ? c->prompts[ch->prompt] : &eot;  // no text: start from <|endoftext|>, as GPT-2 samples unconditionally
-    int n = len ? len : 1, score = c->echo && c->logprobs >= 0 && len > 0;
+    int n, len = c->prompt_len[ch->prompt], score = c->echo && c->logprobs >= 0 && len > 0;
+    const int *tokens = prompt_tokens(s, job, ch, &n);
     size_t V = (size_t)m->config.padded_vocab_size;
     if (score && !*scratch) *scratch = malloc(SCORE_CHUNK * V * sizeof **scratch);
     if (score && !*scratch) {
@@ -87,16 +131,23 @@ static const float *prefill(Server *s, Slot *sl, float **scratch) {
     }
     uint64_t t0 = now_ns();
     const float *logits = NULL;
-    if (!score) logits = gpt_prefill(m, sl->state, tokens, n, NULL);
-    for (int at = 0; score && at < n; at += SCORE_CHUNK) {
+    int vocab = m->config.vocab_size;
+    if (!score) logits = gpt_prefill(m, sl->state, tokens + from, n - from, NULL);
+    for (int p = 1; score && p <= from; p++) cached_score(&ch->lp[p], &sl->scores[p], c->logprobs, vocab);
+    for (int at = from; score && at < n; at += SCORE_CHUNK) {
         int k = n - at < SCORE_CHUNK ? n - at : SCORE_CHUNK;
         logits = gpt_prefill(m, sl->state, tokens + at, k, *scratch);
         if (!logits) break;
-        for (int i = 0; i < k && at + i + 1 < n; i++)  // row i predicts prompt token at + i + 1, echoed as record at + i + 1
-            score_token(*scratch + (size_t)i * V, m->config.vocab_size, c->logprobs, &ch->lp[at + i + 1]);
+        for (int i = 0; i < k && at + i + 1 < n; i++) {  // row i predicts prompt token at + i + 1: record at + i + 1
+            TokenLogprob *r = &sl->scores[at + i + 1];
+            r->token = tokens[at + i + 1];
+            score_token(*scratch + (size_t)i * V, vocab, MAX_LOGPROBS, r);
+            cached_score(&ch->lp[at + i + 1], r, c->logprobs, vocab);
+        }
+        sl->scored = at + k;
     }
     if (!logits) job_fail(job, gpt_state_error(sl->state), 0);
-    metrics_tokens(s, n, (double)(now_ns() - t0) / 1e9, 0, 0);
+    metrics_tokens(s, n - from, (double)(now_ns() - t0) / 1e9, 0, 0);
     return logits;
 }
 
@@ -118,29 +169,67 @@ static void echo_prompt(Server *s, Job *job, Choice *ch) {
    the other slots' decodes, so that a long prompt never stops their streams; or at once here, when its logprobs are
    asked for (every row's logits are kept) or it is longer than block_size (the window of its last block_size tokens
    is computed, as gpt_prefill does). */
-static void slot_start(Server *s, Slot *sl, Job *job, Choice *ch, float **scratch) {
+/* The prompt cache, for a choice about to go into sl: the rows of its prompt's longest prefix that sl holds, or,
+   longer, that another running slot holds (a request's n samples, or prompts sharing a context, prefill it once:
+   the rows are copied). The state is cut to that prefix, less what the prompt must still feed (at least its last
+   token, whose logits come next; with scoring, the first token whose record the cache does not have). The tokens
+   kept, which the prompt does not prefill again. */
+static int reuse_prefix(Server *s, Generator *g, Slot *sl, const int *tokens, int n, int score) {
+    int k = common_prefix(sl->state, tokens, n);
+    Slot *from = NULL;
+    for (int i = 0; i < g->n; i++) {
+        Slot *other = &g->slots[i];
+        int shared = other != sl && other->job ? common_prefix(other->state, tokens, n) : 0;
+        if (shared > k) { k = shared; from = other; }
+    }
+    int scored = from ? from->scored : sl->scored;
+    scored = scored < k ? scored : k;  // records of the tokens both sequences share
+    int keep = score ? (k < scored ? k : scored) - 1 : k;
+    keep = keep < n - 1 ? keep : n - 1;
+    keep = keep > 0 ? keep : 0;
+    if (from && keep > 0) {
+        gpt_state_copy_prefix(s->model, sl->state, from->state, keep);
+        memcpy(sl->scores, from->scores, (size_t)(scored > 0 ? scored : 0) * sizeof *sl->scores);
+    }
+    if (gpt_state_truncate(sl->state, keep) != 0 || keep == 0) {
+        gpt_state_reset(sl->state);
+        keep = scored = 0;
+    }
+    sl->scored = scored;
+    return keep;
+}
+
+static void slot_start(Server *s, Generator *g, Slot *sl, Job *job, Choice *ch) {
     const GPTModel *m = s->model;
     const Completion *c = &job->c;
     sl->job = job;
     sl->choice = ch;
     sl->logits = NULL;
+    sl->used = ++g->admitted;
     if (gpt_sampler_init(&sl->sampler, m->config.vocab_size, c->temperature, c->top_k, c->top_p, ch->seed) != 0) {
         job_fail(job, "out of memory for the sampler", 1);
         slot_end(s, sl);
         return;
     }
-    gpt_state_reset(sl->state);
     if (c->stream) job_head(s, job);
     echo_prompt(s, job, ch);
-    int score = c->echo && c->logprobs >= 0 && c->prompt_len[ch->prompt] > 0, len = c->prompt_len[ch->prompt];
-    sl->start_token = m->config.eot_token;  // no text: start from <|endoftext|>, as GPT-2 samples unconditionally
+    int n, len = c->prompt_len[ch->prompt], score = c->echo && c->logprobs >= 0 && len > 0;
+    const int *tokens = prompt_tokens(s, job, ch, &n);
+    int cache = s->prompt_cache && c->cache_prompt && (c->max_tokens > 0 || score) && !job->gone && !job->error[0];
+    if (cache) {
+        ch->cached = reuse_prefix(s, g, sl, tokens, n, score);
+        metrics_prefix_cache(s, n, ch->cached);
+    } else {
+        gpt_state_reset(sl->state);
+        sl->scored = 0;
+    }
     sl->prompt = NULL;
     if (c->max_tokens > 0 && !score && len <= m->config.block_size && !job->gone && !job->error[0]) {
-        sl->prompt = len ? c->prompts[ch->prompt] : &sl->start_token;
-        sl->n_prompt = len ? len : 1;
-        sl->fed = 0;
+        sl->prompt = tokens;
+        sl->n_prompt = n;
+        sl->fed = ch->cached;
     } else if ((c->max_tokens > 0 || score) && !job->gone && !job->error[0]) {
-        sl->logits = prefill(s, sl, scratch);
+        sl->logits = prefill(s, sl, &g->scratch, ch->cached);
     }
     if (c->echo && !job->error[0]) {
         int stop_hit;
@@ -205,13 +294,20 @@ static int generator_init(Server *s, Generator *g) {
     g->running = malloc((size_t)n * sizeof *g->running);
     g->batch = gpt_batch_new(s->model, n, err, sizeof err);
     g->ok = g->slots && g->states && g->tokens && g->counts && g->running && g->batch;
-    for (int i = 0; g->ok && i < n; i++) g->ok = (g->slots[i].state = gpt_state_new(s->model, err, sizeof err)) != NULL;
+    for (int i = 0; g->ok && i < n; i++) {
+        g->slots[i].state = gpt_state_new(s->model, err, sizeof err);
+        g->slots[i].scores = calloc((size_t)s->model->config.block_size, sizeof *g->slots[i].scores);
+        g->ok = g->slots[i].state && g->slots[i].scores;
+    }
     if (!g->ok) fprintf(stderr, "gpt-server: %s\n", err[0] ? err : "out of memory for the generation slots");
     return g->ok;
 }
 
 static void generator_free(Generator *g) {
-    for (int i = 0; g->slots && i < g->n; i++) gpt_state_free(g->slots[i].state);
+    for (int i = 0; g->slots && i < g->n; i++) {
+        gpt_state_free(g->slots[i].state);
+        free(g->slots[i].scores);
+    }
     gpt_batch_free(g->batch);
     free(g->slots); free(g->states); free(g->tokens); free(g->counts); free(g->running); free(g->scratch);
 }
@@ -247,10 +343,31 @@ static int wait_for_work(Server *s, Generator *g) {
     return work;
 }
 
+/* The free slot for a prompt: the one whose cached tokens share the longest prefix with it, else the one that took a
+   choice longest ago (llama-server chooses by prompt similarity, then by age). -1 when none is free, or when a
+   running slot is still prefilling a longer shared prefix (a request's n samples of one prompt): the choice waits
+   for it and then copies its rows (reuse_prefix) instead of prefilling them beside it. */
+static int choose_slot(Generator *g, const int *tokens, int n, int use_cache) {
+    int best = -1, best_k = -1, waiting = 0;
+    for (int i = 0; i < g->n; i++) {
+        Slot *sl = &g->slots[i];
+        if (sl->job) {
+            int shared = 0;
+            while (use_cache && sl->prompt && shared < n && shared < sl->n_prompt && sl->prompt[shared] == tokens[shared])
+                shared++;
+            waiting |= sl->prompt && (shared < n - 1 ? shared : n - 1) > sl->fed;
+            continue;
+        }
+        int k = use_cache ? common_prefix(sl->state, tokens, n) : 0;
+        if (k > best_k || (k == best_k && sl->used < g->slots[best].used)) { best = i; best_k = k; }
+    }
+    return waiting ? -1 : best;
+}
+
 // Queued requests' choices into free slots, in order. A request not begun is refused at shutdown (or without slots)
 // and dropped when its client went away while it waited.
 static void admit(Server *s, Generator *g) {
-    for (int i = 0;;) {
+    for (;;) {
         if (!g->pending) g->pending = take_job(s);
         if (!g->pending) break;
         Job *job = g->pending;
@@ -264,13 +381,16 @@ static void admit(Server *s, Generator *g) {
             job_free(s, job);
             continue;
         }
-        while (i < g->n && g->slots[i].job) i++;
-        if (i == g->n) break;
-        Choice *ch = &job->choices[job->admitted++];
+        Choice *ch = &job->choices[job->admitted];
+        int n;
+        const int *tokens = prompt_tokens(s, job, ch, &n);
+        int i = choose_slot(g, tokens, n, s->prompt_cache && job->c.cache_prompt);
+        if (i < 0) break;
+        job->admitted++;
         if (job->admitted == job->n_choices) g->pending = NULL;
         if (stop_requested) job->cut = 1;
         if (client_gone(s, job) || job->error[0] || stop_requested) choice_end(s, job, ch);  // ends without a slot
-        else slot_start(s, &g->slots[i], job, ch, &g->scratch);
+        else slot_start(s, g, &g->slots[i], job, ch);
     }
 }
 

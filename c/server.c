@@ -152,6 +152,7 @@ static int loopback(const char *host) {
 typedef struct {
     const char *model_path, *host, *alias, *page_path, *api_key;
     long port, threads, cap, queue, timeout_s, parallel, prefill_chunk, max_connections;
+    int no_prompt_cache;
 } Options;
 
 // The command line into o; 0, or the exit code (after --help, or one error line).
@@ -163,6 +164,8 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"--parallel", FLAG_INT, &o->parallel, 1, 256, "N", "choices decoded together, one batched step for all (default 8)"},
         {"--prefill_chunk", FLAG_INT, &o->prefill_chunk, 1, 1 << 20, "N", "prompt tokens a step carries beside the decodes: a long prompt goes in over\n"
                                   "several steps while the other streams go on (default 512, or the\ncontext if shorter)"},
+        {"--no_prompt_cache", FLAG_SWITCH, &o->no_prompt_cache, 0, 0, NULL, "prefill every prompt whole (default: a prompt's prefix that a slot holds from an\n"
+                                  "earlier request is not prefilled again; a request opts out with cache_prompt: false)"},
         {"--max_tokens_cap", FLAG_INT, &o->cap, 1, 1000000, "N", "largest max_tokens a request may ask for; more is a 400 (default 1024)"},
         {"--alias", FLAG_TEXT, &o->alias, 0, 0, "NAME", "the model's name in /v1/models and answers (default: the file's name)"},
         {"--queue", FLAG_INT, &o->queue, 0, 100000, "N", "requests that may wait for a free generation slot; more get 503 (default 32)"},
@@ -233,7 +236,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gpt-server: warning: %s is reachable from other machines, and no API key is set (--api-key KEY "
                 "or GPT_SERVER_API_KEY)\n", o.host);
     Server s = {.alias = o.alias, .api_key = o.api_key, .max_tokens_cap = (int)o.cap, .queue_size = (int)o.queue,
-                .timeout_ms = (int)o.timeout_s * 1000, .started = (long long)time(NULL), .parallel = (int)o.parallel};
+                .timeout_ms = (int)o.timeout_s * 1000, .started = (long long)time(NULL), .parallel = (int)o.parallel,
+                .prompt_cache = !o.no_prompt_cache};
     if (open_model(&o, &s, argv[0])) return 1;
     s.prefill_chunk = (int)o.prefill_chunk;
     gpt_set_threads((int)o.threads);
@@ -260,9 +264,10 @@ int main(int argc, char **argv) {
     }
     const GPTConfig *cfg = &s.model->config;
     fprintf(stderr, "gpt-server: %s (%d layers, %d wide, context %d, %s) as \"%s\", %ld threads, %d parallel, prefill "
-            "chunk %d, queue %d, max_tokens_cap %d, max connections %d (open-file limit %ld), timeout %ld s, %s; "
+            "chunk %d, prompt cache %s, queue %d, max_tokens_cap %d, max connections %d (open-file limit %ld), timeout %ld "
+            "s, %s; "
             "kernels %s\n", o.model_path, cfg->n_layer, cfg->n_embd, cfg->block_size,
-            cfg->dtype == GPT_DTYPE_Q8_0 ? "q8_0" : "fp32", s.alias, o.threads, s.parallel, s.prefill_chunk, s.queue_size,
+            cfg->dtype == GPT_DTYPE_Q8_0 ? "q8_0" : "fp32", s.alias, o.threads, s.parallel, s.prefill_chunk, s.prompt_cache ? "on" : "off", s.queue_size,
             s.max_tokens_cap, s.max_connections, files, o.timeout_s, s.api_key ? "API key needed" : "no API key",
             matmul_kernel_name());
     fprintf(stderr, "gpt-server: listening on http://%s%s%s:%d\n", strchr(o.host, ':') ? "[" : "",

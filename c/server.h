@@ -54,6 +54,7 @@ typedef struct {
     int n_stop;
     int stream, include_usage, echo;
     int logprobs;          // -1: not asked; else how many of the most likely tokens per position
+    int cache_prompt;      // 1: a prompt's prefix that a slot holds already is not prefilled again (llama-server's name)
 } Completion;
 
 // One returned token's log-probabilities (with logprobs).
@@ -78,6 +79,7 @@ typedef struct {
     size_t offset_byte;    // text_offset's cursor: offset_chars characters end at offset_byte
     int offset_chars;
     int generated, stop_hit;
+    int cached;            // prompt tokens whose KV rows came from the prompt cache, not prefilled
     const char *finish;
 } Choice;
 
@@ -108,6 +110,7 @@ typedef struct {
     unsigned long long requests[N_OUTCOMES];          // completion requests by outcome
     unsigned long long prompt_tokens, generation_tokens;  // as the answers' usage counts them
     unsigned long long prefill_tokens, decode_tokens;     // prompt and generated tokens through the model
+    unsigned long long prefix_queries, prefix_hits;       // prompt tokens looked up in the prompt cache, found there
     double prefill_seconds, decode_seconds;
     unsigned long long ttft_count, ttft_buckets[N_TTFT_BUCKETS];  // time to first token, per upper bound
     double ttft_sum;
@@ -125,6 +128,7 @@ typedef struct {
     const char *api_key;       // NULL: no key needed
     int max_tokens_cap, queue_size, timeout_ms, parallel, max_connections;
     int prefill_chunk;         // prompt tokens a step carries beside the decodes (--prefill_chunk)
+    int prompt_cache;          // 0: --no_prompt_cache, every prompt prefilled whole
     long long started;
     pthread_mutex_t lock;
     pthread_cond_t changed;    // the queue, the slots or an outbox changed: the generation thread looks again
@@ -193,6 +197,7 @@ void metrics_request(Server *s, int outcome, int prompt_tokens, int completion_t
 void metrics_first_token(Server *s, double seconds);
 void metrics_tokens(Server *s, int prefill_tokens, double prefill_seconds, int decode_tokens, double decode_seconds);
 void metrics_slots_busy(Server *s, int busy);
+void metrics_prefix_cache(Server *s, int queried, int hit);
 void metrics_text(Server *s, Buf *b);
 
 #endif

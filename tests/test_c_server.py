@@ -325,8 +325,10 @@ def test_greedy_text_of_a_random_model_equals_model_generate_and_c_gpt(random_se
     assert [int(t) for t in c_gpt.stdout.split()] == reference
     status, answer = post(random_server.port, {"prompt": prompt, "max_tokens": n, "temperature": 0})
     assert answer["choices"][0]["text"] == enc.decode(reference)
+    cached = answer["usage"].pop("prompt_tokens_details")["cached_tokens"]  # what earlier requests left in the slots
     assert answer["usage"] == {"prompt_tokens": len(enc.encode(prompt)), "completion_tokens": n,
                                "total_tokens": n + len(enc.encode(prompt))}
+    assert 0 <= cached < len(enc.encode(prompt))
 
 
 def test_sampling_is_reproducible_with_a_seed(server):

@@ -99,7 +99,9 @@ def test_echo_logprobs_equal_pytorchs_log_softmax_at_every_position(api_server, 
     assert lp["text_offset"] == [len(enc.decode(ids[:i])) for i in range(len(ids))]
     assert all(text[offset:].startswith(token) for offset, token in zip(lp["text_offset"], lp["tokens"])
                if not token.startswith("bytes:"))
+    cached = answer["usage"].pop("prompt_tokens_details")["cached_tokens"]
     assert answer["usage"] == {"prompt_tokens": len(prompt_ids), "completion_tokens": 6, "total_tokens": len(ids)}
+    assert 0 <= cached < len(prompt_ids)
 
 
 def test_max_tokens_0_with_echo_scores_the_prompt_alone(api_server, random_model, enc):
