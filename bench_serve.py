@@ -74,7 +74,11 @@ SINGLE_STREAM = {"124M": dict(prompts=(128, 512, 1024), new_tokens=256, depths=(
 BATCH = dict(requests=8, prompt_tokens=16, max_tokens=128)  # batched decode: short prompts, all at once or in turn
 # the stalled reader: a client that asks for megabytes (8 streams with logprobs) with a 4 KiB receive buffer and reads
 # none of it, beside the most clients; the other clients' load gets at most `seconds`, then is reported unfinished
-STALL = dict(n=8, prompt_tokens=16, max_tokens=1024, logprobs=5, seconds=120, settle_seconds=60)
+STALL = dict(n=8, prompt_tokens=16, max_tokens=1024, logprobs=5, seconds=60, settle_seconds=60, peer_settle_seconds=10)
+# the prompt cache: a document of 900 tokens asked once, then 6 follow-ups (the document and a question of their own,
+# one after another); and one lm-eval-shaped request, 5 token-id prompts of a 600-token context and 4 tokens each,
+# echo with logprobs and max_tokens 0, against the same with 5 different contexts
+CACHE = dict(document_tokens=900, follow_ups=6, max_tokens=8, context_tokens=600, choices=5, choice_tokens=4)
 PROMPT_TEXT = ("The quick brown fox jumps over the lazy dog, and the dog, being lazy, does not mind at all. "
                "Every morning the fox comes back to the same field and tries again. ")
 REQUEST_SECONDS = 600  # one client's request, start to end: a bound, not an expectation
@@ -264,11 +268,52 @@ def load_beside_stalled_reader(engine, port, prompts, max_tokens, stall_prompt):
     stalled = stalled_reader(port, stall_prompt)
     try:
         deadline = time.time() + STALL["settle_seconds"]
+        if engine != "ours":  # no gauge to wait for: a fixed while, for the reader's buffers to fill
+            deadline = time.time() + STALL["peer_settle_seconds"]
         while time.time() < deadline and not paused_for_client(port, engine):
-            time.sleep(0.5 if engine == "ours" else STALL["settle_seconds"] / 4)
+            time.sleep(0.5)
         return load(port, prompts, max_tokens, STALL["seconds"])
     finally:
         stalled.close()
+
+
+def question(i):
+    return f" Question {i}: on which morning did the fox first come back to the field, and why?"
+
+
+def follow_ups(port, number):
+    """{"cold_ttft", "follow_up_ttft"}: the time to first token of a new 900-token document with a question, and the
+    median of its 6 follow-ups' (the same document, a question of their own), asked one after another."""
+    document = prompt_of(CACHE["document_tokens"], f"Document {number}")
+    cold = stream_one(port, document + question(0), CACHE["max_tokens"])[0]
+    later = [stream_one(port, document + question(i), CACHE["max_tokens"])[0] for i in range(1, CACHE["follow_ups"] + 1)]
+    return {"cold_ttft": cold, "follow_up_ttft": statistics.median(later)}
+
+
+def scoring_request(port, prompts):
+    """Seconds of one lm-eval-shaped request: token-id prompts, echo with logprobs, max_tokens 0 (ours only:
+    llama-server's completions have no echo)."""
+    body = json.dumps({"prompt": prompts, "max_tokens": 0, "echo": True, "logprobs": 1}).encode()
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_SECONDS)
+    conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    answer = response.read()
+    conn.close()
+    if response.status != 200:
+        raise ValueError(f"the server answered {response.status}: {answer[:200]!r}")
+    return time.perf_counter() - start
+
+
+def shared_context(port, numbers):
+    """{"score_shared_s", "score_different_s"}: CACHE's lm-eval-shaped request over one context, and over 5."""
+    enc = get_encoding()
+    ids = lambda n: enc.encode_ordinary(prompt_of(n, next(numbers)))
+    tail = lambda j: ids(CACHE["choice_tokens"] + 2)[-CACHE["choice_tokens"]:]
+    context = ids(CACHE["context_tokens"])
+    shared = scoring_request(port, [context + tail(j) for j in range(CACHE["choices"])])
+    different = scoring_request(port, [ids(CACHE["context_tokens"]) + tail(j) for j in range(CACHE["choices"])])
+    return {"score_shared_s": shared, "score_different_s": different}
 
 
 def batch_speedup(port, prompts, max_tokens):
@@ -308,7 +353,7 @@ def met(value, wanted, at_least=True):
     return "yes" if ok else f"no, by {abs(value / wanted - 1) * 100:.0f}%"
 
 
-def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note, stalled=None, stall_shape=""):
+def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note, stalled=None, stall_shape="", cached=None):
     """The serving table, the single-stream table (each prefill row also as a fraction of this machine's peak for
     its type) and, with the peer, ours against it and against our own single stream: the issue's targets, each a
     ratio of medians."""
@@ -349,6 +394,22 @@ def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note, stall
                          f"{cell(r['tok_per_s']) if done else 'not finished'} | {cell(r['ttft_median'], 1000)} | "
                          f"{cell(r['ttft_p99'], 1000)} | {cell(r['itl_median'], 1000)} | "
                          f"{ratio(r['tok_per_s'], plain and plain['tok_per_s'])} |")
+    cached = cached or {}
+    if cached:
+        lines += ["", f"The prompt cache (each server's default: ours, and llama-server's cache_prompt): a "
+                  f"{CACHE['document_tokens']}-token document with a question, then {CACHE['follow_ups']} follow-ups (the "
+                  f"document and a question of their own, about 15 tokens), one after another, {CACHE['max_tokens']} "
+                  f"tokens each; and one lm-eval-shaped request ({CACHE['choices']} token-id prompts of a "
+                  f"{CACHE['context_tokens']}-token context and {CACHE['choice_tokens']} tokens each, echo with logprobs, "
+                  f"max_tokens 0; ours only, llama-server has no echo) against the same with {CACHE['choices']} "
+                  "different contexts:", "",
+                  "| engine | type | cold TTFT ms | follow-up TTFT ms | follow-up / cold | one context s | "
+                  f"{CACHE['choices']} contexts s | one / {CACHE['choices']} |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for (engine, dtype), r in cached.items():
+            lines.append(f"| {engine} | {dtype} | {cell(r['cold_ttft'], 1000)} | {cell(r['follow_up_ttft'], 1000)} | "
+                         f"{ratio(r['follow_up_ttft'], r['cold_ttft'])} | {cell(r.get('score_shared_s'), fmt='{:,.2f}')} | "
+                         f"{cell(r.get('score_different_s'), fmt='{:,.2f}')} | "
+                         f"{ratio(r.get('score_shared_s'), r.get('score_different_s'))} |")
     lines += ["", "Against llama.cpp (ratios of medians): aggregate tok/s of c/gpt-server over llama-server's, p99 "
               "time to first token over llama-server's, and our aggregate at each client count over ours at "
               f"{counts[0]}:", "",
@@ -379,9 +440,20 @@ def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note, stall
         if engine == "ours" and plain:
             targets.append((f"{dtype} {counts[-1]} clients beside a stalled reader / without it, ours, aggregate tok/s",
                             r["tok_per_s"][0] / plain["tok_per_s"][0] if r["tok_per_s"] else 0.0, 0.9, True))
+    for (engine, dtype), r in cached.items():
+        peer = cached.get(("llama.cpp", dtype))
+        if engine != "ours":
+            continue
+        targets.append((f"{dtype} follow-up TTFT / cold TTFT, ours", r["follow_up_ttft"][0] / r["cold_ttft"][0], 0.25, False))
+        if peer:
+            targets.append((f"{dtype} follow-up TTFT, ours / llama-server", r["follow_up_ttft"][0] / peer["follow_up_ttft"][0],
+                            1.0, False))
+        if r.get("score_shared_s"):
+            targets.append((f"{dtype} lm-eval-shaped request, one context / {CACHE['choices']} contexts, ours",
+                            r["score_shared_s"][0] / r["score_different_s"][0], 0.5, False))
     if ("ours", "q8_0") in batch:
         targets.append(("q8_0 batched decode, all at once / one after another", batch[("ours", "q8_0")][0], 3.0, True))
-    lines += ["", "The targets (issues 28 and 33):", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]
+    lines += ["", "The targets (issues 28, 33 and 34):", "", "| target | measured | wanted | met |", "|---|---:|---:|---|"]
     for what, value, wanted, at_least in targets:
         lines.append(f"| {what} | {value:.2f}x | {'≥' if at_least else '≤'} {wanted}x | {met(value, wanted, at_least)} |")
     return "\n".join(lines) + "\n"
@@ -443,7 +515,7 @@ def main(argv=None):
         prompt_tokens = min(args.prompt_tokens, block_size - args.max_tokens)
         numbers = itertools.count()  # a prompt of its own for every request of the benchmark
         engines = ["ours"] + (["llama.cpp"] if args.llamacpp else [])
-        samples, single_samples, batch_samples, peak_samples, stall_samples = {}, {}, {}, {}, {}
+        samples, single_samples, batch_samples, peak_samples, stall_samples, cache_samples = {}, {}, {}, {}, {}, {}
         batch_prompt, batch_tokens = min(BATCH["prompt_tokens"], block_size // 4), min(BATCH["max_tokens"], args.max_tokens)
         with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "servers.log"), "w") as log:
             paths = write_models(tmp, shape, bool(args.llamacpp))
@@ -467,6 +539,13 @@ def main(argv=None):
                             speedup = batch_speedup(port, prompts, batch_tokens)
                             batch_samples.setdefault((engine, dtype), []).append(speedup)
                             print(f"round {round_ + 1}: {engine} {dtype} batched decode: {speedup:.2f}x", flush=True)
+                            if block_size > CACHE["document_tokens"] + 32:  # not in the tiny shape's 64 positions
+                                cache = follow_ups(port, next(numbers))
+                                if engine == "ours":
+                                    cache.update(shared_context(port, numbers))
+                                cache_samples.setdefault((engine, dtype), []).append(cache)
+                                print(f"round {round_ + 1}: {engine} {dtype} prompt cache: " + ", ".join(
+                                    f"{k} {v * 1e3:,.0f} ms" for k, v in cache.items()), flush=True)
                         finally:
                             proc.terminate()
                             proc.wait(timeout=30)
@@ -516,7 +595,10 @@ def main(argv=None):
             f"{prompt_tokens}-token prompt of its own; median of {args.rounds} round(s), range in "
             f"brackets.")
     batch_shape = f"{BATCH['requests']} greedy requests of {batch_prompt}-token prompts and {batch_tokens} tokens each"
-    table = markdown(rows, single, batch, batch_shape, peaks, matmul_ops_per_token(shape), note, stalled, stall_shape)
+    cached = {key: {metric: summarize([s.get(metric) for s in runs]) for metric in runs[0]}
+              for key, runs in sorted(cache_samples.items())}
+    table = markdown(rows, single, batch, batch_shape, peaks, matmul_ops_per_token(shape), note, stalled, stall_shape,
+                     cached)
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with atomic_write(args.out) as f:

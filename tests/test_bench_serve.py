@@ -54,8 +54,14 @@ def test_the_targets_say_whether_each_is_met_and_by_how_much():
     single = {("q8_0", "prefill 512"): {"ours": stat(2000.0), "llama.cpp": stat(1000.0)},
               ("q8_0", "prefill 128"): {"ours": stat(500.0), "llama.cpp": stat(1000.0)},
               ("q8_0", "decode 256 at depth 512"): {"ours": stat(99.0), "llama.cpp": stat(100.0)}}
+    stalled = {("ours", "q8_0"): {"tok_per_s": stat(141.0), "ttft_median": stat(3.0), "ttft_p99": stat(3.0),
+                                  "itl_median": stat(0.1)},
+               ("llama.cpp", "q8_0"): {"tok_per_s": None, "ttft_median": None, "ttft_p99": None, "itl_median": None}}
+    cached = {("ours", "q8_0"): {"cold_ttft": stat(2.0), "follow_up_ttft": stat(0.1), "score_shared_s": stat(1.0),
+                                 "score_different_s": stat(4.0)},
+              ("llama.cpp", "q8_0"): {"cold_ttft": stat(2.2), "follow_up_ttft": stat(0.2)}}
     table = bench_serve.markdown(rows, single, {("ours", "q8_0"): stat(3.5)}, "8 requests", {"q8_0": stat(1e12)},
-                                 170e6, "note")
+                                 170e6, "note", stalled, "beside a stalled reader", cached)
     targets = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
                for line in table.split("The targets")[1].splitlines() if line.startswith("| q8_0")}
     assert targets["q8_0 prefill 512, ours / llama.cpp"] == ["2.00x", "≥ 2.5x", "no, by 20%"]
@@ -65,6 +71,12 @@ def test_the_targets_say_whether_each_is_met_and_by_how_much():
     assert targets["q8_0 16 clients, p99 TTFT ours / llama-server"] == ["0.30x", "≤ 0.6x", "yes"]
     assert targets["q8_0 batched decode, all at once / one after another"] == ["3.50x", "≥ 3.0x", "yes"]
     assert "| q8_0 | prefill 512 | 2,000.0 | 1,000.0 | 2.00x | 34% | 17% |" in table  # 2000 x 170e6 / 1e12
+    assert targets["q8_0 16 clients beside a stalled reader / without it, ours, aggregate tok/s"] == ["0.94x", "≥ 0.9x", "yes"]
+    assert "| llama.cpp | q8_0 | 16 + stalled | not finished |" in table
+    assert targets["q8_0 follow-up TTFT / cold TTFT, ours"] == ["0.05x", "≤ 0.25x", "yes"]
+    assert targets["q8_0 follow-up TTFT, ours / llama-server"] == ["0.50x", "≤ 1.0x", "yes"]
+    assert targets["q8_0 lm-eval-shaped request, one context / 5 contexts, ours"] == ["0.25x", "≤ 0.5x", "yes"]
+    assert "| llama.cpp | q8_0 | 2,200.0 | 200.0 | 0.09x | — | — | — |" in table
 
 
 @pytest.mark.parametrize("args, message", [(["--llamacpp", "/nonexistent"], "bin/llama-server"),
