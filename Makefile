@@ -245,6 +245,12 @@ c/gpt-server: $(SERVER_SOURCES) c/server.h c/flags.h c/gpt.h c/matmul.h c/bpe.h 
 bench_serve: c setup ## many clients at once: c/gpt-server, and llama-server beside it with LLAMACPP=DIR (a llama.cpp build)
 	$(PY) bench_serve.py $(if $(LLAMACPP),--llamacpp $(LLAMACPP))
 
+# CommonsenseQA's validation split as .jsonl (tau/commonsense_qa's schema): ../shared/data's copy where there is one
+CSQA_DATA ?= $(SHARED_DATA)/commonsense_qa_validation.jsonl
+.PHONY: bench_eval_served
+bench_eval_served: c setup-dev ## CommonsenseQA on make demo's checkpoint in process and through c/gpt-server by lm-eval, cache on/off (CSQA_DATA=FILE)
+	$(PY) bench_eval_served.py $(CKPT) --data $(CSQA_DATA)
+
 server: c/gpt-server ## build the OpenAI-compatible HTTP server c/gpt-server (also part of make c)
 
 serve: c/gpt-server ## serve a model over HTTP on 127.0.0.1:8080: make serve MODEL=model.bin [PORT=8080] [SERVE_ARGS=...]

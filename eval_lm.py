@@ -28,6 +28,31 @@ from quantize import SCHEMES, quantize
 from tokenizer import EOT_TOKEN, get_encoding
 
 
+def write_local_tasks(folder, data):
+    """Task yamls in folder that include lm-eval's own commonsense_qa and hellaswag yamls and only point them at the
+    local files in data ({"hellaswag": path, "commonsense_qa": path}, either or both); returns the task names:
+    hellaswag_local with HellaSwag, and csqa_mc_local and csqa_cloze_local (the answer texts as the choices) with
+    CommonsenseQA."""
+    import lm_eval
+    shipped = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
+    local = "\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {data}\ntraining_split: null\n"
+    both_metrics = "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"  # lm-eval's csqa reports acc only
+    yamls = {}
+    if "hellaswag" in data:
+        yamls["hellaswag_local"] = f"include: {shipped}/hellaswag/hellaswag.yaml\ntask: hellaswag_local" + local.format(data=data["hellaswag"])
+    if "commonsense_qa" in data:
+        csqa = f"include: {shipped}/commonsense_qa/default.yaml" + local.format(data=data["commonsense_qa"]) + both_metrics
+        yamls["csqa_mc_local"] = csqa + "task: csqa_mc_local\n"
+        # the cloze format: the same task with the answer texts as the choices
+        yamls["csqa_cloze_local"] = csqa + ("task: csqa_cloze_local\ndoc_to_text: \"Question: {{ question.strip() }}\\nAnswer:\"\n"
+                                            "doc_to_choice: \"{{ choices.text }}\"\ndoc_to_target: \"{{ choices.label.index(answerKey) }}\"\n")
+    os.makedirs(folder, exist_ok=True)
+    for name, text in yamls.items():
+        with open(os.path.join(folder, f"{name}.yaml"), "w") as f:
+            f.write(text)
+    return sorted(yamls)
+
+
 def make_lm_class():
     """GPTLM, defined once lm-eval is importable (its base class comes from lm-eval)."""
     from lm_eval.api.model import TemplateLM

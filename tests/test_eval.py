@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import eval_commonsense_qa
 import eval_hellaswag
+from eval_lm import write_local_tasks  # noqa: F401 (test_eval_lm.py takes it from here too)
 from model import GPT, GPTConfig
 from multiple_choice import choose, evaluate, hellaswag_preprocess, load_examples, model_input
 from tokenizer import get_encoding
@@ -81,28 +82,6 @@ def write_jsonl(path, rows):
 def tiny_gpt(block_size=64, seed=0):
     torch.manual_seed(seed)
     return GPT(GPTConfig(block_size=block_size, n_layer=2, n_head=2, n_embd=32)).eval()
-
-
-def write_local_tasks(folder, data):
-    """Task yamls in folder that include lm-eval's own commonsense_qa and hellaswag yamls and only point them at the
-    local files in data ({"hellaswag": path, "commonsense_qa": path (optional)}); returns the task names:
-    hellaswag_local, and csqa_mc_local and csqa_cloze_local (the answer texts as the choices) with CommonsenseQA."""
-    import lm_eval
-    shipped = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
-    local = "\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {data}\ntraining_split: null\n"
-    both_metrics = "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"  # lm-eval's csqa reports acc only
-    yamls = {"hellaswag_local": f"include: {shipped}/hellaswag/hellaswag.yaml\ntask: hellaswag_local" + local.format(data=data["hellaswag"])}
-    if "commonsense_qa" in data:
-        csqa = f"include: {shipped}/commonsense_qa/default.yaml" + local.format(data=data["commonsense_qa"]) + both_metrics
-        yamls["csqa_mc_local"] = csqa + "task: csqa_mc_local\n"
-        # the cloze format: the same task with the answer texts as the choices
-        yamls["csqa_cloze_local"] = csqa + ("task: csqa_cloze_local\ndoc_to_text: \"Question: {{ question.strip() }}\\nAnswer:\"\n"
-                                            "doc_to_choice: \"{{ choices.text }}\"\ndoc_to_target: \"{{ choices.label.index(answerKey) }}\"\n")
-    os.makedirs(folder, exist_ok=True)
-    for name, text in yamls.items():
-        with open(os.path.join(folder, f"{name}.yaml"), "w") as f:
-            f.write(text)
-    return sorted(yamls)
 
 
 # -----------------------------------------------------------------------------
