@@ -165,33 +165,35 @@ static void echo_prompt(Server *s, Job *job, Choice *ch) {
     ch->gen_start = ch->text.len;
 }
 
-/* Takes a choice into a free slot: its sampler, the echo of its prompt, and its prompt: to go through in chunks beside
-   the other slots' decodes, so that a long prompt never stops their streams; or at once here, when its logprobs are
-   asked for (every row's logits are kept) or it is longer than block_size (the window of its last block_size tokens
-   is computed, as gpt_prefill does). */
+// The tokens a slot's cache spares a prompt of n: the shared prefix, less what must be fed again (the last token, at
+// least; with scoring, from the first shared token whose record it lacks, and the one before, whose logits score it).
+// *scored: the records still valid.
+static int reusable(const Slot *other, const int *tokens, int n, int score, int *scored) {
+    int k = common_prefix(other->state, tokens, n);
+    *scored = other->scored < k ? other->scored : k;  // records of the tokens both sequences share
+    int keep = score ? *scored - 1 : k;
+    keep = keep < n - 1 ? keep : n - 1;
+    return keep > 0 ? keep : 0;
+}
+
 /* The prompt cache, for a choice about to go into sl: the rows of its prompt's longest prefix that sl holds, or,
    longer, that another running slot holds (a request's n samples, or prompts sharing a context, prefill it once:
    the rows are copied). The state is cut to that prefix, less what the prompt must still feed (at least its last
    token, whose logits come next; with scoring, the first token whose record the cache does not have). The tokens
    kept, which the prompt does not prefill again. */
 static int reuse_prefix(Server *s, Generator *g, Slot *sl, const int *tokens, int n, int score) {
-    int k = common_prefix(sl->state, tokens, n);
+    int scored, keep = reusable(sl, tokens, n, score, &scored);
     Slot *from = NULL;
     for (int i = 0; i < g->n; i++) {
         Slot *other = &g->slots[i];
-        int shared = other != sl && other->job ? common_prefix(other->state, tokens, n) : 0;
-        if (shared > k) { k = shared; from = other; }
+        int other_scored, other_keep = other != sl && other->job ? reusable(other, tokens, n, score, &other_scored) : 0;
+        if (other_keep > keep) { keep = other_keep; scored = other_scored; from = other; }
     }
-    int scored = from ? from->scored : sl->scored;
-    scored = scored < k ? scored : k;  // records of the tokens both sequences share
-    int keep = score ? (k < scored ? k : scored) - 1 : k;
-    keep = keep < n - 1 ? keep : n - 1;
-    keep = keep > 0 ? keep : 0;
-    if (from && keep > 0) {
+    if (from) {
         gpt_state_copy_prefix(s->model, sl->state, from->state, keep);
-        memcpy(sl->scores, from->scores, (size_t)(scored > 0 ? scored : 0) * sizeof *sl->scores);
+        memcpy(sl->scores, from->scores, (size_t)scored * sizeof *sl->scores);
     }
-    if (gpt_state_truncate(sl->state, keep) != 0 || keep == 0) {
+    if (keep == 0 || gpt_state_truncate(sl->state, keep) != 0) {
         gpt_state_reset(sl->state);
         keep = scored = 0;
     }
@@ -199,6 +201,10 @@ static int reuse_prefix(Server *s, Generator *g, Slot *sl, const int *tokens, in
     return keep;
 }
 
+/* Takes a choice into a free slot: its sampler, the echo of its prompt, and its prompt: to go through in chunks beside
+   the other slots' decodes, so that a long prompt never stops their streams; or at once here, when its logprobs are
+   asked for (every row's logits are kept) or it is longer than block_size (the window of its last block_size tokens
+   is computed, as gpt_prefill does). */
 static void slot_start(Server *s, Generator *g, Slot *sl, Job *job, Choice *ch) {
     const GPTModel *m = s->model;
     const Completion *c = &job->c;
