@@ -186,7 +186,7 @@ static int reuse_prefix(Server *s, Generator *g, Slot *sl, const int *tokens, in
     Slot *from = NULL;
     for (int i = 0; i < g->n; i++) {
         Slot *other = &g->slots[i];
-        int other_scored, other_keep = other != sl && other->job ? reusable(other, tokens, n, score, &other_scored) : 0;
+        int other_scored = 0, other_keep = other != sl && other->job ? reusable(other, tokens, n, score, &other_scored) : 0;
         if (other_keep > keep) { keep = other_keep; scored = other_scored; from = other; }
     }
     if (from) {
