@@ -155,7 +155,7 @@ typedef struct {
     int no_prompt_cache;
 } Options;
 
-// The command line into o; 0, or the exit code (after --help, or one error line).
+// The command line into o: 0 to go on, -1 after --help (exit 0), 1 after one error line (exit 1).
 static int parse_options(int argc, char **argv, Options *o) {
     const Flag flags[] = {
         {"--host", FLAG_TEXT, &o->host, 0, 0, "ADDR", "numeric address to listen on, or localhost (default 127.0.0.1: this machine only)"},
@@ -182,7 +182,7 @@ static int parse_options(int argc, char **argv, Options *o) {
                        "Serves a model written by export.py over HTTP, OpenAI-compatible: POST /v1/completions, GET /v1/models,\n"
                        "GET /health; POST /tokenize and /detokenize (llama-server's), GET /metrics (Prometheus), GET / (a web page).";
     int rc = flags_parse(flags, (int)(sizeof flags / sizeof *flags), argc, argv, &o->model_path, head);
-    if (rc) return rc < 0;
+    if (rc) return rc > 0 ? -1 : 1;
     const char *a = o->alias;
     if (a && (!*a || strlen(a) > 200 || utf8_invalid_at((const unsigned char *)a, strlen(a)) != strlen(a) || strchr(a, '/'))) {
         fprintf(stderr, "error: --alias needs a name (UTF-8, no '/', at most 200 bytes)\n");
@@ -229,7 +229,7 @@ int main(int argc, char **argv) {
                  .timeout_s = 10, .parallel = 8, .max_connections = 4096, .api_key = getenv("GPT_SERVER_API_KEY")};
     if (o.threads < 1) o.threads = 1;
     int rc = parse_options(argc, argv, &o);
-    if (rc) return rc;
+    if (rc) return rc > 0;
     if (!o.alias) o.alias = strrchr(o.model_path, '/') ? strrchr(o.model_path, '/') + 1 : o.model_path;
     if (o.api_key && !*o.api_key) o.api_key = NULL;
     if (!o.api_key && !loopback(o.host))

@@ -482,3 +482,11 @@ def test_export_cli_errors_and_writes_a_file(tmp_path, capsys):
     assert export.main([str(tmp_path / "missing.pt"), str(tmp_path / "out.bin")]) == 1
     assert "error:" in capsys.readouterr().err
     assert export.main([str(tmp_path / "out.bin")]) == 1  # neither checkpoint nor --hf
+
+
+def test_help_lists_every_flag_and_exits_0(engine):
+    result = subprocess.run([engine, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("usage: gpt MODEL.bin"), result.stdout + result.stderr
+    for flag in ("-p", "-n", "-t", "-k", "--top_p", "-s", "--threads", "--no_stop", "--bench", "--prompt_len", "--profile",
+                 "--peak", "--tokens", "--print_ids", "--dump_logits", "--encode"):
+        assert f"\n  {flag} " in result.stdout, flag

@@ -659,3 +659,12 @@ def test_bad_server_arguments_give_one_error_line(random_model, binaries, args):
                             env=dict(os.environ, **SANITIZER_ENV), timeout=60)
     errors = [line for line in result.stderr.splitlines() if not line.startswith("gpt-server: no web page")]
     assert result.returncode == 1 and len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+
+
+def test_help_lists_every_flag_and_exits_0(binaries):
+    result = subprocess.run([binaries[0], "--help"], capture_output=True, text=True, env=dict(os.environ, **SANITIZER_ENV),
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("usage: gpt-server model.bin"), result.stdout + result.stderr
+    for flag in ("--host", "--port", "--threads", "--parallel", "--prefill_chunk", "--no_prompt_cache", "--max_tokens_cap",
+                 "--alias", "--queue", "--timeout", "--max_connections", "--api-key", "--ui"):
+        assert f"\n  {flag} " in result.stdout, flag
