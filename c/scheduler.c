@@ -318,7 +318,8 @@ static void generator_free(Generator *g) {
     free(g->slots); free(g->states); free(g->tokens); free(g->counts); free(g->running); free(g->scratch);
 }
 
-// A running slot waits for its client: it has a token to sample and its client's outbox is full.
+// A running slot waits for its client: it has a token to sample and its client's outbox is full (under the lock).
+// The one rule for both the wait (wait_for_work) and the step (gather_step), which skips such a slot.
 static int waits_for_client(const Slot *sl) {
     return sl->job && !sl->prompt && !sl->job->gone && !stop_requested && conn_state_locked(sl->job->conn) == CONN_FULL;
 }
@@ -408,7 +409,10 @@ static int gather_step(Server *s, Generator *g, int *rows, int *prompt_rows) {
     for (int i = 0; i < g->n; i++) {
         Slot *sl = &g->slots[i];
         if (!sl->job || sl->prompt) continue;
-        if (conn_state(s, sl->job->conn) == CONN_FULL && !stop_requested) continue;  // waits for its client
+        pthread_mutex_lock(&s->lock);
+        int waits = waits_for_client(sl);
+        pthread_mutex_unlock(&s->lock);
+        if (waits) continue;
         int token = slot_sample(s, sl);
         if (token < 0) continue;
         g->running[m] = sl;
