@@ -366,10 +366,11 @@ static void flush(Server *s, Loop *l, Conn *c, long long now) {
             Buf taken = c->out;
             c->out = c->sending;
             c->sending = taken;
+            // an idle connection keeps no large buffer; under the lock, as conn_send may be appending to it now
+            if (c->sending.len == 0 && c->out.cap > (64 << 10)) buf_free(&c->out);
             pthread_mutex_unlock(&s->lock);
             if (c->sending.len == 0) {
                 c->waiting_since = 0;
-                if (c->out.cap > (64 << 10)) buf_free(&c->out);  // an idle connection keeps no large buffer
                 return;
             }
             if (!c->waiting_since) c->waiting_since = now;
