@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Every target reads GPT-2's tokenizer from this cache; `make setup` guarantees it (tokenizer.py).
+# Every target reads GPT-2's tokenizer from this cache; `make setup` guarantees it (download_tokens.py tokenizer).
 export TIKTOKEN_CACHE_DIR ?= $(CURDIR)/.cache/tiktoken
 # FineWeb-Edu tokens for the GPU variants: 3.1B to train on (5,722 steps of 524,288) + 0.1B of validation.
 FINEWEB_TOKENS ?= 3200000000
@@ -39,7 +39,7 @@ $(VENV)/.runtime: requirements.txt
 	    $(PY) -m pip install "torch==$(TORCH_VERSION)"; }; \
 	fi
 	$(PY) -m pip install -r requirements.txt
-	$(PY) tokenizer.py
+	$(PY) download_tokens.py tokenizer
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
@@ -100,10 +100,10 @@ sample: setup ## stream text from a checkpoint: make sample CKPT=out/demo_cpu/ck
 	$(PY) sample.py $(CKPT) --prompt "$(PROMPT)"
 
 bench_sample: setup ## tokens/s of generation with and without the KV cache, 124M-shaped model on the CPU (minutes)
-	$(PY) bench_sample.py
+	$(PY) -m measure.bench_sample
 
 variants: setup ## print docs/training.md's variants table (parameters per config)
-	$(PY) variants.py
+	$(PY) -m measure.variants
 
 # --- training -----------------------------------------------------------------------------------
 
@@ -125,10 +125,10 @@ ablation_cpu: setup ## every variant at CPU scale, 2 seeds, an LR sweep and the 
 ifeq ($(ABLATION_INPUT),)
 	@$(MAKE) --no-print-directory data_shakespeare
 	@# offline without Tiny Shakespeare, data_shakespeare prepared the pydoc text instead
-	$(PY) ablation_cpu.py --data_dir $$(test -f data/shakespeare/manifest.json && echo data/shakespeare || echo data/pydoc)
+	$(PY) -m measure.ablation_cpu --data_dir $$(test -f data/shakespeare/manifest.json && echo data/shakespeare || echo data/pydoc)
 else
 	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(ABLATION_DATA)
-	$(PY) ablation_cpu.py --data_dir $(ABLATION_DATA)
+	$(PY) -m measure.ablation_cpu --data_dir $(ABLATION_DATA)
 endif
 
 # the GPU variants' runs, by name: out/NAME/ as configs/NAME.py writes it, where it has a log. The CPU runs (the demos,
@@ -158,7 +158,7 @@ train_ddp: setup ## several GPUs of one machine (DDP): make train_ddp CONFIG=con
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) train.py $(CONFIG)
 
 .PHONY: train_modern
-train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (muon.py)
+train_modern: setup ## Muon, QK-norm, ReLU², RMSNorm, untied zero-init head, soft-cap, WSD: 1.0B tokens (cheapgpt2/muon.py)
 	$(PY) train.py configs/modern.py
 
 .PHONY: train_speedrun
@@ -169,10 +169,10 @@ train_speedrun: setup ## modern + document masking, growing window, value embedd
 
 .PHONY: bench_gpu smoke
 bench_gpu: setup ## every GPU config for 20 steps on synthetic tokens: tokens/s, MFU, memory, compile time, projected $
-	$(PY) bench_train.py --out media/bench_gpu.md
+	$(PY) -m measure.bench_train --out media/bench_gpu.md
 
 smoke: setup ## every GPU config at its real shape and context, one step on the CPU in bf16 (shape/dtype bugs; in make test on AVX-512 CPUs)
-	$(PY) bench_train.py --smoke
+	$(PY) -m measure.bench_train --smoke
 
 # make gpu_check's tokens: Python's own standard library sources (no download), made here, small enough (4 MB) to travel
 data/gpu_check/.prepared: | setup
@@ -183,7 +183,7 @@ data/gpu_check/.prepared: | setup
 .PHONY: gpu_check_data gpu_check
 gpu_check_data: data/gpu_check/.prepared ## on any machine, before make gpu_check: its 2.1M tokens, and GPT-2's BPE in .cache/tiktoken
 	@# in the tree, whatever TIKTOKEN_CACHE_DIR says here: a GPU machine without internet reads it from there
-	TIKTOKEN_CACHE_DIR=$(CURDIR)/.cache/tiktoken $(PY) tokenizer.py
+	TIKTOKEN_CACHE_DIR=$(CURDIR)/.cache/tiktoken $(PY) download_tokens.py tokenizer
 
 # A GPU machine without internet has no .venv to build: the venv's python where there is one, else the system's
 # (a GPU image's, with torch); no setup prerequisite. DEVICE=cpu: the dry path at a tiny shape (make test runs it).
@@ -191,7 +191,7 @@ DEVICE ?= cuda
 GPU_CHECK_DATA ?= data/gpu_check
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 gpu_check: ## on a GPU, ~6 min: compiled throughput, 100 training steps, act. checkpointing, sample -> media/gpu_check.md
-	$(GPU_PY) gpu_check.py --device $(DEVICE) --data_dir $(GPU_CHECK_DATA) $(GPU_CHECK_ARGS)
+	$(GPU_PY) -m measure.gpu_check --device $(DEVICE) --data_dir $(GPU_CHECK_DATA) $(GPU_CHECK_ARGS)
 
 # --- quantized inference ------------------------------------------------------------------------
 
@@ -207,9 +207,9 @@ train_quant_cpu: setup ## the model bench_inference reports on: the modern recip
 	OMP_NUM_THREADS=2 $(PY) train.py configs/quant_cpu.py --data_dir=$(QUANT_DATA)
 
 bench_inference: setup c ## every quantization scheme's quality, speed and memory, PyTorch and the C engine: media/bench_inference.md (QUANT_CKPT=..., QUANT_DATA=...)
-	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 4096 --compile off --backends pytorch,c
+	$(PY) -m measure.bench_inference $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 4096 --compile off --backends pytorch,c
 	@# torch.compile takes minutes per scheme on 2 busy cores: speed only, for the reference and the two int8 weight schemes
-	$(PY) bench_inference.py $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 0 --compile on \
+	$(PY) -m measure.bench_inference $(QUANT_CKPT) --data_dir $(QUANT_DATA) --threads 1 --eval_tokens 0 --compile on \
 		--schemes none,int8wo,q8_0 --out media/bench_inference_compile.md
 
 # --- the C engine -------------------------------------------------------------------------------
@@ -225,8 +225,8 @@ c: ## build the C inference engine c/gpt (C11, libc, libm, OpenMP where availabl
 	@# -Wno-unknown-pragmas: built without OpenMP, its pragmas are meant to be ignored
 	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Wno-unknown-pragmas -o $(C_OUT) $(C_SOURCES) -lm
 
-bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (bench_c.py); LLAMA2C=DIR: karpathy/llama2.c beside it
-	$(PY) bench_c.py --cflags "$(CFLAGS)" $(if $(LLAMA2C),--llama2c $(LLAMA2C))
+bench_c: c setup ## C engine speed at the 124M shape, fp32 and q8_0, 2 threads (measure/bench_c.py); LLAMA2C=DIR: karpathy/llama2.c beside it
+	$(PY) -m measure.bench_c --cflags "$(CFLAGS)" $(if $(LLAMA2C),--llama2c $(LLAMA2C))
 
 # --- the HTTP server ----------------------------------------------------------------------------
 
@@ -243,13 +243,13 @@ c/gpt-server: $(SERVER_SOURCES) c/server.h c/flags.h c/gpt.h c/matmul.h c/bpe.h 
 .PHONY: server serve
 .PHONY: bench_serve
 bench_serve: c setup ## many clients at once: c/gpt-server, and llama-server beside it with LLAMACPP=DIR (a llama.cpp build)
-	$(PY) bench_serve.py $(if $(LLAMACPP),--llamacpp $(LLAMACPP))
+	$(PY) -m measure.bench_serve $(if $(LLAMACPP),--llamacpp $(LLAMACPP))
 
 # CommonsenseQA's validation split as .jsonl (tau/commonsense_qa's schema): ../shared/data's copy where there is one
 CSQA_DATA ?= $(SHARED_DATA)/commonsense_qa_validation.jsonl
 .PHONY: bench_eval_served
 bench_eval_served: c setup-dev ## CommonsenseQA on make demo's checkpoint in process and through c/gpt-server by lm-eval, cache on/off (CSQA_DATA=FILE)
-	$(PY) bench_eval_served.py $(CKPT) --data $(CSQA_DATA)
+	$(PY) -m measure.bench_eval_served $(CKPT) --data $(CSQA_DATA)
 
 server: c/gpt-server ## build the OpenAI-compatible HTTP server c/gpt-server (also part of make c)
 
@@ -263,8 +263,8 @@ serve: c/gpt-server ## serve a model over HTTP on 127.0.0.1:8080: make serve MOD
 SCALE_CONFIGS = baseline modern gpt2_medium gpt2_large gpt2_xl modern_medium
 
 dry_run: setup ## memory per GPU (DDP and FSDP), fit in 80 GB, hours and dollars of every config, without a GPU
-	$(PY) estimate.py $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
-	$(PY) estimate.py --markdown $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
+	$(PY) -m measure.estimate $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
+	$(PY) -m measure.estimate --markdown $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
 
 train_gpt2_medium: setup ## GPT-2 medium (350M), GPT-3's recipe, 7.1B tokens: one 80 GB GPU, or torchrun for more
 	$(PY) train.py configs/gpt2_medium.py

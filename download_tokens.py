@@ -4,6 +4,7 @@ GPT-2-tokenized FineWeb shards, downloaded ready-made instead of tokenized on a 
     python download_tokens.py                                   # FineWeb-Edu: 32 train shards (3.2B tokens) + val
     python download_tokens.py fineweb10B --train_shards 8       # FineWeb (the speedrun's 3.28 target is on it)
     make data_fineweb_cached                                    # the first line, into data/fineweb_edu
+    python download_tokens.py tokenizer                         # GPT-2's BPE ranks alone, for offline use (make setup)
 
 The shards are the ones the NanoGPT speedrun downloads (KellerJordan/modded-nanogpt's data/cached_fineweb10B.py
 and cached_finewebedu10B.py): Hugging Face datasets kjj0/fineweb10B-gpt2 (103 train shards) and
@@ -31,7 +32,9 @@ import urllib.request
 import numpy as np
 from tqdm import tqdm
 
-from data import HEADER_INTS, SHARD_MAGIC, SHARD_VERSION, foreign_shards, write_atomically
+from cheapgpt2.common import write_atomically
+from cheapgpt2.data import HEADER_INTS, SHARD_MAGIC, SHARD_VERSION, foreign_shards
+from cheapgpt2.tokenizer import ensure_tokenizer
 
 # name: (Hugging Face dataset, file prefix, train shards it holds, our data_dir)
 DATASETS = {"finewebedu10B": ("kjj0/finewebedu10B-gpt2", "finewebedu", 99, "data/fineweb_edu"),
@@ -119,13 +122,17 @@ def download(name, train_shards, out_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", nargs="?", default="finewebedu10B", choices=sorted(DATASETS),
-                        help="finewebedu10B (default; the configs' data_dir) or fineweb10B")
+    parser.add_argument("dataset", nargs="?", default="finewebedu10B", choices=[*sorted(DATASETS), "tokenizer"],
+                        help="finewebedu10B (default; the configs' data_dir) or fineweb10B; tokenizer: only make GPT-2's "
+                             "BPE tokenizer available offline (TIKTOKEN_CACHE_DIR, default .cache/tiktoken)")
     parser.add_argument("--train_shards", type=int, default=32, help="100M-token train shards (default 32: 3.2B)")
     parser.add_argument("--out_dir", default=None, help="default data/fineweb_edu, or data/fineweb for fineweb10B")
     args = parser.parse_args(argv)
-    out_dir = args.out_dir or DATASETS[args.dataset][3]
     try:
+        if args.dataset == "tokenizer":
+            print(ensure_tokenizer())
+            return 0
+        out_dir = args.out_dir or DATASETS[args.dataset][3]
         manifest = download(args.dataset, args.train_shards, out_dir)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -16,7 +16,7 @@ Hugging Face schema or the original release's.
 
 import sys
 
-from multiple_choice import CSQA_FORMATS, run_cli
+from cheapgpt2.multiple_choice import CSQA_FORMATS, run_cli
 
 
 def main(argv=None):

@@ -13,7 +13,7 @@ or the original release's (hellaswag_val.jsonl).
 
 import sys
 
-from multiple_choice import run_cli
+from cheapgpt2.multiple_choice import run_cli
 
 FORMATS = {"hellaswag": "hellaswag"}  # one format; the key names its results in --out
 

@@ -23,34 +23,12 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from multiple_choice import add_model_arguments, load_model, model_arguments_error, model_input, pick_device, write_json_atomic
-from quantize import SCHEMES, quantize
-from tokenizer import EOT_TOKEN, get_encoding
-
-
-def write_local_tasks(folder, data):
-    """Task yamls in folder that include lm-eval's own commonsense_qa and hellaswag yamls and only point them at the
-    local files in data ({"hellaswag": path, "commonsense_qa": path}, either or both); returns the task names:
-    hellaswag_local with HellaSwag, and csqa_mc_local and csqa_cloze_local (the answer texts as the choices) with
-    CommonsenseQA."""
-    import lm_eval
-    shipped = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
-    local = "\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {data}\ntraining_split: null\n"
-    both_metrics = "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"  # lm-eval's csqa reports acc only
-    yamls = {}
-    if "hellaswag" in data:
-        yamls["hellaswag_local"] = f"include: {shipped}/hellaswag/hellaswag.yaml\ntask: hellaswag_local" + local.format(data=data["hellaswag"])
-    if "commonsense_qa" in data:
-        csqa = f"include: {shipped}/commonsense_qa/default.yaml" + local.format(data=data["commonsense_qa"]) + both_metrics
-        yamls["csqa_mc_local"] = csqa + "task: csqa_mc_local\n"
-        # the cloze format: the same task with the answer texts as the choices
-        yamls["csqa_cloze_local"] = csqa + ("task: csqa_cloze_local\ndoc_to_text: \"Question: {{ question.strip() }}\\nAnswer:\"\n"
-                                            "doc_to_choice: \"{{ choices.text }}\"\ndoc_to_target: \"{{ choices.label.index(answerKey) }}\"\n")
-    os.makedirs(folder, exist_ok=True)
-    for name, text in yamls.items():
-        with open(os.path.join(folder, f"{name}.yaml"), "w") as f:
-            f.write(text)
-    return sorted(yamls)
+from cheapgpt2.checkpoint import add_model_arguments, load_model, model_arguments_error
+from cheapgpt2.common import pick_device, write_json_atomic
+from cheapgpt2.generate import generate_tokens
+from cheapgpt2.multiple_choice import model_input
+from cheapgpt2.quantize import SCHEMES, quantize
+from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
 
 
 def make_lm_class():
@@ -136,7 +114,7 @@ def make_lm_class():
                 tokens = self.tok_encode(context)[-(self.max_length - max_gen_toks):]
                 idx = torch.tensor([tokens], device=self.device_name)
                 generated = []
-                for token in self.model.generate_tokens(idx, max_gen_toks, temperature=temperature):
+                for token in generate_tokens(self.model, idx, max_gen_toks, temperature=temperature):
                     generated.append(token.item())
                     text = self.tok_decode(generated)
                     if any(stop in text for stop in until if stop):
@@ -187,7 +165,7 @@ def main(argv=None):
             raise ValueError("--batch_size and --limit must be positive")
         if args.include_path and not os.path.isdir(args.include_path):
             raise FileNotFoundError(f"--include_path {args.include_path} is not a folder of task yamls")
-        from multiple_choice import check_writable
+        from cheapgpt2.common import check_writable
         check_writable(out)
         task_manager = task_manager_for(args.include_path)
         unknown = [t for t in tasks if t not in task_manager.all_tasks]

@@ -14,7 +14,6 @@ padded to 50,304 for fast matmuls is cut back to GPT-2's 50,257 rows) and GPT-2'
 """
 
 import argparse
-import functools
 import json
 import os
 import shutil
@@ -23,85 +22,9 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from model import load_checkpoint
-from tokenizer import EOT_TOKEN, get_encoding
-
-GPT2_VOCAB_SIZE = 50257
-EOT_TEXT = "<|endoftext|>"
-# what GPT-2's architecture in transformers fixes: (GPTConfig field, required value, what to say when it differs)
-GPT2_ARCHITECTURE = [("pos_emb", "learned", "RoPE"), ("mlp", "gelu", "a non-GELU MLP"), ("norm", "layernorm", "RMSNorm"),
-                     ("qk_norm", False, "QK-norm"), ("tie_embeddings", True, "an untied head"),
-                     ("logit_softcap", 0.0, "logit soft-capping"), ("bias", True, "Linear layers without biases"),
-                     ("doc_mask", False, "document masking"), ("attn_window", 0, "windowed attention"),
-                     ("value_embeds", False, "value embeddings"), ("unet_skips", False, "U-net skips")]
-
-
-def check_gpt2_architecture(config):
-    """ValueError unless the model is GPT-2's architecture, naming what is not."""
-    different = [name for field, value, name in GPT2_ARCHITECTURE if getattr(config, field) != value]
-    if different:
-        raise ValueError(f"this checkpoint uses {', '.join(different)}: no standard Hugging Face architecture holds it "
-                         f"(only GPT-2's exports); score it with lm-evaluation-harness through "
-                         f"`python eval_lm.py CKPT --tasks ...` instead")
-    if config.vocab_size < GPT2_VOCAB_SIZE:
-        raise ValueError(f"the model has {config.vocab_size} token rows, fewer than GPT-2's tokenizer's {GPT2_VOCAB_SIZE}")
-
-
-def bytes_to_unicode():
-    """GPT-2's reversible byte -> printable character table for its vocab.json and merges.txt (Radford et al.'s
-    encoder.py): printable Latin-1 bytes stand for themselves, the other 68 bytes for characters from U+0100 on."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-@functools.lru_cache(maxsize=1)  # a few seconds of pure Python; the same for every export
-def vocab_and_merges(enc):
-    """vocab.json's {token text: id} and merges.txt's pairs, from tiktoken's byte-level BPE ranks. The pair that
-    makes a token: byte-pair merging its own bytes with the lower ranks only, until two pieces are left."""
-    ranks = enc._mergeable_ranks  # {token bytes: rank}; the rank is the token id
-    table = bytes_to_unicode()
-    text = lambda b: "".join(table[x] for x in b)  # noqa: E731
-    vocab = {text(token): rank for token, rank in ranks.items()}
-    vocab[EOT_TEXT] = EOT_TOKEN
-    merges = []
-    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
-        if len(token) < 2:
-            continue
-        parts = [bytes([b]) for b in token]
-        while len(parts) > 2:
-            pairs = [(ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1)]
-            best_rank, i = min(pairs)
-            if best_rank >= rank:
-                break
-            parts[i:i + 2] = [parts[i] + parts[i + 1]]
-        if len(parts) != 2:
-            raise ValueError(f"token {rank} has no merge pair; tiktoken's ranks are not GPT-2's byte-level BPE")
-        merges.append(f"{text(parts[0])} {text(parts[1])}")
-    return vocab, merges
-
-
-def hf_state_dict(model):
-    """Our weights under transformers' GPT-2 names: its Conv1D layers store (in, out), the transpose of nn.Linear."""
-    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    state = {}
-    for key, tensor in model.state_dict().items():
-        if key == "lm_head.weight":
-            continue  # tied: transformers rebuilds it from transformer.wte.weight
-        tensor = tensor.detach().float()
-        if key.endswith(conv1d):
-            tensor = tensor.t()
-        if key == "transformer.wte.weight":
-            tensor = tensor[:GPT2_VOCAB_SIZE]
-        state[key] = tensor.contiguous()
-    return state
-
+from cheapgpt2.checkpoint import load_checkpoint
+from cheapgpt2.hf import EOT_TEXT, GPT2_VOCAB_SIZE, check_gpt2_architecture, hf_state_dict, vocab_and_merges
+from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
 
 def export(checkpoint_path, out_dir):
     """Write the transformers directory; refuses an out_dir that holds files, and never leaves a half-written one."""

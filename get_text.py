@@ -19,7 +19,8 @@ import sys
 import sysconfig
 import urllib.request
 
-REPO = os.path.dirname(os.path.abspath(__file__))
+from cheapgpt2.common import REPO, write_atomically
+
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TINYSHAKESPEARE_FILE = "tinyshakespeare.txt"
@@ -29,13 +30,6 @@ DOWNLOAD_SECONDS = 30  # per network operation: offline fails in seconds, not mi
 def sha256_of(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def write_atomically(path, data):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
 
 
 def tinyshakespeare(shared_dir, download_dir):

@@ -43,8 +43,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from data import TOKEN_DTYPE, foreign_shards, read_header, read_jsonl, write_atomically, write_shard
-from tokenizer import ENCODING_NAME, EOT_TOKEN, get_encoding
+from cheapgpt2.common import write_atomically
+from cheapgpt2.data import TOKEN_DTYPE, foreign_shards, read_header, read_jsonl, write_shard
+from cheapgpt2.tokenizer import ENCODING_NAME, EOT_TOKEN, get_encoding
 
 DEFAULT_DATASET = "HuggingFaceFW/fineweb-edu"
 DEFAULT_DATASET_NAME = "sample-10BT"

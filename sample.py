@@ -6,7 +6,7 @@ Sample text from a checkpoint (or from OpenAI's GPT-2), streamed to stdout as th
     python sample.py --hf gpt2 --prompt "Hello, I'm a language model," --max_new_tokens 100 --seed 2
     python sample.py out/quant_cpu/ckpt.pt --prompt "ROMEO:" --quant q8_0     # int8 weights (quantize.py), on the CPU
 
-Generation runs a prefill over the prompt and then one token per step against the KV cache (model.generate);
+Generation runs a prefill over the prompt and then one token per step against the KV cache (cheapgpt2/generate.py);
 prefill and decode speeds go to stderr at the end. The prompt starts after <|endoftext|>, as every document
 did in training (prepare_data.py). A character whose UTF-8 bytes span several tokens is printed once complete.
 """
@@ -18,9 +18,11 @@ import time
 
 import torch
 
-from multiple_choice import add_model_arguments, load_model, model_arguments_error, pick_device
-from quantize import SCHEMES, quantize
-from tokenizer import EOT_TOKEN, get_encoding
+from cheapgpt2.checkpoint import add_model_arguments, load_model, model_arguments_error
+from cheapgpt2.common import pick_device
+from cheapgpt2.generate import generate_tokens
+from cheapgpt2.quantize import SCHEMES, quantize
+from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
 
 REPLACEMENT = "\ufffd".encode()  # what a token id the tokenizer does not have (padded vocabulary) prints as
 
@@ -60,7 +62,7 @@ def sample(model, tokens, args, enc, out=None):
     idx = torch.tensor([tokens], device=next(model.parameters()).device)
     t0 = time.perf_counter()
     t_first, n = None, 0
-    for token in model.generate_tokens(idx, args.max_new_tokens, args.temperature, args.top_k, args.top_p):
+    for token in generate_tokens(model, idx, args.max_new_tokens, args.temperature, args.top_k, args.top_p):
         n += 1
         if t_first is None:
             t_first = time.perf_counter()  # the prefill, and the first token sampled from it

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from data import write_shard
+from cheapgpt2.data import write_shard
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_c_compiler = pytest.mark.skipif(shutil.which("make") is None or shutil.which(os.environ.get("CC", "cc")) is None,

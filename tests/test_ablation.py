@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 
-import ablation_cpu
+from measure import ablation_cpu
 
 
 def test_tokens_to_reach_interpolates_between_evaluations():

@@ -5,9 +5,10 @@ import subprocess
 
 import pytest
 
-import export
 from conftest import REPO, makefile_sources, march_native, needs_c_compiler
 from test_c_engine import ENV, SPEEDRUN, config, random_model
+
+from cheapgpt2 import engine_file
 
 pytestmark = needs_c_compiler
 # prompt lengths: 16 generations, all different; with 12 decode steps the 25-token one passes block_size (32)
@@ -32,7 +33,7 @@ def driver(tmp_path_factory):
 
 def batch_difference(driver, model, tmp_path, lengths=LENGTHS, steps=12, dtype="fp32"):
     path = str(tmp_path / "model.bin")
-    export.export(model, path, dtype=dtype, group_size=32)
+    engine_file.export(model, path, dtype=dtype, group_size=32)
     result = subprocess.run([driver, path, str(steps), *map(str, lengths)], capture_output=True, text=True, env=ENV,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -70,7 +71,7 @@ def test_prompt_chunks_beside_decodes_give_each_generation_its_logits_alone(step
     rows of the others; every generation's logits are bit for bit what it gets alone (each row's sums run in the
     same order whatever the pass carries), past block_size too (12 decodes after a 25-token prompt)."""
     path = str(tmp_path / "model.bin")
-    export.export(random_model(config(**options), seed=13), path, dtype=dtype, group_size=32)
+    engine_file.export(random_model(config(**options), seed=13), path, dtype=dtype, group_size=32)
     result = subprocess.run([step_driver, path, "12", str(chunk), *map(str, [25, 1, 9, 17, 4, 30, 2, 12])],
                             capture_output=True, text=True, env=ENV, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -92,7 +93,7 @@ def test_reused_kv_rows_of_a_shared_prefix_give_a_fresh_states_logits(cache_driv
     and windows depend on the positions before) and for 6 decodes after it, past block_size (32); a state past
     block_size offers no rows."""
     path = str(tmp_path / "model.bin")
-    export.export(random_model(config(**options), seed=14), path, dtype=dtype, group_size=32)
+    engine_file.export(random_model(config(**options), seed=14), path, dtype=dtype, group_size=32)
     result = subprocess.run([cache_driver, path, "30", "6", "3"], capture_output=True, text=True, env=ENV, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     diff, compared = result.stdout.split()

@@ -2,7 +2,7 @@
 
 import pytest
 
-import bench_c
+from measure import bench_c
 from conftest import needs_c_compiler
 
 pytestmark = needs_c_compiler

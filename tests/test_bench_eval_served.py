@@ -4,7 +4,7 @@ the server itself)."""
 import argparse
 import json
 
-import bench_eval_served
+from measure import bench_eval_served
 
 
 def test_the_table_gives_each_way_its_time_and_accuracies_and_the_caches_speed_up(tmp_path):

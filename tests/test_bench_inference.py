@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bench_inference
+from measure import bench_inference
 from conftest import needs_c_compiler
-from data import write_shard
-from model import GPT, GPTConfig
-from quantize import quantize
+from cheapgpt2 import common
+from cheapgpt2.data import write_shard
+from cheapgpt2.model import GPT, GPTConfig
+from cheapgpt2.quantize import quantize
 
 
 def tiny_model():
@@ -140,10 +141,10 @@ def test_c_engine_rows_match_pytorch_quality_and_report_their_own_memory(checkpo
 
 def test_the_machine_is_named_with_its_instruction_set():
     # every table names the CPU and its vector instructions: "AMD EPYC" alone was AVX2-only on one machine, AVX-512 on another
-    assert bench_inference.instruction_set({"fma", "avx2"}) == "AVX2"
-    assert bench_inference.instruction_set({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 with VNNI"
-    assert bench_inference.instruction_set({"avx2", "avx512f", "avx512_vnni", "amx_int8"}) == "AVX-512 with VNNI and AMX"
-    assert bench_inference.instruction_set({"avx2", "avx_vnni"}) == "AVX2 with VNNI"
-    assert bench_inference.instruction_set({"asimd"}) == "NEON"
+    assert common.instruction_set({"fma", "avx2"}) == "AVX2"
+    assert common.instruction_set({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 with VNNI"
+    assert common.instruction_set({"avx2", "avx512f", "avx512_vnni", "amx_int8"}) == "AVX-512 with VNNI and AMX"
+    assert common.instruction_set({"avx2", "avx_vnni"}) == "AVX2 with VNNI"
+    assert common.instruction_set({"asimd"}) == "NEON"
     if os.path.exists("/proc/cpuinfo"):
-        assert re.match(r".+ \((AVX|NEON|no AVX2).*\), \d+ cores, ", bench_inference.hardware())
+        assert re.match(r".+ \((AVX|NEON|no AVX2).*\), \d+ cores, ", common.hardware())

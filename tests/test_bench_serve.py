@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-import bench_serve
+from measure import bench_serve
 from conftest import REPO, makefile_sources, needs_c_compiler
 from test_c_server import SERVER_SOURCES
 
@@ -91,7 +91,7 @@ def test_a_missing_peer_or_server_is_one_line(args, message, capsys):
 
 def test_every_request_gets_a_prompt_of_its_own_of_the_same_length():
     # one shared prompt would let llama-server answer from its prompt cache instead of prefilling
-    from tokenizer import get_encoding
+    from cheapgpt2.tokenizer import get_encoding
     prompts = [bench_serve.prompt_of(256, number) for number in (0, 1, 9, 10, 999)]
     assert len(set(prompts)) == 5
     assert {len(get_encoding().encode_ordinary(p)) for p in prompts} == {256}

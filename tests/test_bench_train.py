@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-import bench_train
+from cheapgpt2.estimate import flops_per_token
+from measure import bench_train
 
 
 def test_the_gpu_table_runs_every_config_at_a_tiny_shape(tmp_path, capsys):
@@ -56,7 +57,7 @@ def test_a_config_leaves_nothing_behind_for_the_next_one_to_reuse_or_count():
     baseline) reuses its graphs and reports no compile (measured: 3e-5 s reused, 0.22 s recompiled here)."""
     import gc
     from torch._dynamo.eval_frame import OptimizedModule
-    from model import GPT
+    from cheapgpt2.model import GPT
     tiny_compiled = [*bench_train.TINY, "--compile=True"]
     rows = [bench_train.bench_config(path, tiny_compiled, steps=1, warmup=1) for path in bench_train.GPU_CONFIGS[:2]]
     assert [row["config"] for row in rows] == ["configs/baseline.py", "configs/increase_max_lr.py"]
@@ -69,9 +70,9 @@ def test_mfu_is_measured_both_ways_against_a_given_peak():
     # --peak_flops stands for a GPU's on the CPU: the masked half of attention is 6LTd of 6N + 12LTd FLOPs
     row = bench_train.bench_config(bench_train.GPU_CONFIGS[0], [*bench_train.TINY, "--peak_flops=1e12"], steps=1,
                                    warmup=0)
-    from config import load_config
-    from model import GPT
+    from cheapgpt2.config import load_config
+    from cheapgpt2.model import GPT
     model = GPT(load_config(bench_train.GPU_CONFIGS[0], bench_train.TINY).model_config())
-    assert row["mfu"] == pytest.approx(model.flops_per_token() * row["tok_per_s"] / 1e12)
-    assert row["mfu_causal"] / row["mfu"] == pytest.approx(model.flops_per_token(causal=True) / model.flops_per_token())
+    assert row["mfu"] == pytest.approx(flops_per_token(model) * row["tok_per_s"] / 1e12)
+    assert row["mfu_causal"] / row["mfu"] == pytest.approx(flops_per_token(model, causal=True) / flops_per_token(model))
     assert row["mfu_causal"] < row["mfu"]

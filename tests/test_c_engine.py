@@ -18,11 +18,13 @@ import pytest
 import torch
 
 import export
-from model import GPT, GPTConfig
-from quantize import quantize
+from cheapgpt2.model import GPT, GPTConfig
+from cheapgpt2.quantize import quantize
 from conftest import needs_c_compiler
 from test_model import randomize_
-from tokenizer import get_encoding
+from cheapgpt2 import engine_file
+from cheapgpt2.generate import generate
+from cheapgpt2.tokenizer import get_encoding
 
 # passive: OpenMP threads that spin at barriers crawl when other jobs share the cores (CI, this machine)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "passive", "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
@@ -84,7 +86,7 @@ def reference_logits(model, tokens, n_prompt):
 
 
 def greedy_path(ref_logits, n_prompt):
-    """The tokens model.generate(temperature=0) picks along the reference rows: argmax of each next-token row."""
+    """The tokens generate(model, temperature=0) picks along the reference rows: argmax of each next-token row."""
     return ref_logits[n_prompt - 1:].argmax(axis=-1).tolist()
 
 
@@ -105,25 +107,25 @@ def test_fp32_logits_and_greedy_continuation_match_model_py(engine, tmp_path, po
     cfg = config(pos_emb=pos_emb, mlp=mlp, norm=norm, qk_norm=qk_norm, tie_embeddings=tie, bias=bias, logit_softcap=softcap)
     model = random_model(cfg, seed=OPTION_GRID.index((pos_emb, mlp, norm, qk_norm, tie, bias, softcap)))
     path = str(tmp_path / "model.bin")
-    export.export(model, path)
+    engine_file.export(model, path)
     prompt = torch.randint(0, cfg.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(1)).tolist()
     # the prompt goes through one batched prefill, the rest through cached decode, past block_size (32) too
     ids, c_logits = c_generate(engine, path, prompt, tmp_path)
     ref = reference_logits(model, prompt + ids, PROMPT_LEN)
     assert_close(c_logits, ref, 1e-4, "fp32 logits")
     # every greedy pick of model.generate is the argmax of one of these rows (test_greedy_path_is_model_generate)
-    assert ids == greedy_path(ref, PROMPT_LEN)[:NEW_TOKENS], "greedy continuation differs from model.generate(temperature=0)"
+    assert ids == greedy_path(ref, PROMPT_LEN)[:NEW_TOKENS], "greedy continuation differs from generate(model, temperature=0)"
 
 
 @pytest.mark.parametrize("pos_emb,mlp,norm", [("learned", "gelu", "layernorm"), ("rope", "relu2", "rmsnorm"), ("rope", "swiglu", "layernorm")])
 def test_greedy_continuation_is_model_generate(engine, tmp_path, pos_emb, mlp, norm):
-    """model.generate(temperature=0) itself, 64 tokens from a 20-token prompt with block_size 32."""
+    """generate(model, temperature=0) itself, 64 tokens from a 20-token prompt with block_size 32."""
     model = random_model(config(pos_emb=pos_emb, mlp=mlp, norm=norm, qk_norm=True, logit_softcap=3.0), seed=5)
     path = str(tmp_path / "model.bin")
-    export.export(model, path)
+    engine_file.export(model, path)
     prompt = list(range(3, 3 + PROMPT_LEN))
     ids, c_logits = c_generate(engine, path, prompt, tmp_path)
-    expected = model.generate(torch.tensor([prompt]), NEW_TOKENS, temperature=0)[0, PROMPT_LEN:].tolist()
+    expected = generate(model, torch.tensor([prompt]), NEW_TOKENS, temperature=0)[0, PROMPT_LEN:].tolist()
     assert ids == expected
     assert greedy_path(reference_logits(model, prompt + ids, PROMPT_LEN), PROMPT_LEN)[:NEW_TOKENS] == expected
 
@@ -138,7 +140,7 @@ def test_speedrun_options_match_model_py(engine, tmp_path, n_layer, dtype):
     block_size (32): GPT-2's vocabulary, so that the prompt's <|endoftext|> (50256) starts a document."""
     model = random_model(config(vocab_size=50304, n_layer=n_layer, **SPEEDRUN), seed=7)
     path = str(tmp_path / "model.bin")
-    export.export(model, path, dtype=dtype, group_size=32)
+    engine_file.export(model, path, dtype=dtype, group_size=32)
     prompt = torch.randint(0, 1000, (PROMPT_LEN,), generator=torch.Generator().manual_seed(3)).tolist()
     prompt[6] = prompt[15] = 50256
     ids, c_logits = c_generate(engine, path, prompt, tmp_path)
@@ -156,10 +158,10 @@ def test_prompt_longer_than_block_size_keeps_its_last_tokens(engine, tmp_path):
     """A prompt past block_size is cut to its last block_size tokens, as model.generate does."""
     model = random_model(config(block_size=16))
     path = str(tmp_path / "model.bin")
-    export.export(model, path)
+    engine_file.export(model, path)
     prompt = list(range(1, 41))
     ids, _ = c_generate(engine, path, prompt, tmp_path, dump=False)
-    assert ids == model.generate(torch.tensor([prompt]), NEW_TOKENS, temperature=0)[0, len(prompt):].tolist()
+    assert ids == generate(model, torch.tensor([prompt]), NEW_TOKENS, temperature=0)[0, len(prompt):].tolist()
 
 
 # ----------------------------------------------------------------------------
@@ -174,7 +176,7 @@ def test_q8_0_logits_match_the_scheme_in_pytorch(engine, tmp_path, pos_emb, mlp,
                  logit_softcap=3.0 if not tie else 0.0)
     model = random_model(cfg, seed=3)
     path = str(tmp_path / "model_q8.bin")
-    export.export(model, path, dtype="q8_0", group_size=group_size)
+    engine_file.export(model, path, dtype="q8_0", group_size=group_size)
     prompt = torch.randint(0, cfg.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(2)).tolist()
     ids, c_logits = c_generate(engine, path, prompt, tmp_path)
     reference = quantize(model, "q8_0" if group_size == 64 else "q8_0-g32")  # quantize.py: the scheme's definition
@@ -193,7 +195,7 @@ def test_q8_0_portable_kernel_matches_the_scheme_too(engine_asan, tmp_path):
     """The sanitizer build has no -march=native: its q8_0 matmul is the plain C loop, not the AVX2 one."""
     model = random_model(config(pos_emb="rope", mlp="swiglu", norm="rmsnorm", tie_embeddings=True), seed=4)
     path = str(tmp_path / "model_q8.bin")
-    export.export(model, path, dtype="q8_0", group_size=64)
+    engine_file.export(model, path, dtype="q8_0", group_size=64)
     prompt = list(range(5, 5 + PROMPT_LEN))
     ids, c_logits = c_generate(engine_asan, path, prompt, tmp_path)
     ref = reference_logits(quantize(model, "q8_0"), prompt + ids, PROMPT_LEN)
@@ -204,7 +206,7 @@ def test_q8_0_portable_kernel_matches_the_scheme_too(engine_asan, tmp_path):
 def test_q8_0_export_refuses_widths_not_divisible_by_group_size(tmp_path):
     model = random_model(config(n_embd=48, n_head=4))
     with pytest.raises(ValueError, match="divisible by group_size"):
-        export.export(model, str(tmp_path / "m.bin"), dtype="q8_0", group_size=32)
+        engine_file.export(model, str(tmp_path / "m.bin"), dtype="q8_0", group_size=32)
 
 
 # ----------------------------------------------------------------------------
@@ -268,7 +270,7 @@ def varied_lines(n_lines, seed=0):
 @pytest.fixture(scope="module")
 def tokenizer_model(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tok") / "model.bin")
-    export.export(random_model(config()), path)
+    engine_file.export(random_model(config()), path)
     return path
 
 
@@ -305,7 +307,7 @@ def test_text_prompt_is_encoded_as_tiktoken_does(engine, tmp_path):
     enc = get_encoding()
     model = random_model(config(vocab_size=enc.n_vocab, n_embd=32, block_size=64))
     path = str(tmp_path / "model.bin")
-    export.export(model, path)
+    engine_file.export(model, path)
     text = "Hello, world! It's 2024 and ünïcödé works."
     by_text = run(engine, path, "-p", text, "-n", 8, "-t", 0, "--print_ids", "--no_stop").stdout.split()
     by_ids = run(engine, path, "--tokens", " ".join(map(str, enc.encode(text))), "-n", 8, "-t", 0, "--print_ids", "--no_stop").stdout.split()
@@ -319,7 +321,7 @@ def test_text_prompt_is_encoded_as_tiktoken_does(engine, tmp_path):
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("small") / "model.bin")
-    export.export(random_model(config(vocab_size=300)), path)
+    engine_file.export(random_model(config(vocab_size=300)), path)
     return path
 
 
@@ -346,7 +348,7 @@ def test_sampling_follows_the_distribution(engine, tmp_path):
         model.transformer.ln_f.bias.fill_(1.0)
         model.lm_head.weight.copy_(designed[:, None].expand(8, 16) / 16)
     path = str(tmp_path / "model.bin")
-    export.export(model, path)
+    engine_file.export(model, path)
     logits = model(torch.tensor([[0]]))[0][0, 0].detach().double()
     assert torch.allclose(logits, designed.double(), atol=1e-5)
     probs = torch.softmax(logits / 0.7, -1)  # about .44 .25 .14 .08 .05 ...
@@ -378,7 +380,7 @@ def test_stops_at_end_of_text(engine, tmp_path):
         model.lm_head.weight.zero_()
         model.lm_head.weight[50256] = 1.0
     path = str(tmp_path / "model.bin")
-    export.export(model, path)
+    engine_file.export(model, path)
     assert run(engine, path, "-p", "Hi", "-n", 10, "-t", 0, "--print_ids").stdout.split() == []
     assert len(run(engine, path, "-p", "Hi", "-n", 10, "-t", 0, "--print_ids", "--no_stop").stdout.split()) == 10
 
@@ -422,7 +424,7 @@ def assert_one_error_line(result):
 def test_truncated_and_corrupted_files_give_one_error_line(engine_asan, tmp_path):
     model = random_model(config(pos_emb="rope", mlp="swiglu"))
     good = tmp_path / "good.bin"
-    export.export(model, str(good))
+    engine_file.export(model, str(good))
     data = good.read_bytes()
     bad = tmp_path / "bad.bin"
     rng = random.Random(0)
@@ -462,10 +464,10 @@ def test_generation_under_sanitizers(engine_asan, tmp_path):
     model = random_model(config(pos_emb="rope", mlp="swiglu", norm="rmsnorm", qk_norm=True, tie_embeddings=False))
     for dtype in ("fp32", "q8_0"):  # sampling with every cut, past block_size, two threads
         path = str(tmp_path / f"{dtype}.bin")
-        export.export(model, path, dtype=dtype, group_size=32)
+        engine_file.export(model, path, dtype=dtype, group_size=32)
         run(engine_asan, path, "--tokens", "1 2 3 4 5", "-n", 40, "-t", 0.9, "-k", 5, "--top_p", 0.9, "-s", 1, "--no_stop", "--threads", 2)
     path = str(tmp_path / "gpt2_vocab.bin")  # a text prompt with invalid UTF-8, streamed back as text
-    export.export(random_model(config(vocab_size=50304, n_embd=32, n_layer=1)), path)
+    engine_file.export(random_model(config(vocab_size=50304, n_embd=32, n_layer=1)), path)
     assert run(engine_asan, path, "-p", b"Hello \xff world", "-n", 4, "-t", 0, "--no_stop").stdout.startswith(b"Hello \xff world")
 
 

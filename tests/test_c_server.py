@@ -26,8 +26,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from conftest import makefile_sources  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
-from tokenizer import get_encoding  # noqa: E402
+from cheapgpt2 import engine_file
+from cheapgpt2.generate import generate
+from cheapgpt2.model import GPT, GPTConfig  # noqa: E402
+from cheapgpt2.tokenizer import get_encoding  # noqa: E402
 
 CYCLE = [" The", " caf", b"\xc3", b"\xa9", " is", " open", ".", b"\xe6", b"\x97", b"\xa5",
          b"\xf0", b"\x9f", b"\x98", b"\x80", " Stop", " here", "!", "\n"]
@@ -92,7 +94,6 @@ def enc():
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory, enc, build_jobs):
     """(torch model, exported file, cycle token ids)."""
-    import export
     ids = [enc.encode_single_token(p) for p in CYCLE]
     config = GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=64, tie_embeddings=False)
     torch.manual_seed(0)
@@ -108,14 +109,13 @@ def planted(tmp_path_factory, enc, build_jobs):
             head[ids[(i + 1) % len(ids)], i] += 4.0
     model.eval()
     path = str(tmp_path_factory.mktemp("model") / "planted.bin")
-    export.export(model, path, enc=enc)
+    engine_file.export(model, path, enc=enc)
     return model, path, ids
 
 
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory, enc, build_jobs):
     """(torch model, exported file): random weights large enough that every token of context matters."""
-    import export
     torch.manual_seed(1)
     model = GPT(GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=64))
     with torch.no_grad():
@@ -126,7 +126,7 @@ def random_model(tmp_path_factory, enc, build_jobs):
         model.transformer.wte.weight[enc.n_vocab:] = 0  # padding rows: never the argmax, as the C sampler never picks them
     model.eval()
     path = str(tmp_path_factory.mktemp("model") / "random.bin")
-    export.export(model, path, enc=enc)
+    engine_file.export(model, path, enc=enc)
     return model, path
 
 
@@ -135,7 +135,7 @@ def greedy(model, ids, n):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: threads only wait for each other
     try:
-        return model.generate(torch.tensor([ids]), n, temperature=0)[0, len(ids):].tolist()
+        return generate(model, torch.tensor([ids]), n, temperature=0)[0, len(ids):].tolist()
     finally:
         torch.set_num_threads(threads)
 

@@ -13,10 +13,11 @@ import random
 
 import pytest
 
-import export
 from test_c_engine import SPEEDRUN, config, random_model
 from test_c_server import Server, binaries, build_jobs, post  # noqa: F401
 from test_c_server_clients import metrics
+
+from cheapgpt2 import engine_file
 
 pytestmark = pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="needs a C compiler (cc)")
 FAMILIES = {"gpt2": dict(), "speedrun": dict(vocab_size=50304, **SPEEDRUN)}
@@ -27,7 +28,7 @@ def servers(request, binaries, tmp_path_factory):
     family, dtype = request.param
     out = tmp_path_factory.mktemp("cache")
     path = str(out / "model.bin")
-    export.export(random_model(config(**FAMILIES[family]), seed=21), path, dtype=dtype, group_size=32)
+    engine_file.export(random_model(config(**FAMILIES[family]), seed=21), path, dtype=dtype, group_size=32)
     cached = Server(binaries[0], path, str(out / "cached.log"), "--parallel", "4")
     fresh = Server(binaries[0], path, str(out / "fresh.log"), "--parallel", "4", "--no_prompt_cache")
     yield cached, fresh, family

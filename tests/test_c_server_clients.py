@@ -21,6 +21,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cheapgpt2 import engine_file
 from conftest import REPO, makefile_sources
 from test_c_server import (PROMPT, Server, binaries, build_jobs, enc, expected_text, greedy, open_stream,  # noqa: F401
                            planted, post, random_model, raw_exchange, read_to_end, status_of, stream_events)
@@ -66,16 +67,15 @@ def stalled_client(port, body):
 def small_vocab(tmp_path_factory):
     """(torch model, exported file): 512 tokens of GPT-2's vocabulary, so that a step is cheap even under the
     sanitizers and a stalled client's megabytes of logprobs come within a second."""
-    import export
     import torch
-    from model import GPT, GPTConfig
+    from cheapgpt2.model import GPT, GPTConfig
     torch.manual_seed(3)
     model = GPT(GPTConfig(vocab_size=512, block_size=32, n_layer=1, n_head=2, n_embd=32))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.3)
     path = str(tmp_path_factory.mktemp("model") / "small_vocab.bin")
-    export.export(model.eval(), path)
+    engine_file.export(model.eval(), path)
     return model.eval(), path
 
 
@@ -174,7 +174,9 @@ def test_past_max_connections_a_client_is_answered_503_at_once(binaries, planted
         json.loads(answer.split(b"\r\n\r\n", 1)[1])  # its Content-Length is the body's
         for s in held[:5]:
             s.close()
-        wait_for(lambda: post(server.port, None, method="GET", path="/health")[0] == 200, 10, "no room after closing 5")
+        # until the server has seen the 5 close, a try is refused: a 503, or the connection cut while the request goes out
+        wait_for(lambda: status_of(raw_exchange(server.port, b"GET /health HTTP/1.1\r\n\r\n", timeout=5)) == 200, 10,
+                 "no room after closing 5")
     finally:
         for s in held:
             s.close()
@@ -264,12 +266,11 @@ def rss_kib(pid):
 def test_memory_stays_flat_over_5000_mixed_requests(tmp_path):
     """A plain build (-O2, no sanitizer): RSS after 5,000 requests of every kind, cut clients included, is within 10%
     of RSS after the first 500."""
-    import export
     import torch
-    from model import GPT, GPTConfig
+    from cheapgpt2.model import GPT, GPTConfig
     torch.manual_seed(0)
     path = str(tmp_path / "model.bin")
-    export.export(GPT(GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=64)).eval(), path)
+    engine_file.export(GPT(GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=64)).eval(), path)
     binary = str(tmp_path / "gpt-server")
     build = subprocess.run(["cc", "-std=c11", "-O2", "-o", binary, *makefile_sources("SERVER_SOURCES"), "-lm", "-lpthread"],
                            cwd=REPO, capture_output=True, text=True)

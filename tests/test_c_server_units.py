@@ -11,9 +11,9 @@ import subprocess
 import pytest
 import torch
 
-import export
 from conftest import REPO, makefile_sources, needs_c_compiler
-from model import GPT, GPTConfig
+from cheapgpt2 import engine_file
+from cheapgpt2.model import GPT, GPTConfig
 
 pytestmark = needs_c_compiler
 
@@ -28,7 +28,7 @@ def test_the_servers_pure_parts(tmp_path):
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32))  # its tokenizer and context are what is used
     path = str(tmp_path / "tiny.bin")
-    export.export(model.eval(), path)
+    engine_file.export(model.eval(), path)
     result = subprocess.run([binary, path], capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"))
     print(result.stdout)

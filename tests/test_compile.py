@@ -65,7 +65,7 @@ def assert_no_recompiles(records, graphs):
 
 
 def test_compiled_single_process_equals_eager_with_two_graphs(corpus, tmp_path, eager):
-    from model import load_checkpoint
+    from cheapgpt2.checkpoint import load_checkpoint
     records = train_in_process(corpus, tmp_path, "--compile=True")
     assert_same_run(records, eager["adamw"])
     assert_no_recompiles(records, 2)
@@ -90,7 +90,7 @@ def test_compiled_muon_equals_eager_and_compiles_its_newton_schulz(corpus, tmp_p
 
 
 def test_compiled_ddp_on_two_gloo_ranks_equals_one_process_and_splits_at_gradient_buckets(corpus, tmp_path, eager):
-    from model import load_checkpoint
+    from cheapgpt2.checkpoint import load_checkpoint
     # DDPOptimizer says how many graphs it split the model into; it runs only where torch.compile sees DDP
     # batch_size 2: 2 micro-steps on each rank, the first under DDP's no_sync, reached through the compiled wrapper
     records, stderr = train_on_two_ranks(corpus, tmp_path, "--compile=True", "--parallelism=ddp", "--batch_size=2",

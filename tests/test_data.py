@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-import data
+from cheapgpt2 import data
 import prepare_data
-from data import ShardLoader, read_header, read_shard, write_shard
-from tokenizer import EOT_TOKEN, get_encoding
+from cheapgpt2.data import ShardLoader, read_header, read_shard, write_shard
+from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAKESPEARE = os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt")

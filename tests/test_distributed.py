@@ -15,10 +15,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.tensor import DTensor
 
-import distributed
+from cheapgpt2 import distributed
 import test_muon_parallel
-from model import GPT, load_checkpoint
-from muon import configure_muon
+from cheapgpt2 import training
+from cheapgpt2.checkpoint import load_checkpoint
+from cheapgpt2.model import GPT
+from cheapgpt2.muon import configure_muon
+from cheapgpt2.training import configure_adamw
+import convert_checkpoint
 from test_model import small_config
 
 GLOBAL_BATCH, STEPS = 4, 3
@@ -48,7 +52,7 @@ def build(options, optimizer_name, shard=False, checkpointing=False):
     if optimizer_name == "muon":
         optimizer = configure_muon(model, 0.02, 0.95, 1e-3, 1e-2, 0.0, (0.8, 0.95), "cpu")
     else:
-        optimizer = model.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu")
+        optimizer = configure_adamw(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
     return model, optimizer
 
 
@@ -167,7 +171,7 @@ def test_sharded_checkpoint_resumes_on_two_ranks_and_on_one_process(two_rank_run
 
 def test_sharded_checkpoint_converts_to_a_ckpt_pt_with_the_same_logits(two_rank_run, tmp_path):
     out_dir, _ = two_rank_run
-    assert distributed.main([os.path.join(out_dir, "ckpt"), "--out", str(tmp_path / "ckpt.pt")]) == 0
+    assert convert_checkpoint.main([os.path.join(out_dir, "ckpt"), "--out", str(tmp_path / "ckpt.pt")]) == 0
     converted, checkpoint = load_checkpoint(str(tmp_path / "ckpt.pt"))  # what sample.py and the evals use
     assert checkpoint["step"] == 2
     model, optimizer = build(MODERN, "muon")
@@ -185,7 +189,7 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint(two_rank_run, tmp_path,
     os.makedirs(ckpt + ".tmp")  # and a half-written new one
     assert distributed.find_checkpoint(ckpt) == ckpt + ".old"
     assert distributed.find_checkpoint(str(tmp_path / "nothing")) is None
-    assert distributed.main([str(tmp_path / "nothing")]) == 1
+    assert convert_checkpoint.main([str(tmp_path / "nothing")]) == 1
     assert capsys.readouterr().err.startswith("error: ")
 
 
@@ -203,7 +207,7 @@ def test_fsdp_on_two_torchrun_nodes_stopped_by_sigterm_resumes_in_one_process_on
     import time
     import numpy as np
     import train
-    from data import write_shard
+    from cheapgpt2.data import write_shard
     from test_train import REPO, TINY, read_log
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -227,8 +231,8 @@ def test_fsdp_on_two_torchrun_nodes_stopped_by_sigterm_resumes_in_one_process_on
     outputs = [n.communicate(timeout=240)[0] for n in nodes]
     assert os.path.isdir(tmp_path / "nodes" / "ckpt"), outputs[0][-3000:]
     stopped_at = distributed.read_train_state(str(tmp_path / "nodes" / "ckpt"))["step"]
-    # the ranks agree on a stop every train.STOP_CHECK_INTERVAL steps, so both stop and save at the same one
-    assert stopped_at % train.STOP_CHECK_INTERVAL == 0 and stopped_at < 30, outputs[0][-3000:]
+    # the ranks agree on a stop every training.STOP_CHECK_INTERVAL steps, so both stop and save at the same one
+    assert stopped_at % training.STOP_CHECK_INTERVAL == 0 and stopped_at < 30, outputs[0][-3000:]
     assert train.main(common + [f"--out_dir={tmp_path / 'nodes'}"]) == 0  # on one process now
     assert train.main(common + [f"--out_dir={tmp_path / 'single'}"]) == 0
     single, nodes = ([r for r in read_log(tmp_path / name) if "train_loss" in r] for name in ("single", "nodes"))
@@ -244,10 +248,10 @@ def test_fsdp_on_two_torchrun_nodes_stopped_by_sigterm_resumes_in_one_process_on
 
 
 def test_dry_run_prints_the_table_without_training(tmp_path, capsys):
-    import estimate
+    from cheapgpt2 import estimate
     import train
-    from config import load_config
-    config = os.path.join(os.path.dirname(distributed.__file__), "configs", "demo_cpu.py")
+    from cheapgpt2.config import load_config
+    config = os.path.join(os.path.dirname(os.path.dirname(distributed.__file__)), "configs", "demo_cpu.py")
     assert train.main([config, "--dry_run", f"--out_dir={tmp_path / 'never'}"]) == 0
     out = capsys.readouterr().out
     millions = estimate.count_parameters(load_config(config).model_config())["total"] / 1e6

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import download_tokens
-from data import ShardLoader, write_shard
+from cheapgpt2.data import ShardLoader, write_shard
 from test_train import REPO
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -7,12 +7,14 @@ import os
 import pytest
 import torch
 
-import estimate
-import model as model_module
-from model import GPT, GPTConfig
-from muon import configure_muon, muon_parameter_groups
+from cheapgpt2 import estimate
+from cheapgpt2.model import GPT, GPTConfig
+from cheapgpt2.muon import configure_muon, muon_parameter_groups
 from test_model import small_config
-from config import load_config
+from cheapgpt2 import head_loss as head_loss_module
+from cheapgpt2.config import load_config
+from cheapgpt2.training import configure_adamw
+from measure import estimate as estimate_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +38,7 @@ def test_parameter_gradient_and_optimizer_bytes_are_the_real_allocation(override
         model(idx, idx)[1].backward()
         assert tensor_bytes(p.grad for p in model.parameters()) == 4 * sizes["total"]
         if name == "adamw":
-            optimizer = model.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu")
+            optimizer = configure_adamw(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
         else:
             optimizer = configure_muon(model, 0.02, 0.95, 1e-3, 1e-3, 0.0, (0.9, 0.95), "cpu")
         optimizer.step()
@@ -58,7 +60,7 @@ def test_activation_estimate_matches_what_a_whole_model_keeps_for_backward(overr
     """Measured on one layer at 64 and 128 tokens, extrapolated to 3 layers at another batch and length:
     the bytes a real 3-layer model keeps for its backward under bfloat16 autocast. Its 288 rows are more than
     one chunk of the head's loss, as a real micro-batch's are (whose logits are then not kept)."""
-    monkeypatch.setattr(model_module, "LOSS_CHUNK_ROWS", 100)
+    monkeypatch.setattr(head_loss_module, "LOSS_CHUNK_ROWS", 100)
     config = GPTConfig(**{**dict(block_size=96, vocab_size=500, n_layer=3, n_head=4, n_embd=64), **overrides})
     activations = estimate.measure_activations(config)
     activations["block_input_per_token"] = 4 * config.n_embd
@@ -103,7 +105,7 @@ def test_every_config_gets_a_table_with_the_cost_arithmetic():
 
 
 def test_the_command_line_prints_the_table_and_refuses_bad_flags(capsys):
-    assert estimate.main([os.path.join(REPO, "configs", "demo_cpu.py"), "--gpus=2"]) == 0
+    assert estimate_cli.main([os.path.join(REPO, "configs", "demo_cpu.py"), "--gpus=2"]) == 0
     assert "fits 80GB" in capsys.readouterr().out
-    assert estimate.main([os.path.join(REPO, "configs", "demo_cpu.py"), "--gpus=0"]) == 1
+    assert estimate_cli.main([os.path.join(REPO, "configs", "demo_cpu.py"), "--gpus=0"]) == 1
     assert capsys.readouterr().err.startswith("error: --gpus")

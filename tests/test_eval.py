@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 import eval_commonsense_qa
 import eval_hellaswag
-from eval_lm import write_local_tasks  # noqa: F401 (test_eval_lm.py takes it from here too)
-from model import GPT, GPTConfig
-from multiple_choice import choose, evaluate, hellaswag_preprocess, load_examples, model_input
-from tokenizer import get_encoding
+from cheapgpt2.multiple_choice import write_local_tasks  # noqa: F401 (test_eval_lm.py takes it from here too)
+from cheapgpt2.model import GPT, GPTConfig
+from cheapgpt2.multiple_choice import choose, evaluate, hellaswag_preprocess, load_examples, model_input
+from cheapgpt2.tokenizer import get_encoding
 
 CSQA_FILE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "commonsense_qa_validation.jsonl")
 N_CSQA = 24  # questions of the real validation split in the parity test
@@ -395,7 +395,7 @@ def test_scores_use_full_float32_matmuls_even_after_train_py_set_tf32(tmp_path):
 
 
 def test_an_unwritable_out_fails_before_any_evaluation(tmp_path, checkpoint, capsys, monkeypatch):
-    import multiple_choice
+    from cheapgpt2 import multiple_choice
     monkeypatch.setattr(multiple_choice, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --out"))
     (tmp_path / "a_file").write_text("")
     data = write_jsonl(tmp_path / "csqa.jsonl", CSQA_ROWS)

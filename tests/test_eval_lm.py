@@ -11,11 +11,11 @@ import torch
 
 import eval_lm
 import export_hf
-from model import GPT
-from multiple_choice import evaluate, load_examples
+from cheapgpt2.model import GPT
+from cheapgpt2.multiple_choice import evaluate, load_examples
 from test_eval import CSQA_FILE, HELLASWAG_ROWS, one_error_line, write_jsonl, write_local_tasks
 from test_model import randomize_, small_config
-from tokenizer import get_encoding
+from cheapgpt2.tokenizer import get_encoding
 
 transformers = pytest.importorskip("transformers")
 lm_eval = pytest.importorskip("lm_eval")

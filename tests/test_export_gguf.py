@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import export_gguf
-from model import GPT, GPTConfig
+from cheapgpt2 import gguf_file
+from cheapgpt2.generate import generate
+from cheapgpt2.model import GPT, GPTConfig
 from test_model import randomize_
 
 gguf = pytest.importorskip("gguf", reason="export_gguf.py's writer: pip install gguf (requirements-dev.txt)")
@@ -52,7 +54,7 @@ def test_the_gguf_file_holds_gpt2_as_llama_cpp_reads_it(checkpoint, tmp_path, dt
     assert len(value("tokenizer.ggml.merges")) == 50000  # r50k_base: 256 bytes + 50,000 merges + <|endoftext|>
     assert value("tokenizer.ggml.eos_token_id") == 50256
     tensors = {t.name: t for t in reader.tensors}
-    expected = export_gguf.gguf_tensors(model)
+    expected = gguf_file.gguf_tensors(model)
     assert tensors.keys() == expected.keys()
     for name, want in expected.items():
         t = tensors[name]
@@ -84,8 +86,8 @@ LLAMACPP = os.environ.get("LLAMACPP", "")  # a llama.cpp build directory (bin/ll
 @pytest.mark.skipif(not os.path.isfile(os.path.join(LLAMACPP, "bin", "llama-server")),
                     reason="set LLAMACPP to a llama.cpp build (bench_serve.py's docstring says how) to run the peer")
 def test_llama_cpp_continues_our_gguf_greedily_as_model_py(tmp_path):
-    import bench_serve
-    from tokenizer import get_encoding
+    from measure import bench_serve
+    from cheapgpt2.tokenizer import get_encoding
     torch.manual_seed(16)  # a model whose greedy choices are never near a tie (below)
     model = GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=64))
     with torch.no_grad():
@@ -96,10 +98,10 @@ def test_llama_cpp_continues_our_gguf_greedily_as_model_py(tmp_path):
     model.eval()
     ckpt, out = tmp_path / "ckpt.pt", str(tmp_path / "model.gguf")
     torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, ckpt)
-    export_gguf.export(str(ckpt), out)
+    gguf_file.export(str(ckpt), out)
     enc, prompt = get_encoding(), "The for statement"
     ids = enc.encode_ordinary(prompt)
-    tokens = model.generate(torch.tensor([ids]), 24, temperature=0)
+    tokens = generate(model, torch.tensor([ids]), 24, temperature=0)
     with torch.no_grad():
         top2 = torch.topk(model(tokens)[0][0, len(ids) - 1:-1], 2, dim=-1).values
     # llama.cpp sums in another order: two logits 0.0006 apart were seen to swap (seed 1), 0.05 do not

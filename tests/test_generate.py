@@ -6,7 +6,9 @@ import itertools
 import pytest
 import torch
 
-from model import GPT, filter_logits, sample_next_token
+from cheapgpt2 import generate as generate_module
+from cheapgpt2.generate import filter_logits, generate, new_kv_cache, sample_next_token
+from cheapgpt2.model import GPT
 from test_model import randomize_, small_config
 
 BLOCK_SIZE = 16  # tiny, so that 110 new tokens run far past it
@@ -44,9 +46,10 @@ def test_cached_greedy_decoding_equals_the_no_cache_path_past_block_size(overrid
     model = random_model(**overrides)
     prompt = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(1))
     cached = []  # the logits generate() decided each token from, as the cache gave them
-    next_token_logits = model.next_token_logits
-    monkeypatch.setattr(model, "next_token_logits", lambda idx, cache: cached.append(next_token_logits(idx, cache)) or cached[-1])
-    idx = model.generate(prompt, NEW_TOKENS, temperature=0)
+    next_token_logits = generate_module.next_token_logits
+    monkeypatch.setattr(generate_module, "next_token_logits",
+                        lambda model, idx, cache: cached.append(next_token_logits(model, idx, cache)) or cached[-1])
+    idx = generate(model, prompt, NEW_TOKENS, temperature=0)
     assert idx.size(1) > 6 * BLOCK_SIZE and len(cached) == NEW_TOKENS
     expected = no_cache_logits(model, idx, NEW_TOKENS)
     torch.testing.assert_close(torch.stack(cached, dim=1), expected, atol=1e-5, rtol=0)
@@ -56,14 +59,14 @@ def test_cached_greedy_decoding_equals_the_no_cache_path_past_block_size(overrid
 def test_a_prompt_longer_than_block_size_conditions_on_its_last_tokens():
     model = random_model(pos_emb="rope")
     prompt = torch.randint(0, 64, (1, 3 * BLOCK_SIZE + 1), generator=torch.Generator().manual_seed(2))
-    out = model.generate(prompt, 20, temperature=0)
+    out = generate(model, prompt, 20, temperature=0)
     assert torch.equal(out[:, :prompt.size(1)], prompt)
-    assert torch.equal(out[:, prompt.size(1):], model.generate(prompt[:, -BLOCK_SIZE:], 20, temperature=0)[:, BLOCK_SIZE:])
+    assert torch.equal(out[:, prompt.size(1):], generate(model, prompt[:, -BLOCK_SIZE:], 20, temperature=0)[:, BLOCK_SIZE:])
 
 
 def test_forward_cached_refuses_to_pass_block_size():
     model = random_model()
-    cache = model.new_kv_cache(1)
+    cache = new_kv_cache(model, 1)
     model.forward_cached(torch.zeros(1, BLOCK_SIZE - 1, dtype=torch.long), cache)
     model.forward_cached(torch.zeros(1, 1, dtype=torch.long), cache)
     assert cache.length == BLOCK_SIZE
@@ -74,7 +77,7 @@ def test_forward_cached_refuses_to_pass_block_size():
 def test_forward_cached_in_chunks_gives_forwards_logits():
     model = random_model(pos_emb="learned", mlp="swiglu")
     idx = torch.randint(0, 64, (2, BLOCK_SIZE), generator=torch.Generator().manual_seed(3))
-    cache = model.new_kv_cache(2)
+    cache = new_kv_cache(model, 2)
     with torch.no_grad():
         chunks = [model.forward_cached(idx[:, a:b], cache) for a, b in [(0, 5), (5, 6), (6, 16)]]
         torch.testing.assert_close(torch.cat(chunks, dim=1), model(idx)[0], atol=1e-5, rtol=0)
@@ -127,7 +130,7 @@ def test_a_seed_makes_sampling_reproducible():
     runs = []
     for seed in (1, 1, 2):
         torch.manual_seed(seed)
-        runs.append(model.generate(prompt, 30, temperature=1.0, top_k=40, top_p=0.95))
+        runs.append(generate(model, prompt, 30, temperature=1.0, top_k=40, top_p=0.95))
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 

@@ -4,7 +4,7 @@ through the Makefile target a GPU session runs, so that the first GPU session fi
 import os
 import subprocess
 
-import gpu_check
+from measure import gpu_check
 from test_train import REPO
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import model as model_module
-from model import GPT, head_loss
+from cheapgpt2 import head_loss as head_loss_module
+from cheapgpt2.head_loss import head_loss
+from cheapgpt2.model import GPT
 from test_model import randomize_, small_config
 
 
@@ -38,7 +39,7 @@ def test_chunked_loss_and_gradients_equal_the_whole_cross_entropy(softcap, chunk
 
 @pytest.mark.parametrize("overrides", [dict(), dict(logit_softcap=15.0, tie_embeddings=False, bias=False)])
 def test_model_loss_and_every_gradient_equal_cross_entropy_of_its_logits(overrides, monkeypatch):
-    monkeypatch.setattr(model_module, "LOSS_CHUNK_ROWS", 5)  # several chunks, the last one short
+    monkeypatch.setattr(head_loss_module, "LOSS_CHUNK_ROWS", 5)  # several chunks, the last one short
     torch.manual_seed(0)
     gpt = GPT(small_config(**overrides))
     randomize_(gpt)
@@ -72,7 +73,7 @@ def test_bfloat16_autocast_loss_matches_the_whole_cross_entropy():
 def test_nothing_of_the_logits_size_is_saved_for_backward(monkeypatch):
     """At 64 x 1024 tokens a (tokens, vocab_size) float32 tensor is 13 GB: the modern config kept two (the
     soft-capped logits and their log-softmax), the baseline one; now neither keeps any."""
-    monkeypatch.setattr(model_module, "LOSS_CHUNK_ROWS", 16)  # 64 tokens in 4 chunks, as 65,536 in 16 of 4,096
+    monkeypatch.setattr(head_loss_module, "LOSS_CHUNK_ROWS", 16)  # 64 tokens in 4 chunks, as 65,536 in 16 of 4,096
     B, T, vocab = 4, 16, 1000  # the logits outsize every activation of the blocks, as at GPT-2's shape
     for overrides in (dict(), dict(logit_softcap=15.0, tie_embeddings=False)):
         gpt = GPT(small_config(vocab_size=vocab, **overrides))
@@ -120,7 +121,7 @@ def test_add_matmul_takes_bfloat16_operands_into_a_float32_buffer():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(8, 5, generator=g).bfloat16(), torch.randn(5, 3, generator=g).bfloat16()
     out = torch.ones(8, 3)
-    assert model_module.add_matmul_(out, a, b) is out
+    assert head_loss_module.add_matmul_(out, a, b) is out
     torch.testing.assert_close(out, 1 + a.double() @ b.double(), atol=1e-6, rtol=1e-6, check_dtype=False)
 
 

@@ -18,15 +18,16 @@ import pytest
 import torch
 
 import eval_lm
-import export
-from model import GPT
+from cheapgpt2.model import GPT
 from conftest import REPO, makefile_sources, march_native
-from multiple_choice import load_examples, load_model
-from quantize import quantize
+from cheapgpt2.checkpoint import load_model
+from cheapgpt2.multiple_choice import load_examples
+from cheapgpt2.quantize import quantize
 from test_c_server import Server
 from test_eval import CSQA_FILE
 from test_model import randomize_, small_config
-from tokenizer import get_encoding
+from cheapgpt2 import engine_file
+from cheapgpt2.tokenizer import get_encoding
 
 lm_eval = pytest.importorskip("lm_eval")
 pytest.importorskip("tenacity", reason="lm-eval's API models need its [api] extras (requirements-dev.txt)")
@@ -52,7 +53,7 @@ def checkpoint(tmp_path_factory):
     files = {}
     for dtype in ("fp32", "q8_0"):
         files[dtype] = str(tmp / f"model_{dtype}.bin")
-        export.export(model, files[dtype], dtype=dtype, group_size=64)
+        engine_file.export(model, files[dtype], dtype=dtype, group_size=64)
     return model, files
 
 

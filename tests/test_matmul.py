@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import export
 from conftest import REPO, build, march_native, needs_c_compiler
-from quantize import quantize
+from cheapgpt2 import engine_file
+from cheapgpt2.generate import generate
+from cheapgpt2.quantize import quantize
 from test_c_engine import ENV, NEW_TOKENS, SPEEDRUN, c_generate, config, random_model, reference_logits
 
 pytestmark = needs_c_compiler
@@ -103,7 +104,7 @@ def check_rows(c_logits, ref, dtype, n, what):
 def test_prefill_of_every_tile_edge_matches_the_reference(engine, tmp_path, family, dtype):
     model = family_model(family)
     path = str(tmp_path / "model.bin")
-    export.export(model, path, dtype=dtype, group_size=32)
+    engine_file.export(model, path, dtype=dtype, group_size=32)
     reference = model if dtype == "fp32" else quantize(model, "q8_0-g32")
     tokens = torch.randint(0, 100, (BLOCK_SIZE,), generator=torch.Generator().manual_seed(9)).tolist()
     for n in PROMPT_LENGTHS:
@@ -119,7 +120,7 @@ def test_speedrun_options_at_tile_edges(engine, tmp_path, dtype):
     cfg = config(block_size=128, n_embd=160, n_head=2, vocab_size=50304, n_layer=4, **SPEEDRUN)
     model = random_model(cfg, seed=7)
     path = str(tmp_path / "model.bin")
-    export.export(model, path, dtype=dtype, group_size=32)
+    engine_file.export(model, path, dtype=dtype, group_size=32)
     reference = model if dtype == "fp32" else quantize(model, "q8_0-g32")
     tokens = torch.randint(0, 1000, (65,), generator=torch.Generator().manual_seed(3)).tolist()
     tokens[4] = tokens[11] = tokens[40] = 50256
@@ -145,7 +146,7 @@ def test_the_avx2_build_prefills_every_tile_edge_too(engine_avx2, tmp_path, dtyp
 def test_prompt_one_past_block_size_is_model_generate(engine, tmp_path):
     model = family_model("gpt2")
     path = str(tmp_path / "model.bin")
-    export.export(model, path)
+    engine_file.export(model, path)
     prompt = torch.randint(0, 100, (BLOCK_SIZE + 1,), generator=torch.Generator().manual_seed(4)).tolist()
     ids, _ = c_generate(engine, path, prompt, tmp_path, dump=False)
-    assert ids == model.generate(torch.tensor([prompt]), NEW_TOKENS, temperature=0)[0, len(prompt):].tolist()
+    assert ids == generate(model, torch.tensor([prompt]), NEW_TOKENS, temperature=0)[0, len(prompt):].tolist()

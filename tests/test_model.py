@@ -6,7 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, SwiGLU, CausalSelfAttention, apply_rope, rope_cos_sin
+from cheapgpt2.estimate import estimate_mfu, flops_per_token
+from cheapgpt2.generate import generate
+from cheapgpt2.hf import from_pretrained
+from cheapgpt2.model import CausalSelfAttention, GPT, GPTConfig, SwiGLU, apply_rope, rope_cos_sin
+from cheapgpt2.training import configure_adamw
 
 transformers = pytest.importorskip("transformers")
 
@@ -31,7 +35,7 @@ def test_from_pretrained_matches_transformers_gpt2(tmp_path):
     hf_model = transformers.GPT2LMHeadModel(hf_config).eval()
     randomize_(hf_model)
     hf_model.save_pretrained(tmp_path)
-    model = GPT.from_pretrained(str(tmp_path)).eval()
+    model = from_pretrained(str(tmp_path)).eval()
     assert (model.config.vocab_size, model.config.block_size, model.config.n_layer) == (113, 48, 3)
 
     idx = torch.randint(0, 113, (2, 48), generator=torch.Generator().manual_seed(1))
@@ -48,7 +52,7 @@ def test_from_pretrained_matches_transformers_gpt2(tmp_path):
 def test_from_pretrained_rejects_a_directory_without_weights(tmp_path):
     transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, n_positions=8, vocab_size=11).save_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
-        GPT.from_pretrained(str(tmp_path))
+        from_pretrained(str(tmp_path))
 
 
 def test_rope_matches_llama_reference():
@@ -137,11 +141,11 @@ def test_swiglu_keeps_the_mlp_parameter_count_within_one_percent():
 def test_flops_per_token_follows_palm_appendix_b():
     model = GPT(GPTConfig())
     non_embedding = 124_475_904 - 1024 * 768  # the position table is a lookup, not a matmul
-    assert model.flops_per_token() == 6 * non_embedding + 12 * 12 * 12 * 64 * 1024
-    assert model.estimate_mfu(1e5, peak_flops=1e15) == pytest.approx(model.flops_per_token() * 1e5 / 1e15)
+    assert flops_per_token(model) == 6 * non_embedding + 12 * 12 * 12 * 64 * 1024
+    assert estimate_mfu(model, 1e5, peak_flops=1e15) == pytest.approx(flops_per_token(model) * 1e5 / 1e15)
     # modded-nanogpt's way: causal attention's masked half (half of the 12*L*T*d) left out
-    assert model.flops_per_token(causal=True) == 6 * non_embedding + 6 * 12 * 12 * 64 * 1024
-    assert model.estimate_mfu(1e5, 1e15, causal=True) == pytest.approx(model.flops_per_token(causal=True) * 1e5 / 1e15)
+    assert flops_per_token(model, causal=True) == 6 * non_embedding + 6 * 12 * 12 * 64 * 1024
+    assert estimate_mfu(model, 1e5, 1e15, causal=True) == pytest.approx(flops_per_token(model, causal=True) * 1e5 / 1e15)
 
 
 @pytest.mark.parametrize("name, tflops", [
@@ -150,7 +154,7 @@ def test_flops_per_token_follows_palm_appendix_b():
     ("NVIDIA H100 NVL", None), ("NVIDIA H200 NVL", None), ("NVIDIA GeForce RTX 4090", None), ("NVIDIA L4", None)])
 def test_the_peak_flops_for_mfu_come_from_the_gpus_name(name, tflops):
     # torch.cuda.get_device_name() as each GPU reports itself; an unknown one gets no MFU rather than the H100's
-    from model import gpu_peak_flops
+    from cheapgpt2.estimate import gpu_peak_flops
     assert gpu_peak_flops(name) == (tflops * 1e12 if tflops else None)
 
 
@@ -171,17 +175,17 @@ def test_generate_is_deterministic_under_a_seed_and_greedy_at_temperature_zero()
     model = GPT(small_config(block_size=8)).eval()
     prompt = torch.zeros(1, 3, dtype=torch.long)
     torch.manual_seed(7)
-    a = model.generate(prompt, 12, temperature=0.8, top_k=5)
+    a = generate(model, prompt, 12, temperature=0.8, top_k=5)
     torch.manual_seed(7)
-    b = model.generate(prompt, 12, temperature=0.8, top_k=5)
+    b = generate(model, prompt, 12, temperature=0.8, top_k=5)
     assert a.shape == (1, 15) and torch.equal(a, b)  # longer than block_size: the context is cropped
-    greedy = model.generate(prompt, 1, temperature=0)
+    greedy = generate(model, prompt, 1, temperature=0)
     assert greedy[0, -1] == model(prompt)[0][0, -1].argmax()
 
 
 def test_configure_optimizer_decays_only_matrices():
     model = GPT(small_config())
-    optimizer = model.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu")
+    optimizer = configure_adamw(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])

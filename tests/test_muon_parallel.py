@@ -3,7 +3,7 @@ one process. The reference is the per-matrix update written out here as Muon's d
 
 import torch
 
-from muon import Muon, newton_schulz
+from cheapgpt2.muon import Muon, newton_schulz
 
 # two shapes with an odd count (the rank split pads), a tall and a wide matrix, and a q/k/v group
 SHAPES = [(24, 8), (24, 8), (24, 8), (8, 24), (16, 16)]

@@ -10,6 +10,7 @@ get_text.py downloads through a file:// URL. CPU only, no network.
     python -m pytest -q tests/test_newcomer.py
 """
 
+import ast
 import contextlib
 import functools
 import glob
@@ -312,7 +313,7 @@ def test_make_plots_draws_the_gpu_variants_runs_and_no_cpu_run(tmp_path):
     assert "no run of" in plots("PLOT_VARIANTS=gpt2_xl")
 
 @pytest.mark.parametrize("module, extra", [("sample", []), ("eval_lm", ["--tasks", "piqa"]), ("export", ["out.bin"]),
-                                           ("bench_inference", []), ("eval_commonsense_qa", []), ("eval_hellaswag", [])])
+                                           ("measure.bench_inference", []), ("eval_commonsense_qa", []), ("eval_hellaswag", [])])
 @pytest.mark.parametrize("given", ["neither", "both"])
 def test_every_model_command_wants_a_checkpoint_or_hf_but_not_both(module, extra, given, tmp_path, capsys, monkeypatch):
     """The commands that load a model share add_model_arguments: neither or both of checkpoint and --hf is one line."""
@@ -437,7 +438,7 @@ def makefile_targets_and_variables():
 def script_flags(script):
     """The --flags a script's argparse takes, from its own --help run in this process (the imports are shared,
     so this costs little per script); with train.py's config keys where the script forwards --key=value."""
-    module = importlib.import_module(script[:-3])
+    module = importlib.import_module(script[:-3].replace("/", "."))  # measure/bench_c.py: measure.bench_c
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         module.main(["--help"])
@@ -478,7 +479,9 @@ def command_problems(words):
     if program == "pytest":
         return [f"{arg} does not exist" for arg in args if arg.startswith("tests/")
                 and not os.path.exists(os.path.join(REPO, arg.split("::")[0]))]
-    if program in PYTHONS and args and not args[0].startswith("-"):
+    if program in PYTHONS and args[:1] == ["-m"] and len(args) > 1 and args[1].startswith("measure."):
+        script, args = args[1].replace(".", "/") + ".py", args[2:]  # python -m measure.bench_c: measure/bench_c.py
+    elif program in PYTHONS and args and not args[0].startswith("-"):
         script, args = args[0], args[1:]
     elif program.endswith("torchrun") and any(a.endswith(".py") for a in args):
         at = next(i for i, a in enumerate(args) if a.endswith(".py"))  # torchrun's own flags come before it
@@ -528,8 +531,11 @@ def test_the_checker_sees_the_commands_it_checks():
         ["train.py has no flag --no_such_flag"]
     assert command_problems(["make", "train_nothing", "NO_SUCH_VARIABLE=1"]) == \
         ["make target train_nothing is not in the Makefile", "make variable NO_SUCH_VARIABLE is not in the Makefile"]
-    assert command_problems(["python", "estimate.py", "configs/{baseline,nothing}.py", "--batch_size=8"]) == \
+    assert command_problems(["python", "-m", "measure.estimate", "configs/{baseline,nothing}.py", "--batch_size=8"]) == \
         ["configs/nothing.py does not exist"]
+    assert command_problems(["python", "-m", "measure.bench_nothing"]) == ["measure/bench_nothing.py does not exist"]
+    assert command_problems(["python", "-m", "measure.bench_c", "--no_such_flag"]) == \
+        ["measure/bench_c.py has no flag --no_such_flag"]
     assert command_problems(["./c/gpt", "model.bin", "-p", "Hi", "--no_such_flag"]) == ["./c/gpt has no flag --no_such_flag"]
     assert simple_commands("A=1 make demo DEMO=baseline && python x.py --y  # a comment") == \
         [["make", "demo", "DEMO=baseline"], ["python", "x.py", "--y"]]
@@ -563,11 +569,34 @@ def test_the_readme_labels_every_gpu_hour_and_dollar_as_an_estimate():
     assert costed and all("estimate" in line or "on paper" in line for line in costed), costed
 
 
-def test_the_readmes_file_table_names_every_script_of_the_top_level():
+def test_the_readmes_tree_names_every_program_and_library_file_with_its_purpose():
     readme = read("README.md")
-    table = readme.split("## The files", 1)[1].split("\n## ", 1)[0]
-    scripts = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "*.py")))
-    assert [s for s in scripts if f"`{s}`" not in table] == []
+    tree = readme.split("## The files", 1)[1].split("\n## ", 1)[0].split("```text\n", 1)[1].split("```", 1)[0]
+    files = sorted(os.path.relpath(p, REPO) for folder in ("", "cheapgpt2", "measure")
+                   for p in glob.glob(os.path.join(REPO, folder, "*.py")))
+    described = {line.split()[0]: line.split(None, 1)[1:] for line in tree.splitlines() if line.split()}
+    missing = [f for f in files if os.path.basename(f) not in described]
+    assert missing == [], f"not in the README's tree: {missing}"
+    assert all(described[os.path.basename(f)] for f in files), "a file in the tree without its line of purpose"
+
+
+def test_the_programs_import_only_the_library_and_the_library_no_program():
+    """The layout the README's tree shows: the programs (top level, measure/) import cheapgpt2, never each other;
+    cheapgpt2 imports nothing of theirs and has no program in it."""
+    programs = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "*.py"))}
+    programs |= {"measure"} | {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "measure", "*.py"))}
+    problems = []
+    for path in sorted(glob.glob(os.path.join(REPO, "*.py")) + glob.glob(os.path.join(REPO, "measure", "*.py"))
+                       + glob.glob(os.path.join(REPO, "cheapgpt2", "*.py"))):
+        name, text = os.path.relpath(path, REPO), read(os.path.relpath(path, REPO))
+        for node in ast.walk(ast.parse(text)):  # the code's imports, not an import written in a string
+            imported = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                        [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            problems += [f"{name} imports the program {m}" for m in imported if m.split(".")[0] in programs]
+        if name.startswith("cheapgpt2/") and "__main__" in text:
+            problems.append(f"{name} is a program (it has a __main__) inside the library")
+    assert problems == []
+    assert len(glob.glob(os.path.join(REPO, "*.py"))) <= 14, "the top level holds the programs a user runs by name"
 
 
 # -----------------------------------------------------------------------------

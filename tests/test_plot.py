@@ -14,6 +14,8 @@ import pytest
 
 import plot
 
+from cheapgpt2 import plotting
+
 TOKENS_PER_STEP = 524288
 
 
@@ -64,8 +66,8 @@ def solid(ax):
 
 
 def test_convergence_plot_draws_each_runs_val_loss_against_tokens(two_runs, tmp_path):
-    runs = [plot.read_run(d) for d in two_runs]
-    fig = plot.plot_convergence(runs, str(tmp_path / "media" / "convergence_comparison.png"))
+    runs = [plotting.read_run(d) for d in two_runs]
+    fig = plotting.plot_convergence(runs, str(tmp_path / "media" / "convergence_comparison.png"))
     assert os.path.getsize(tmp_path / "media" / "convergence_comparison.png") > 0
     ax_all, ax_end = fig.axes
     baseline, swiglu = solid(ax_all)
@@ -82,33 +84,33 @@ def test_convergence_plot_draws_each_runs_val_loss_against_tokens(two_runs, tmp_
 
 
 def test_gpt2_reference_loss_is_dashed_only_on_fineweb_data(tmp_path):
-    edu = plot.read_run(write_run(tmp_path, "edu", training_log([10.9, 3.5])))
-    fig = plot.plot_convergence([edu], str(tmp_path / "edu.png"))
+    edu = plotting.read_run(write_run(tmp_path, "edu", training_log([10.9, 3.5])))
+    fig = plotting.plot_convergence([edu], str(tmp_path / "edu.png"))
     for ax in fig.axes:
         (reference,) = dashed(ax)
         assert list(reference.get_ydata()) == [3.2924, 3.2924]
         assert "FineWeb-Edu" in reference.get_label()
 
-    fineweb = plot.read_run(write_run(tmp_path, "fineweb", training_log([10.9, 3.5]), data_dir="data/fineweb10B"))
-    (reference,) = dashed(plot.plot_convergence([fineweb], str(tmp_path / "fineweb.png")).axes[0])
+    fineweb = plotting.read_run(write_run(tmp_path, "fineweb", training_log([10.9, 3.5]), data_dir="data/fineweb10B"))
+    (reference,) = dashed(plotting.plot_convergence([fineweb], str(tmp_path / "fineweb.png")).axes[0])
     assert list(reference.get_ydata()) == [3.28, 3.28]
 
-    pydoc = plot.read_run(write_run(tmp_path, "pydoc", training_log([10.9, 5.5]), data_dir="data/pydoc"))
-    fig = plot.plot_convergence([pydoc], str(tmp_path / "pydoc.png"))
+    pydoc = plotting.read_run(write_run(tmp_path, "pydoc", training_log([10.9, 5.5]), data_dir="data/pydoc"))
+    fig = plotting.plot_convergence([pydoc], str(tmp_path / "pydoc.png"))
     assert all(dashed(ax) == [] for ax in fig.axes)
 
 
 def test_subtitle_names_the_hardware_and_data_of_every_run(tmp_path):
-    gpu = plot.read_run(write_run(tmp_path, "gpu", training_log([10.9, 3.5])))
-    cpu = plot.read_run(write_run(tmp_path, "cpu", training_log([10.9, 5.5]), hardware="CPU, 2 cores", data_dir="data/pydoc"))
-    assert plot.subtitle([gpu]) == "1 x NVIDIA H100 80GB HBM3  |  data: data/fineweb_edu (FineWeb-Edu)"
-    assert plot.subtitle([gpu, cpu, gpu]) == ("1 x NVIDIA H100 80GB HBM3 / CPU, 2 cores  |  "
+    gpu = plotting.read_run(write_run(tmp_path, "gpu", training_log([10.9, 3.5])))
+    cpu = plotting.read_run(write_run(tmp_path, "cpu", training_log([10.9, 5.5]), hardware="CPU, 2 cores", data_dir="data/pydoc"))
+    assert plotting.subtitle([gpu]) == "1 x NVIDIA H100 80GB HBM3  |  data: data/fineweb_edu (FineWeb-Edu)"
+    assert plotting.subtitle([gpu, cpu, gpu]) == ("1 x NVIDIA H100 80GB HBM3 / CPU, 2 cores  |  "
                                               "data: data/fineweb_edu (FineWeb-Edu) / data/pydoc (pydoc)")
 
 
 def test_commonsense_qa_plot_draws_accuracy_with_chance_dashed(two_runs, tmp_path):
-    runs = [plot.read_run(d) for d in two_runs]
-    fig = plot.plot_commonsense_qa(runs, str(tmp_path / "commonsense_qa.png"), gpt2_acc=None)
+    runs = [plotting.read_run(d) for d in two_runs]
+    fig = plotting.plot_commonsense_qa(runs, str(tmp_path / "commonsense_qa.png"), gpt2_acc=None)
     assert os.path.getsize(tmp_path / "commonsense_qa.png") > 0
     (ax,) = fig.axes
     baseline, swiglu = solid(ax)
@@ -118,27 +120,27 @@ def test_commonsense_qa_plot_draws_accuracy_with_chance_dashed(two_runs, tmp_pat
     (chance,) = dashed(ax)  # GPT-2's line only when its accuracy is known
     assert list(chance.get_ydata()) == [0.2, 0.2] and "chance" in chance.get_label()
 
-    fig = plot.plot_commonsense_qa(runs, str(tmp_path / "with_gpt2.png"), gpt2_acc=0.3)
+    fig = plotting.plot_commonsense_qa(runs, str(tmp_path / "with_gpt2.png"), gpt2_acc=0.3)
     assert sorted(line.get_ydata()[0] for line in dashed(fig.axes[0])) == [0.2, 0.3]
 
 
 def test_commonsense_qa_plot_draws_gpt2s_line_for_the_plain_format_with_its_source(tmp_path):
     log = training_log([10.9, 4.0], csqa=[0.2, 0.25])
-    plain = [plot.read_run(write_run(tmp_path, name, log, csqa_format="plain")) for name in ("a", "b")]
-    fig = plot.plot_commonsense_qa(plain, str(tmp_path / "plain.png"))
+    plain = [plotting.read_run(write_run(tmp_path, name, log, csqa_format="plain")) for name in ("a", "b")]
+    fig = plotting.plot_commonsense_qa(plain, str(tmp_path / "plain.png"))
     (gpt2,) = [line for line in dashed(fig.axes[0]) if "chance" not in line.get_label()]
     assert gpt2.get_ydata()[0] == pytest.approx(0.2826, abs=5e-5)
     assert "28.26%" in gpt2.get_label() and "golark/train_gpt" in gpt2.get_label()
     # another format (cloze: runs from before csqa_format), or a mix: no GPT-2 line, as no number is known for it
-    cloze = plot.read_run(write_run(tmp_path, "old", log))
+    cloze = plotting.read_run(write_run(tmp_path, "old", log))
     for runs in ([cloze], [plain[0], cloze]):
-        fig = plot.plot_commonsense_qa(runs, str(tmp_path / "other.png"))
+        fig = plotting.plot_commonsense_qa(runs, str(tmp_path / "other.png"))
         assert [line.get_ydata()[0] for line in dashed(fig.axes[0])] == [0.2]
 
 
 def test_commonsense_qa_plot_is_skipped_when_no_run_logged_accuracy(tmp_path, capsys):
     run_dir = write_run(tmp_path, "baseline", training_log([10.9, 3.5]))
-    assert plot.plot_commonsense_qa([plot.read_run(run_dir)], str(tmp_path / "csqa.png")) is None
+    assert plotting.plot_commonsense_qa([plotting.read_run(run_dir)], str(tmp_path / "csqa.png")) is None
     assert plot.main([run_dir, "--out", str(tmp_path / "media")]) == 0
     assert not os.path.exists(tmp_path / "media" / "commonsense_qa.png")
     assert os.path.getsize(tmp_path / "media" / "convergence_comparison.png") > 0
@@ -215,17 +217,17 @@ def test_loss_curve_mode_draws_one_runs_train_and_val_loss(tmp_path):
     run_dir = write_run(tmp_path, "demo_cpu", training_log([10.9, 6.0, 5.5]), n_layer=4, n_embd=128, data_dir="data/pydoc")
     assert plot.main([run_dir, "--loss_curve", str(tmp_path / "demo_loss.png")]) == 0
     assert os.path.getsize(tmp_path / "demo_loss.png") > 0
-    fig = plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "again.png"))
+    fig = plotting.plot_loss_curve(plotting.read_run(run_dir), str(tmp_path / "again.png"))
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train loss (each logged batch)", "validation loss (held-out text)"]
     assert list(fig.axes[0].get_lines()[1].get_ydata()) == [10.9, 6.0, 5.5]
 
 
 def test_words_for_numbers_and_data():
-    assert plot.format_tokens(2_998_927_360) == "3B" and plot.format_tokens(40960) == "41K" and plot.format_tokens(0) == "0"
-    assert plot.format_duration(6725) == "1h 52m" and plot.format_duration(190) == "3m 10s"
-    assert [plot.dataset_name(d) for d in ("data/fineweb_edu", "data/fineweb10B/", "data/pydoc")] == \
+    assert plotting.format_tokens(2_998_927_360) == "3B" and plotting.format_tokens(40960) == "41K" and plotting.format_tokens(0) == "0"
+    assert plotting.format_duration(6725) == "1h 52m" and plotting.format_duration(190) == "3m 10s"
+    assert [plotting.dataset_name(d) for d in ("data/fineweb_edu", "data/fineweb10B/", "data/pydoc")] == \
         ["FineWeb-Edu", "FineWeb", "pydoc"]
-    assert plot.describe_variant({"pos_emb": "rope", "mlp": "gelu", "max_lr": 1.8e-3, "n_layer": 4, "n_embd": 128}) == \
+    assert plotting.describe_variant({"pos_emb": "rope", "mlp": "gelu", "max_lr": 1.8e-3, "n_layer": 4, "n_embd": 128}) == \
         "RoPE, GELU, max lr 1.8e-3, 4 layers x 128"
 
 
@@ -245,7 +247,7 @@ def test_loss_curve_says_what_was_trained_on_what_with_thousands_of_tokens(tmp_p
     (tmp_path / "pydoc" / "manifest.json").write_text(json.dumps({"tokens": {"val": 13_901, "train": 125_115}}))
     run_dir = write_run(tmp_path, "demo_cpu", demo_log([7.0, 6.1, 5.2, 5.6, 4.8] * 4), n_layer=4, n_embd=128,
                         data_dir=str(tmp_path / "pydoc"), pos_emb="rope", mlp="relu2", optimizer="muon", max_lr=4e-3)
-    fig = plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "demo_loss.png"))
+    fig = plotting.plot_loss_curve(plotting.read_run(run_dir), str(tmp_path / "demo_loss.png"))
     ax = fig.axes[0]
     assert ax.get_title() == "demo_cpu: RoPE, ReLU², Muon, max lr 4.0e-3, 4 layers x 128\ntrained on Python's help() text"
     ticks = [ax.xaxis.get_major_formatter()(tick, i) for i, tick in enumerate(ax.get_xticks())]
@@ -258,7 +260,7 @@ def test_loss_curve_smooths_the_noisy_train_loss_beside_the_raw_one(tmp_path):
     pandas = pytest.importorskip("pandas")  # comes with datasets
     losses = [7.0, 6.1, 5.2, 5.6, 4.8, 5.3, 4.4, 4.9]
     run_dir = write_run(tmp_path, "demo_cpu", demo_log(losses), n_layer=4, n_embd=128, data_dir="data/pydoc")
-    lines = {line.get_label(): line for line in plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "a.png")).axes[0].get_lines()}
+    lines = {line.get_label(): line for line in plotting.plot_loss_curve(plotting.read_run(run_dir), str(tmp_path / "a.png")).axes[0].get_lines()}
     assert list(lines) == ["train loss (each logged batch)", "train loss, smoothed", "validation loss (held-out text)"]
     assert list(lines["train loss (each logged batch)"].get_ydata()) == losses
     # TensorBoard's debiased exponential moving average is pandas' adjusted one with alpha = 1 - weight
@@ -268,7 +270,7 @@ def test_loss_curve_smooths_the_noisy_train_loss_beside_the_raw_one(tmp_path):
 
 def test_loss_curve_of_a_run_with_one_train_record_lists_no_empty_series(tmp_path):
     run_dir = write_run(tmp_path, "demo_cpu", demo_log([7.0]), n_layer=4, n_embd=128, data_dir="data/pydoc")
-    ax = plot.plot_loss_curve(plot.read_run(run_dir), str(tmp_path / "a.png")).axes[0]
+    ax = plotting.plot_loss_curve(plotting.read_run(run_dir), str(tmp_path / "a.png")).axes[0]
     handles, labels = ax.get_legend_handles_labels()
     assert labels == ["train loss (each logged batch)", "validation loss (held-out text)"]
     for line in handles:  # a single point is drawn only as a marker: a line of one point draws nothing
@@ -292,5 +294,5 @@ def test_the_summary_names_the_machines_and_the_days_the_runs_trained(two_runs):
     for day, run_dir in zip((1, 3), two_runs):
         stamp = datetime.datetime(2026, 12, day, 12).timestamp()
         os.utime(os.path.join(run_dir, "log.jsonl"), (stamp, stamp))  # no checkpoint: the log's date
-    markdown = plot.summary_markdown(plot.summary_rows([plot.read_run(d) for d in two_runs]))
+    markdown = plotting.summary_markdown(plotting.summary_rows([plotting.read_run(d) for d in two_runs]))
     assert markdown.startswith("`plot.py`, 2 run(s), trained 2026-12-01 to 2026-12-03 on 1 x NVIDIA H100 80GB HBM3.")

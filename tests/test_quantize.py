@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from model import GPT, GPTConfig, load_checkpoint
-from quantize import (SCHEMES, Int4Linear, Int8Linear, int4_dequantize, int4_quantize, q8_0_dequantize, q8_0_matmul,
-                      q8_0_quantize, quantize)
+from cheapgpt2.checkpoint import load_checkpoint
+from cheapgpt2.generate import generate
+from cheapgpt2.model import GPT, GPTConfig
+from cheapgpt2.quantize import (SCHEMES, Int4Linear, Int8Linear, int4_dequantize, int4_quantize, q8_0_dequantize,
+                                q8_0_matmul, q8_0_quantize, quantize)
 
 # every model variant: positions, MLP, norm, QK-norm, head tied or not, soft-cap (n_embd 128: groups of 32-128 fit)
 VARIANTS = {
@@ -132,7 +134,7 @@ def test_quantized_model_follows_the_original_and_generates(variant, scheme):
     # 4 bits leave about 10% noise on each weight of a Gaussian matrix; 8 bits under 1%
     tolerance = 0.3 if scheme.startswith("int4") else 0.1
     assert (logits - reference_logits).abs().max() < tolerance * reference_logits.abs().max()
-    out = model.generate(idx[:1, :5], max_new_tokens=6, temperature=0)
+    out = generate(model, idx[:1, :5], max_new_tokens=6, temperature=0)
     assert out.shape == (1, 11) and torch.equal(out[:, :5], idx[:1, :5])
     weights = [m.weight for m in model.transformer.h.modules() if isinstance(m, torch.nn.Linear)]
     assert all(type(w) is not torch.nn.Parameter for w in weights)  # none left in fp32 (torchao: tensor subclasses)
@@ -234,7 +236,7 @@ def one_error_line(capsys):
 
 def test_sample_quant_generates_what_the_quantized_model_generates(checkpoint, capsys, monkeypatch):
     import sample
-    from tokenizer import EOT_TOKEN, get_encoding
+    from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
     calls = []
 
     def quantize_and_count(model, scheme):  # q8_0 greedy text can equal fp32's: check the quantized model runs
@@ -250,7 +252,7 @@ def test_sample_quant_generates_what_the_quantized_model_generates(checkpoint, c
     enc = get_encoding()
     prompt = torch.tensor([[EOT_TOKEN] + enc.encode("Once")])
     model = quantize(load_checkpoint(checkpoint)[0].eval(), "q8_0")
-    tokens = model.generate(prompt, 8, temperature=0)[0, prompt.shape[1]:].tolist()
+    tokens = generate(model, prompt, 8, temperature=0)[0, prompt.shape[1]:].tolist()
     expected = b"".join(enc.decode_single_token_bytes(t) if t < enc.n_vocab else "\ufffd".encode() for t in tokens)
     assert capsys.readouterr().out == "Once" + expected.decode("utf-8", errors="replace") + "\n"
     assert sample.main([checkpoint, "--prompt", "Once", "--quant", "int3"]) == 1
@@ -261,7 +263,7 @@ def test_eval_commonsense_qa_quant_scores_the_quantized_model(checkpoint, tmp_pa
     import json
 
     import eval_commonsense_qa
-    from multiple_choice import evaluate, load_examples
+    from cheapgpt2.multiple_choice import evaluate, load_examples
     row = {"id": "q1", "question": "Where would you put a cup after washing it?",
            "choices": {"label": list("ABCDE"), "text": ["cupboard", "garden", "car engine", "oven", "mailbox"]}, "answerKey": "A"}
     data, out = tmp_path / "csqa.jsonl", tmp_path / "results.json"
@@ -282,7 +284,7 @@ def test_eval_commonsense_qa_quant_scores_the_quantized_model(checkpoint, tmp_pa
 def test_eval_lm_quant_hands_lm_eval_the_quantized_model(checkpoint, tmp_path, capsys, monkeypatch):
     pytest.importorskip("lm_eval", reason="lm-eval is a test extra (requirements-dev.txt)")
     import eval_lm
-    from quantize import Q8_0Linear
+    from cheapgpt2.quantize import Q8_0Linear
     given = []
 
     def stop_at_the_model(model, **kwargs):  # the model lm-eval would score; no need to run lm-eval itself here

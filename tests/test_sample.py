@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import sample
-from model import load_checkpoint
+from cheapgpt2.checkpoint import load_checkpoint
 from test_eval import one_error_line, tiny_gpt
-from tokenizer import EOT_TOKEN, get_encoding
+from cheapgpt2.generate import generate
+from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_sample_streams_what_generate_returns(checkpoint, capsys):
     enc = get_encoding()
     prompt = [EOT_TOKEN] + enc.encode("Once upon")
     torch.manual_seed(3)
-    tokens = model.eval().generate(torch.tensor([prompt]), 40, temperature=0.9, top_k=50, top_p=0.95)[0, len(prompt):]
+    tokens = generate(model.eval(), torch.tensor([prompt]), 40, temperature=0.9, top_k=50, top_p=0.95)[0, len(prompt):]
     expected = b"".join(enc.decode_single_token_bytes(t) if t < enc.n_vocab else "\ufffd".encode() for t in tokens.tolist())
     assert out == "Once upon" + expected.decode("utf-8", errors="replace") + "\n"
     assert "prefill: 3 tokens" in err and "decode: 39 tokens" in err and "tokens/s" in err

@@ -9,10 +9,14 @@ import torch
 import torch.nn.functional as F
 
 import train
-from config import TrainConfig
+from cheapgpt2.config import TrainConfig
 from torch.nn.attention.flex_attention import BlockMask
 
-from model import EOT_TOKEN, GPT, GPTConfig
+from cheapgpt2 import hf, model as model_module, training
+from cheapgpt2.estimate import flops_per_token
+from cheapgpt2.generate import new_kv_cache
+from cheapgpt2.model import GPT, GPTConfig, attention_mask
+from cheapgpt2.tokenizer import EOT_TOKEN
 from test_model import randomize_
 
 SPEEDRUN = dict(pos_emb="rope", mlp="relu2", norm="rmsnorm", qk_norm=True, tie_embeddings=False, bias=False,
@@ -112,17 +116,17 @@ def test_value_embeddings_and_skips_add_the_parameters_they_say():
     assert tables == 3 * 50304 * 16 + 5 * 2  # ceil(5/2) tables; two mixing weights in every attention
     assert skips == 2  # blocks 3 and 4 take blocks 1 and 0
     # value embeddings are lookups, not matmuls: no training FLOPs of their own beyond the two mixing weights
-    flops = [tiny(n_layer=5, **{**SPEEDRUN, "unet_skips": False, "value_embeds": ve}).flops_per_token() for ve in (0, 1)]
+    flops = [flops_per_token(tiny(n_layer=5, **{**SPEEDRUN, "unet_skips": False, "value_embeds": ve})) for ve in (0, 1)]
     assert flops[1] - flops[0] == 6 * 5 * 2
 
 
 def test_a_window_counts_its_keys_in_the_training_flops():
     full, windowed = (tiny(**{**SPEEDRUN, "attn_window": w, "value_embeds": False}) for w in (0, 6))
     attention = 12 * 3 * 16  # 12 x n_layer x n_embd FLOPs per key
-    assert full.flops_per_token() - windowed.flops_per_token() == attention * (24 - 6)
+    assert flops_per_token(full) - flops_per_token(windowed) == attention * (24 - 6)
     # unmasked: T/2 keys on average without a window; W - W^2/2T with one (W for most queries, fewer at the start)
-    assert full.flops_per_token(causal=True) - full.flops_per_token(causal=False) == -attention * 12
-    assert windowed.flops_per_token(causal=True) == pytest.approx(windowed.flops_per_token() - attention * 6 * 6 / 48)
+    assert flops_per_token(full, causal=True) - flops_per_token(full, causal=False) == -attention * 12
+    assert flops_per_token(windowed, causal=True) == pytest.approx(flops_per_token(windowed) - attention * 6 * 6 / 48)
 
 
 def test_the_kv_cache_gives_the_logits_of_the_whole_sequence():
@@ -131,7 +135,7 @@ def test_the_kv_cache_gives_the_logits_of_the_whole_sequence():
     model = tiny(**SPEEDRUN)
     idx = tokens(T=22, eot_at=(4, 15))
     expected = logits_of(model, idx)
-    cache = model.new_kv_cache(2)
+    cache = new_kv_cache(model, 2)
     with torch.no_grad():
         steps = [model.forward_cached(idx[:, :10], cache)] + [model.forward_cached(idx[:, t:t + 1], cache)
                                                               for t in range(10, 22)]
@@ -140,10 +144,10 @@ def test_the_kv_cache_gives_the_logits_of_the_whole_sequence():
 
 def test_the_window_grows_and_muon_momentum_warms_up_over_the_run():
     cfg = TrainConfig(max_steps=100, attn_window=256, attn_window_start=64, muon_momentum_warmup_steps=30)
-    assert [train.attention_window(s, cfg) for s in (0, 50, 100)] == [64, 160, 256]
-    assert [train.muon_momentum(s, cfg) for s in (0, 15, 30, 60)] == pytest.approx([0.85, 0.90, 0.95, 0.95])
+    assert [training.attention_window(s, cfg) for s in (0, 50, 100)] == [64, 160, 256]
+    assert [training.muon_momentum(s, cfg) for s in (0, 15, 30, 60)] == pytest.approx([0.85, 0.90, 0.95, 0.95])
     plain = TrainConfig(attn_window=256)
-    assert train.attention_window(7, plain) == 256 and train.muon_momentum(0, plain) == 0.95
+    assert training.attention_window(7, plain) == 256 and training.muon_momentum(0, plain) == 0.95
     with pytest.raises(ValueError, match="attn_window_start"):
         TrainConfig(attn_window=64, attn_window_start=128)
 
@@ -178,8 +182,8 @@ def test_flex_attention_gives_the_logits_of_the_boolean_mask(compiled, monkeypat
     idx, targets = tokens(eot_at=(5, 13)), tokens(seed=2)
     results = []
     for flex in (False, True):
-        monkeypatch.setattr(GPT, "uses_flex_attention", lambda self, idx: flex)
-        assert isinstance(model.attention_mask(idx), BlockMask) == flex
+        monkeypatch.setattr(model_module, "uses_flex_attention", lambda model, idx: flex)
+        assert isinstance(attention_mask(model, idx), BlockMask) == flex
         torch._dynamo.reset()
         forward = torch.compile(model) if compiled else model
         with torch.no_grad():
@@ -218,6 +222,5 @@ def test_a_run_stopped_and_resumed_continues_the_window_and_momentum_schedules(c
 
 
 def test_the_hugging_face_export_refuses_what_gpt2_cannot_run():
-    import export_hf
     with pytest.raises(ValueError, match="document masking, windowed attention, value embeddings, U-net skips"):
-        export_hf.check_gpt2_architecture(tiny(**SPEEDRUN).config)
+        hf.check_gpt2_architecture(tiny(**SPEEDRUN).config)

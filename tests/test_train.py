@@ -10,8 +10,10 @@ import sys
 import pytest
 
 import train
-from config import TrainConfig, load_config
-from model import load_checkpoint
+from cheapgpt2 import training
+from cheapgpt2.checkpoint import load_checkpoint
+from cheapgpt2.config import TrainConfig, load_config
+from cheapgpt2.estimate import flops_per_token
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--block_size=16", "--n_layer=2", "--n_head=2", "--n_embd=16", "--batch_size=4", "--total_batch_size=128",
@@ -132,14 +134,14 @@ def test_learning_rate_schedules_at_every_step():
     cosine = TrainConfig(max_lr=1.0, min_lr_ratio=0.1, warmup_steps=2, max_steps=6)
     # warmup 0.5, 1; then cosine over steps 2..6 reaching 0.1 at step 6, just after the last step (5)
     expected = [0.5, 1.0] + [0.1 + 0.45 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
-    assert [train.learning_rate(s, cosine) for s in range(6)] == pytest.approx(expected)
-    assert train.learning_rate(6, cosine) == pytest.approx(0.1)
+    assert [training.learning_rate(s, cosine) for s in range(6)] == pytest.approx(expected)
+    assert training.learning_rate(6, cosine) == pytest.approx(0.1)
     wsd = TrainConfig(max_lr=1.0, min_lr_ratio=0.0, warmup_steps=1, max_steps=8, lr_schedule="wsd",
                             wsd_decay_fraction=0.5)
     # warmup 1 step, stable to step 3, then linear decay over steps 4..7: the last step still learns at 1/4
-    assert [train.learning_rate(s, wsd) for s in range(8)] == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
-    assert train.learning_rate(8, wsd) == 0.0
-    assert all(train.learning_rate(s, wsd) > 0 for s in range(8))  # no step is wasted at learning rate 0
+    assert [training.learning_rate(s, wsd) for s in range(8)] == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert training.learning_rate(8, wsd) == 0.0
+    assert all(training.learning_rate(s, wsd) > 0 for s in range(8))  # no step is wasted at learning rate 0
 
 
 def write_csqa(path, n):
@@ -176,7 +178,7 @@ def test_two_gloo_processes_match_one_process_and_their_checkpoint_resumes_in_on
 
 
 def test_eval_records_carry_the_commonsense_qa_accuracy_of_the_model_at_that_step(corpus, tmp_path):
-    from multiple_choice import evaluate, load_examples
+    from cheapgpt2.multiple_choice import evaluate, load_examples
     data = write_csqa(tmp_path / "csqa.jsonl", 7)
     assert run(corpus, tmp_path / "run", "--max_steps=4", f"--csqa_data={data}", "--eval_limit=5") == 0
     evals = [r for r in read_log(tmp_path / "run") if "val_loss" in r]
@@ -233,8 +235,8 @@ def test_mfu_is_logged_both_ways_against_a_known_peak_and_not_at_all_without_one
     assert run(corpus, tmp_path / "peak", "--max_steps=2", "--peak_flops=1e9") == 0  # as a GPU's would be
     second = [r for r in read_log(tmp_path / "peak") if "train_loss" in r][1]
     model, _ = load_checkpoint(str(tmp_path / "peak" / "ckpt.pt"))
-    assert second["mfu"] == pytest.approx(model.flops_per_token() * second["tok_per_s"] / 1e9)
-    assert second["mfu_causal"] == pytest.approx(model.flops_per_token(causal=True) * second["tok_per_s"] / 1e9)
+    assert second["mfu"] == pytest.approx(flops_per_token(model) * second["tok_per_s"] / 1e9)
+    assert second["mfu_causal"] == pytest.approx(flops_per_token(model, causal=True) * second["tok_per_s"] / 1e9)
     out = capsys.readouterr().out
     assert f"MFU {second['mfu'] * 100:.1f}% ({second['mfu_causal'] * 100:.1f}% causal)" in out
 

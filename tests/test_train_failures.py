@@ -12,9 +12,11 @@ import pytest
 import torch
 
 import train
-from config import TrainConfig
-from data import write_shard
-from model import load_checkpoint
+from cheapgpt2 import common, training
+from cheapgpt2.checkpoint import load_checkpoint
+from cheapgpt2.config import TrainConfig
+from cheapgpt2.data import write_shard
+from cheapgpt2 import training
 from test_train import REPO, read_log, run
 
 
@@ -25,11 +27,11 @@ def one_error_line(capsys):
 
 
 def test_cuda_under_torchrun_means_each_rank_its_own_gpu():
-    assert train.resolve_device("cuda", local_rank=3, ddp=True, cuda_available=True) == "cuda:3"
-    assert train.resolve_device("auto", local_rank=5, ddp=True, cuda_available=True) == "cuda:5"
-    assert train.resolve_device("cuda:1", local_rank=3, ddp=True, cuda_available=True) == "cuda:1"  # asked for
-    assert train.resolve_device("cuda", local_rank=0, ddp=False, cuda_available=True) == "cuda"
-    assert train.resolve_device("auto", local_rank=0, ddp=False, cuda_available=False) == "cpu"
+    assert common.pick_device("cuda", local_rank=3, ddp=True, cuda_available=True) == "cuda:3"
+    assert common.pick_device("auto", local_rank=5, ddp=True, cuda_available=True) == "cuda:5"
+    assert common.pick_device("cuda:1", local_rank=3, ddp=True, cuda_available=True) == "cuda:1"  # asked for
+    assert common.pick_device("cuda", local_rank=0, ddp=False, cuda_available=True) == "cuda"
+    assert common.pick_device("auto", local_rank=0, ddp=False, cuda_available=False) == "cpu"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -57,14 +59,14 @@ def test_rng_state_holds_and_restores_only_this_process_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append(("set", device)))
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("saved every GPU's state"))
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("restored every GPU's state"))
-    state = train.rng_state("cuda:3")  # rank 3 of 8
+    state = training.rng_state("cuda:3")  # rank 3 of 8
     assert calls == [("get", "cuda:3")] and state["cuda"].shape == (16,)
-    train.set_rng_state(state, "cuda:0")  # resumed on a machine with one GPU
+    training.set_rng_state(state, "cuda:0")  # resumed on a machine with one GPU
     assert calls[-1] == ("set", "cuda:0")
     old_format = {**state, "cuda": [torch.zeros(16, dtype=torch.uint8)] * 8}  # an 8-GPU checkpoint of before
-    train.set_rng_state(old_format, "cuda:0")
+    training.set_rng_state(old_format, "cuda:0")
     assert calls[-1] == ("set", "cuda:0")
-    train.set_rng_state(state, "cpu")  # a CUDA checkpoint resumed on the CPU
+    training.set_rng_state(state, "cpu")  # a CUDA checkpoint resumed on the CPU
     assert calls[-1] == ("set", "cuda:0")
 
 
@@ -106,7 +108,7 @@ def test_training_waits_for_the_device_only_on_log_eval_and_checkpoint_steps(cor
 
     def counted(read):
         def read_and_count(self):
-            if sys._getframe(1).f_code.co_filename == train.__file__:  # train.py's reads, not the optimizer's own
+            if sys._getframe(1).f_code.co_filename in (train.__file__, training.__file__):  # the loop's, not the optimizer's
                 calls.append(sys._getframe(1).f_lineno)
             return read(self)
         return read_and_count

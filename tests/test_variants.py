@@ -1,6 +1,6 @@
 """variants.py: the README's variants table comes from the config files."""
 
-import variants
+from measure import variants
 
 
 def test_variants_table_counts_parameters_from_the_configs(capsys):

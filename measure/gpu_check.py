@@ -32,49 +32,45 @@ Nothing is downloaded: the benchmarks during training are off, the data and GPT-
 """
 
 import argparse
-import contextlib
 import datetime
-import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 
 import torch
 
-import bench_train
-import sample
-import train
-from config import TrainConfig
-from data import atomic_write
+from cheapgpt2.common import REPO, cuda_missing_reason, describe_machine, write_atomically
+from cheapgpt2.config import TrainConfig
+from cheapgpt2.throughput import TINY as BENCH_TINY, bench_config, throughput_table
+from cheapgpt2.training import peak_flops_of
 
-REPO = os.path.dirname(os.path.abspath(__file__))
 BASELINE = os.path.join(REPO, "configs", "baseline.py")
 # the GPU run: the baseline's model, 100 steps of one 64 x 1024 micro-batch, no benchmark data (no download)
 TRAIN = ["--total_batch_size=65536", "--batch_size=64", "--max_steps=100", "--warmup_steps=10", "--eval_interval=50",
          "--eval_tokens=131072", "--log_interval=10", "--csqa_data=", "--hellaswag_data=", "--sample_tokens=0"]
 # the CPU's dry path: the same steps at bench_train's tiny shape, compiled, and 30 training steps
-TINY = [arg for arg in bench_train.TINY if not arg.startswith("--compile=")] + ["--compile=True"]
+TINY = [arg for arg in BENCH_TINY if not arg.startswith("--compile=")] + ["--compile=True"]
 TINY_TRAIN = TINY + ["--max_steps=30", "--warmup_steps=3", "--eval_interval=15", "--eval_tokens=512", "--log_interval=5",
                      "--max_lr=3e-3", "--csqa_data=", "--hellaswag_data=", "--sample_tokens=0"]
 SAME_LOSS = 0.05  # activation checkpointing changes what is kept, not the arithmetic: bf16 noise only
 LOSS_FALL = 1.0  # an untrained model starts near ln(50257) = 10.8; 100 steps on code must take off at least this
 
 
-def train_run(cfg_overrides, data_dir, out_dir, device, config=BASELINE):
-    """train.py in this process from scratch: (log records, peak GPU memory in GiB or None on the CPU)."""
+def train_run(cfg_overrides, data_dir, out_dir, config=BASELINE):
+    """train.py in a process of its own, from scratch: (log records, peak GPU memory in GiB or None on the CPU)."""
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)  # from scratch, not a resume of an earlier check
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    code = train.main([config, f"--data_dir={data_dir}", f"--out_dir={out_dir}", *cfg_overrides])
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    bench_train.free_memory(device)
+    code = subprocess.run([sys.executable, "train.py", config, f"--data_dir={os.path.abspath(data_dir)}",
+                           f"--out_dir={os.path.abspath(out_dir)}", *cfg_overrides], cwd=REPO).returncode
     if code != 0:
         raise RuntimeError(f"train.py exited {code} (its output is above)")
     with open(os.path.join(out_dir, "log.jsonl")) as f:
-        return [json.loads(line) for line in f], peak
+        records = [json.loads(line) for line in f]
+    peaks = [r["peak_memory_gib"] for r in records if "peak_memory_gib" in r]  # logged on CUDA only
+    return records, max(peaks) if peaks else None
 
 
 def summarize(records, peak):
@@ -118,7 +114,7 @@ def main(argv=None):
     cpu = args.device == "cpu"
     out = args.out or (os.path.join(args.work_dir, "gpu_check_cpu.md") if cpu else os.path.join(REPO, "media", "gpu_check.md"))
     if not cpu and not torch.cuda.is_available():
-        print(f"error: {train.cuda_missing_reason()}; `make gpu_check DEVICE=cpu` runs the tiny CPU path",
+        print(f"error: {cuda_missing_reason()}; `make gpu_check DEVICE=cpu` runs the tiny CPU path",
               file=sys.stderr)
         return 1
     if not os.path.isdir(args.data_dir):
@@ -126,13 +122,11 @@ def main(argv=None):
               f"download), and carry data/gpu_check to the GPU machine", file=sys.stderr)
         return 1
 
+    machine = describe_machine()
     if cpu:
-        machine = f"{train.describe_hardware('cpu', 1)}, torch {torch.__version__}"
         peak_note = "no GPU: MFU is not reported"
     else:
-        name = torch.cuda.get_device_name()
-        peak = train.peak_flops_of(TrainConfig(), "cuda")
-        machine = f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+        peak = peak_flops_of(TrainConfig(), "cuda")
         peak_note = f"peak {peak / 1e12:,.1f} TFLOP/s bf16 dense" if peak else "peak FLOP/s unknown: no MFU"
     command = "make gpu_check" + (" DEVICE=cpu (the dry path, a tiny shape)" if cpu else "")
     header = (f"## GPU check: `{command}`\n\n{datetime.date.today().isoformat()}, {machine}; {peak_note}. "
@@ -140,9 +134,7 @@ def main(argv=None):
     sections, checks, stage_seconds = [], [], {}
 
     def write():
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with atomic_write(out) as f:
-            f.write(report(header, sections, checks, stage_seconds).encode())
+        write_atomically(out, report(header, sections, checks, stage_seconds))
 
     def stage(name):
         """True when there is time left to start this step; a skipped step is said so in the report."""
@@ -160,10 +152,10 @@ def main(argv=None):
 
     if stage("bench_train.py: baseline and modern"):
         began = time.time()
-        rows = [bench_train.bench_config(os.path.join(REPO, "configs", f"{c}.py"), TINY if cpu else [], steps=10, warmup=3)
+        rows = [bench_config(os.path.join(REPO, "configs", f"{c}.py"), TINY if cpu else [], steps=10, warmup=3)
                 for c in ("baseline", "modern")]
         note = f"`bench_train.py` rows{' at a tiny shape' if cpu else ''}: synthetic tokens, median of 10 steps after 3 warm-up."
-        sections.append(("Throughput", bench_train.markdown(rows, note)))
+        sections.append(("Throughput", throughput_table(rows, note)))
         timed("bench", began)
 
     runs = {}
@@ -173,7 +165,7 @@ def main(argv=None):
         if not stage(title):
             continue
         began = time.time()
-        records, peak = train_run(train_args + extra, args.data_dir, os.path.join(args.work_dir, name), args.device)
+        records, peak = train_run(train_args + extra, args.data_dir, os.path.join(args.work_dir, name))
         runs[name] = summarize(records, peak)
         timed(name, began)
 
@@ -209,13 +201,13 @@ def main(argv=None):
 
     if "plain" in runs and stage("sample.py"):
         began = time.time()
-        text = io.StringIO()
         ckpt = os.path.join(args.work_dir, "plain", "ckpt.pt")
-        with contextlib.redirect_stdout(text):
-            code = sample.main([ckpt, "--prompt", "def ", "--max_new_tokens", "48", "--device", args.device])
+        result = subprocess.run([sys.executable, "sample.py", os.path.abspath(ckpt), "--prompt", "def ", "--max_new_tokens",
+                                 "48", "--device", args.device], cwd=REPO, capture_output=True, text=True)
+        print(result.stderr, end="", file=sys.stderr)
         sections.append(("Sample", f"`python sample.py {ckpt} --prompt 'def ' --max_new_tokens 48`:\n\n```\n"
-                                   f"{text.getvalue().strip()}\n```"))
-        checks.append(("sample.py wrote a continuation from the checkpoint", code == 0 and len(text.getvalue()) > 4))
+                                   f"{result.stdout.strip()}\n```"))
+        checks.append(("sample.py wrote a continuation from the checkpoint", result.returncode == 0 and len(result.stdout) > 4))
         timed("sample", began)
 
     if stage("speedrun: FlexAttention, compiled"):
@@ -224,7 +216,7 @@ def main(argv=None):
         began = time.time()
         window = ["--attn_window=64", "--attn_window_start=8"] if cpu else []  # the tiny context's; else the config's
         records, peak = train_run(train_args + window + ["--max_steps=30", "--eval_interval=15", "--log_interval=5"],
-                                  args.data_dir, os.path.join(args.work_dir, "speedrun"), args.device,
+                                  args.data_dir, os.path.join(args.work_dir, "speedrun"),
                                   config=os.path.join(REPO, "configs", "speedrun.py"))
         r = summarize(records, peak)
         sections.append(("Speedrun", f"`train.py configs/speedrun.py`, 30 steps as above: val loss {r['val_first']:.3f} → "

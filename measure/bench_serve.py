@@ -2,10 +2,10 @@
 Serving many users at once: c/gpt-server against llama.cpp's llama-server on the same weights, same threads and
 slot count, 1, 4, 8 and 16 concurrent clients each streaming a completion of a 256-token prompt.
 
-    make c && python bench_serve.py                          # ours alone (what `make bench_serve` runs) -> out/
+    make c && python -m measure.bench_serve                          # ours alone (what `make bench_serve` runs) -> out/
     make bench_serve LLAMACPP=/tmp/llama.cpp/build           # with the peer, bin/llama-server -> media/bench_serve.md
-    python bench_serve.py --tiny --clients 1,2 --rounds 1    # a tiny model, seconds (what the tests run) -> out/
-    python bench_serve.py --clients 16 --slots 4             # ours with 4 slots for 16 clients (choosing --parallel)
+    python -m measure.bench_serve --tiny --clients 1,2 --rounds 1    # a tiny model, seconds (what the tests run) -> out/
+    python -m measure.bench_serve --clients 16 --slots 4             # ours with 4 slots for 16 clients (choosing --parallel)
 
 The peer, built from the llama.cpp source vendored in llama-cpp-python's sdist (about 30 minutes on 2 cores):
 
@@ -56,14 +56,12 @@ import time
 
 import torch
 
-import bench_c
-import export
-from bench_inference import hardware
-from data import atomic_write
-from model import GPT, GPTConfig
-from tokenizer import get_encoding
+from cheapgpt2 import engine_file, gguf_file
+from cheapgpt2.c_engine import engine_bench, run_with_threads
+from cheapgpt2.common import REPO, atomic_write, hardware
+from cheapgpt2.model import GPT, GPTConfig
+from cheapgpt2.tokenizer import get_encoding
 
-REPO = os.path.dirname(os.path.abspath(__file__))
 # GPT-2 124M's shape with 2,048 learned positions instead of 1,024, so that a decode at depth 1,024 has room (speed
 # does not depend on the size of the position table)
 SHAPES = {"124M": dict(block_size=2048, n_layer=12, n_head=12, n_embd=768),
@@ -104,14 +102,13 @@ def write_models(out_dir, shape, with_gguf):
     paths = {}
     for dtype in ("fp32", "q8_0"):
         paths[("ours", dtype)] = os.path.join(out_dir, f"model_{dtype}.bin")
-        export.export(model, paths[("ours", dtype)], dtype=dtype)
+        engine_file.export(model, paths[("ours", dtype)], dtype=dtype)
     if with_gguf:
-        import export_gguf
         ckpt = os.path.join(out_dir, "ckpt.pt")
         torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, ckpt)
         for dtype, gguf_type in (("fp32", "f32"), ("q8_0", "q8_0")):
             paths[("llama.cpp", dtype)] = os.path.join(out_dir, f"model_{gguf_type}.gguf")
-            export_gguf.export(ckpt, paths[("llama.cpp", dtype)], gguf_type)
+            gguf_file.export(ckpt, paths[("llama.cpp", dtype)], gguf_type)
     return paths
 
 
@@ -124,7 +121,7 @@ def matmul_ops_per_token(shape):
 
 def peak(ours_binary, threads):
     """{"fp32", "q8_0"}: this machine's peak ops/s for our build's kernels (c/gpt --peak: fp32 FMAs, int8 products)."""
-    out = bench_c.run([ours_binary, "--peak", "--threads", str(threads)], threads)
+    out = run_with_threads([ours_binary, "--peak", "--threads", str(threads)], threads)
     match = re.search(r"peak fp32 ([\d.]+) GFLOP/s \| int8 ([\d.]+) GOP/s", out)
     if match is None:
         raise ValueError(f"{ours_binary} --peak printed no peak: {out[-200:]}")
@@ -146,7 +143,7 @@ def single_stream(engine, path, threads, peer_dir, ours_binary, shape):
     for row, (ours_prompt, rate, peer_args) in rows.items():
         if engine == "ours":  # one --bench run gives a prompt length's prefill and decode rates
             if ours_prompt not in ours_runs:
-                ours_runs[ours_prompt] = bench_c.ours(ours_binary, path, ours_prompt, new, threads)
+                ours_runs[ours_prompt] = engine_bench(ours_binary, path, ours_prompt, new, threads)
             rates[row] = ours_runs[ours_prompt][rate]
             continue
         cmd = [os.path.join(peer_dir, "bin", "llama-bench"), "-m", path, "-t", str(threads), "-r", "1", "-o", "json",
@@ -586,8 +583,8 @@ def main(argv=None):
                    f"tokens with logprobs {STALL['logprobs']} and reads none of them (4 KiB receive buffer), each server "
                    f"with --parallel {slots + STALL['n']}; a client that waits over {STALL['seconds']} s for a byte ends "
                    f"the load as not finished")
-    kernels = bench_c.run([args.engine, "--peak", "--threads", "1"], 1).split("| kernels ", 1)[1].strip()
-    note = (f"`python bench_serve.py{' --tiny' if args.tiny else ''}"
+    kernels = run_with_threads([args.engine, "--peak", "--threads", "1"], 1).split("| kernels ", 1)[1].strip()
+    note = (f"`python -m measure.bench_serve{' --tiny' if args.tiny else ''}"
             f"{' --llamacpp DIR' if args.llamacpp else ''}` on {hardware()}, "
             f"{time.strftime('%Y-%m-%d')}; c/gpt's kernels: {kernels}. GPT-2 {shape} shape "
             f"({SHAPES[shape]['block_size']} positions), random weights, {args.threads} threads per server, "

@@ -3,10 +3,10 @@ GPT-2's BPE tokenizer, available offline.
 
 tiktoken downloads the BPE ranks on first use and caches them in TIKTOKEN_CACHE_DIR under the
 sha1 of the download URL. With no internet (CI, an air-gapped cluster) that download fails, so
-`make setup` runs this file once to guarantee the cache:
+`make setup` runs ensure_tokenizer() once to guarantee the cache:
 
-    python tokenizer.py                 # ensure the cache (what `make setup` does)
-    TIKTOKEN_CACHE_DIR=../shared/tiktoken python tokenizer.py
+    python download_tokens.py tokenizer                 # ensure the cache (what `make setup` does)
+    TIKTOKEN_CACHE_DIR=../shared/tiktoken python download_tokens.py tokenizer
 
 We use tiktoken's `r50k_base`: exactly the ranks, split pattern and <|endoftext|> (50256) of its
 `gpt2` encoding, but read from a single cache file. When tiktoken's own download fails, the same
@@ -14,7 +14,6 @@ file is taken from the `openai-whisper` source release on PyPI (whisper/assets/g
 byte-identical); we only download that archive, never install it.
 """
 
-import argparse
 import hashlib
 import os
 import subprocess
@@ -22,11 +21,13 @@ import sys
 import tarfile
 import tempfile
 
-PROJECT_CACHE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache", "tiktoken")
+PROJECT_CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "tiktoken")
 # Scripts run directly (not through make) still find the cache that `make setup` wrote.
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", PROJECT_CACHE_DIR)
 
 import tiktoken  # noqa: E402  (reads TIKTOKEN_CACHE_DIR at call time, set just above)
+
+from cheapgpt2.common import write_atomically
 
 ENCODING_NAME = "r50k_base"
 EOT_TOKEN = 50256
@@ -43,7 +44,7 @@ def get_encoding():
         raise ValueError(
             f"GPT-2 tokenizer ({ENCODING_NAME}) is not available offline in "
             f"TIKTOKEN_CACHE_DIR={os.environ['TIKTOKEN_CACHE_DIR']} ({type(e).__name__}); "
-            f"run `make setup` (or `python tokenizer.py`) once with access to PyPI"
+            f"run `make setup` (or `python download_tokens.py tokenizer`) once with access to PyPI"
         ) from None
 
 
@@ -79,25 +80,6 @@ def ensure_tokenizer():
                          f"copy a tiktoken cache holding {ENCODING_NAME} into {cache_dir}") from None
     if hashlib.sha256(data).hexdigest() != RANKS_SHA256:
         raise ValueError(f"gpt2.tiktoken from {WHISPER_SDIST} has an unexpected sha256; refusing to use it")
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp_path = cache_path(cache_dir) + ".tmp"
-    with open(tmp_path, "wb") as f:
-        f.write(data)
-    os.replace(tmp_path, cache_path(cache_dir))
+    write_atomically(cache_path(cache_dir), data)
     get_encoding()
     return f"GPT-2 tokenizer ready in {cache_dir} (from {WHISPER_SDIST})"
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Make GPT-2's BPE tokenizer (tiktoken r50k_base) available offline.")
-    parser.parse_args(argv)
-    try:
-        print(ensure_tokenizer())
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,10 @@
 """
 Knowing before paying: what a config needs per GPU and what its whole run costs, without a GPU.
 
-    python estimate.py configs/gpt2_xl.py
-    python estimate.py configs/gpt2_medium.py --gpus=1,8,16 --mfu=0.35
-    python estimate.py --markdown configs/baseline.py configs/gpt2_xl.py   # one summary row per config (docs/scaling.md)
-    python train.py configs/gpt2_large.py --dry_run          # the same table
+    python -m measure.estimate configs/gpt2_xl.py
+    python -m measure.estimate configs/gpt2_medium.py --gpus=1,8,16 --mfu=0.35
+    python -m measure.estimate --markdown configs/baseline.py configs/gpt2_xl.py   # one row per config (docs/scaling.md)
+    python train.py configs/gpt2_large.py --dry_run          # the same report
 
 Parameters and FLOPs per token come from the model built on the meta device (no memory). Activation
 memory is measured, not guessed: one block, and a one-layer model, at the config's width run forward on the
@@ -25,18 +25,57 @@ A config fits when its peak stays under 90% of 80 GB: the rest goes to the CUDA 
 the allocator's fragmentation.
 """
 
-import argparse
-import sys
-
 import torch
 
-import model as model_module
-from config import load_config
-from model import GPT, H100_BF16_PEAK_FLOPS, rope_cos_sin
+from cheapgpt2 import head_loss as head_loss_module
+from cheapgpt2.model import GPT, rope_cos_sin
 
+H100_BF16_PEAK_FLOPS = 989.5e12  # H100 SXM, dense bf16 tensor cores (NVIDIA H100 datasheet)
 GPU_MEMORY_BYTES = 80e9  # an H100 / A100 80 GB
 USABLE_FRACTION = 0.9
 DEFAULT_MFU = 0.4
+
+
+def gpu_peak_flops(device_name):
+    """Dense bf16 tensor-core peak FLOP/s of a GPU from its name (torch.cuda.get_device_name), or None when the
+    name is not one of these. NVIDIA's datasheets (their sparse figures halved): H100 SXM ("NVIDIA H100 80GB
+    HBM3") and H200 SXM 989.5 TFLOPS, H100 PCIe 756, A100 312. The NVL parts run at other clocks: unknown."""
+    name = device_name.upper()
+    if "NVL" in name:
+        return None
+    if "H100" in name:
+        return 756e12 if "PCIE" in name else 989.5e12 if "HBM3" in name or "SXM" in name else None
+    if "H200" in name:
+        return 989.5e12
+    if "A100" in name:
+        return 312e12
+    return None
+
+
+
+def flops_per_token(model, causal=False):
+    """Training FLOPs per token, PaLM paper appendix B: 6N for the matmuls plus 12*L*H*Q*T for attention
+    (nanoGPT's count, which includes the masked upper half of causal attention's scores). causal=True leaves
+    that half out, 6*L*H*Q*T: the FLOPs a causal kernel needs, as modded-nanogpt counts. With an attention
+    window W < T each query is scored against W keys instead of T (W(1 - W/2T) of them unmasked). N leaves
+    out the position table, an untied token embedding and the value embeddings (lookups, not matmuls); a
+    tied token embedding counts once, as the head."""
+    cfg = model.config
+    lookups = model.transformer.wpe.weight.numel() if cfg.pos_emb == "learned" else 0
+    if not cfg.tie_embeddings:
+        lookups += model.transformer.wte.weight.numel()
+    lookups += sum(table.weight.numel() for table in getattr(model, "value_embeds", []))
+    n = model.num_params() - lookups
+    # the keys each query is scored against: the context, or a shorter attention window (its final size)
+    keys = cfg.attn_window if 0 < cfg.attn_window < cfg.block_size else cfg.block_size
+    attention = 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * keys
+    if causal:  # the masked share left out: half of the square without a window, W / 2T of it with one
+        attention = attention * (1 - keys / (2 * cfg.block_size))
+    return 6 * n + attention
+
+def estimate_mfu(model, tokens_per_second, peak_flops=H100_BF16_PEAK_FLOPS, causal=False):
+    """Model FLOPs utilisation: achieved training FLOP/s as a fraction of the accelerator's peak."""
+    return flops_per_token(model, causal) * tokens_per_second / peak_flops
 
 
 def count_parameters(model_config):
@@ -48,7 +87,7 @@ def count_parameters(model_config):
     muon = sum(p.numel() for p in model.transformer.h.parameters() if p.dim() == 2)
     total = model.num_params()
     return {"total": total, "muon": muon, "block": block, "root": total - block * model_config.n_layer,
-            "flops_per_token": model.flops_per_token()}
+            "flops_per_token": flops_per_token(model)}
 
 
 def saved_for_backward_bytes(run, exclude=()):
@@ -81,7 +120,7 @@ def measure_activations(model_config, lengths=(64, 128)):
     block_bytes, model_bytes = [], []
     # a real micro-batch (tens of thousands of tokens) takes head_loss's chunked path, which saves no logits;
     # these few tokens would take its one-chunk shortcut, which saves all of them: measure the chunked one
-    chunk_rows, model_module.LOSS_CHUNK_ROWS = model_module.LOSS_CHUNK_ROWS, min(lengths) // 2
+    chunk_rows, head_loss_module.LOSS_CHUNK_ROWS = head_loss_module.LOSS_CHUNK_ROWS, min(lengths) // 2
     try:
         for T in lengths:
             x = torch.randn(1, T, model_config.n_embd, requires_grad=True)
@@ -91,7 +130,7 @@ def measure_activations(model_config, lengths=(64, 128)):
                 block_bytes.append(saved_for_backward_bytes(lambda: block(x, rope), params))
                 model_bytes.append(saved_for_backward_bytes(lambda: model(idx, idx), params))
     finally:
-        model_module.LOSS_CHUNK_ROWS = chunk_rows
+        head_loss_module.LOSS_CHUNK_ROWS = chunk_rows
     span = lengths[1] - lengths[0]
     block_slope = (block_bytes[1] - block_bytes[0]) / span
     model_slope = (model_bytes[1] - model_bytes[0]) / span
@@ -169,58 +208,3 @@ def format_report(name, result):
                      f"{m['activations']:7.1f} {m['peak']:7.1f} {'yes' if row['fits'] else 'NO':>9} "
                      f"{row['hours']:7.1f} {row['dollars']:9,.0f}")
     return "\n".join(lines)
-
-
-def markdown_row(name, result, gpus):
-    """One docs/scaling.md row: the peak per GPU on 1 GPU (ddp) and on `gpus` GPUs (fsdp, with and without activation
-    checkpointing), and the run's hours and dollars on `gpus` GPUs."""
-    rows = {(r["parallelism"], r["gpus"], r["activation_checkpointing"]): r for r in result["rows"]}
-    one, sharded, checkpointed = rows[("ddp", 1, False)], rows[("fsdp", gpus, False)], rows[("fsdp", gpus, True)]
-    peak = lambda r: f"{r['memory']['peak'] / 1e9:.0f}" + ("" if r["fits"] else " (no)")  # noqa: E731
-    sizes = result["sizes"]
-    return (f"| {name} | {sizes['total'] / 1e6:,.0f}M | {sizes['flops_per_token'] / 1e9:.2f} | "
-            f"{result['total_tokens'] / 1e9:.1f}B | {result['tokens_per_micro_batch']:,} | {peak(one)} | {peak(sharded)} | "
-            f"{peak(checkpointed)} | {sharded['hours']:.1f} | {sharded['dollars']:,.0f} |")
-
-
-MARKDOWN_HEADER = ("| config | params | GFLOPs/token | tokens | micro-batch tokens/GPU | peak GB/GPU, 1 GPU ddp | "
-                   "peak GB/GPU, {n} GPUs fsdp | same + act. ckpt | hours on {n} GPUs | $ on {n} GPUs |\n"
-                   "|---|---|---|---|---|---|---|---|---|---|")
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Memory per GPU, fit in 80 GB, time and dollars of a config's "
-                                                 "whole run, for DDP and FSDP, without a GPU.")
-    parser.add_argument("config", nargs="+", help="config files from configs/, e.g. configs/gpt2_xl.py")
-    parser.add_argument("--markdown", action="store_true",
-                        help="one markdown summary row per config (1 GPU ddp; fsdp on the largest --gpus count)")
-    parser.add_argument("--gpus", default="1,8", help="comma-separated GPU counts to tabulate (default 1,8)")
-    parser.add_argument("--mfu", type=float, default=None,
-                        help=f"assumed model FLOPs utilisation (default: the config's assumed_mfu, else {DEFAULT_MFU})")
-    args, overrides = parser.parse_known_args(argv)
-    try:
-        gpus = [int(g) for g in args.gpus.split(",")]
-        if any(g < 1 for g in gpus):
-            raise ValueError
-    except ValueError:
-        print(f"error: --gpus takes positive integers separated by commas, got {args.gpus!r}", file=sys.stderr)
-        return 1
-    if args.mfu is not None and not 0 < args.mfu <= 1:
-        print(f"error: --mfu must be in (0, 1], got {args.mfu}", file=sys.stderr)
-        return 1
-    try:
-        configs = [(path, load_config(path, overrides)) for path in args.config]
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if args.markdown:
-        gpus = sorted(set(gpus) | {1})
-        print(MARKDOWN_HEADER.format(n=gpus[-1]))
-    for path, cfg in configs:
-        result = estimate(cfg, gpus, args.mfu)
-        print(markdown_row(path, result, gpus[-1]) if args.markdown else format_report(path, result) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

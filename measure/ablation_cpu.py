@@ -4,9 +4,9 @@ for the same token budget with two seeds each, plus a learning-rate sweep of the
 Renders media/ablation_cpu.png and media/ablation_cpu.md (docs/results.md's table). About two hours on 2 cores.
 
     make ablation_cpu                                   # Tiny Shakespeare (found or downloaded; offline, pydoc text)
-    python ablation_cpu.py --data_dir data/shakespeare  # shards that prepare_data.py wrote
-    python ablation_cpu.py --data_dir data/shakespeare --report_only   # redraw from the logged runs
-    python ablation_cpu.py --variants modern,speedrun,speedrun_no_window --name ablation_speedrun   # a subset
+    python -m measure.ablation_cpu --data_dir data/shakespeare  # shards that prepare_data.py wrote
+    python -m measure.ablation_cpu --data_dir data/shakespeare --report_only   # redraw from the logged runs
+    python -m measure.ablation_cpu --variants modern,speedrun,speedrun_no_window --name ablation_speedrun   # a subset
 
 Each run is `python train.py configs/VARIANT.py` with the TINY overrides below, in out/ablation_cpu/NAME_seedN/
 (its console output in train.txt), two at a time on one core each; a finished run is not trained again,
@@ -23,9 +23,9 @@ import sys
 import numpy as np
 import torch
 
-import plot
-from config import TrainConfig
-from model import GPT
+from cheapgpt2 import plotting
+from cheapgpt2.config import TrainConfig
+from cheapgpt2.model import GPT
 
 # The seed's variants as their config files define them; only shapes, budget and system settings shrink.
 # The sweep: the baseline architecture (learned positions, GELU) at 1x, 3x and 9x the baseline's max_lr;
@@ -154,25 +154,25 @@ def plot_ablation(runs_by_variant, target, path, seeds=SEEDS):
     Mean validation loss against tokens per variant, the seeds' range shaded, the baseline's final loss dashed:
     the whole runs from where they start (the untrained ~10.8), and beside them the last half, where they differ.
     """
-    fig, (ax_all, ax_end) = plot.plt.subplots(1, 2, figsize=(13, 6))
+    fig, (ax_all, ax_end) = plotting.plt.subplots(1, 2, figsize=(13, 6))
     last_tokens = max(t for runs in runs_by_variant.values() for t, _ in runs[0]["val"])
     for i, (name, runs) in enumerate(runs_by_variant.items()):
         tokens = np.array([t for t, _ in runs[0]["val"]])
         losses = np.array([[loss for _, loss in run["val"]] for run in runs])  # (seeds, evals)
-        label = f"{name} ({plot.describe_variant(runs[0]['config'])}): {losses[:, -1].mean():.3f}"
+        label = f"{name} ({plotting.describe_variant(runs[0]['config'])}): {losses[:, -1].mean():.3f}"
         for ax, keep in ((ax_all, tokens >= 0), (ax_end, tokens >= last_tokens / 2)):
             ax.plot(tokens[keep], losses.mean(0)[keep], "o-", markersize=3, color=f"C{i}", label=label)
             ax.fill_between(tokens[keep], losses.min(0)[keep], losses.max(0)[keep], color=f"C{i}", alpha=0.2)
     for ax in (ax_all, ax_end):
         ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"baseline's final val loss: {target:.3f}")
-        plot.tokens_axis(ax)
+        plotting.tokens_axis(ax)
         ax.set_ylabel("validation loss (nats/token)")
         ax.grid(alpha=0.3)
     ax_all.set_title("whole runs", fontsize=10)
-    ax_end.set_title(f"second half (from {plot.format_tokens(last_tokens / 2)} tokens)", fontsize=10)
+    ax_end.set_title(f"second half (from {plotting.format_tokens(last_tokens / 2)} tokens)", fontsize=10)
     all_runs = [run for runs in runs_by_variant.values() for run in runs]
     what = f"mean of {len(seeds)} seeds, range shaded" if len(seeds) > 1 else f"seed {seeds[0]}"
-    return plot.finish(fig, f"CPU-scale ablation: {what}", all_runs, path)
+    return plotting.finish(fig, f"CPU-scale ablation: {what}", all_runs, path)
 
 
 def main(argv=None):
@@ -196,11 +196,11 @@ def main(argv=None):
         variants = [v for v in VARIANTS if chosen is None or v[0] in chosen]
         if not args.report_only:
             train_all(args.data_dir, args.jobs, variants, seeds)
-        runs_by_variant = {name: [plot.read_run(run_dir(name, seed)) for seed in seeds] for name, _, _ in variants}
+        runs_by_variant = {name: [plotting.read_run(run_dir(name, seed)) for seed in seeds] for name, _, _ in variants}
         target, rows = summarize(runs_by_variant)
-        data = plot.dataset_name(runs_by_variant["baseline"][0]["config"].get("data_dir"))
-        trained = plot.dates([run for runs in runs_by_variant.values() for run in runs])
-        table = markdown_table(target, rows, machines(runs_by_variant), plot.TEXT_NAMES.get(data, data), seeds, trained)
+        data = plotting.dataset_name(runs_by_variant["baseline"][0]["config"].get("data_dir"))
+        trained = plotting.dates([run for runs in runs_by_variant.values() for run in runs])
+        table = markdown_table(target, rows, machines(runs_by_variant), plotting.TEXT_NAMES.get(data, data), seeds, trained)
         plot_ablation(runs_by_variant, target, os.path.join(args.out, args.name + ".png"), seeds)
         with open(os.path.join(args.out, args.name + ".md"), "w") as f:
             f.write(table)

@@ -13,7 +13,7 @@ References:
 3) Bernstein & Newhouse 2024, "Old Optimizer, New Norm" (arXiv:2409.20325): why orthogonalising the update
    is steepest descent under the spectral norm.
 
-    from muon import configure_muon
+    from cheapgpt2.muon import configure_muon
     optimizer = configure_muon(model, muon_lr=0.02, muon_momentum=0.95, adamw_lr=0.004, embedding_lr=0.2,
                                weight_decay=0.0, betas=(0.8, 0.95), device_type="cuda")
     optimizer.step(); optimizer.zero_grad(set_to_none=True)

@@ -3,7 +3,7 @@ The training config: TrainConfig's typed defaults (the model's keys from GPTConf
 flat `key = literal` config files with `--key=value` overrides, every key and type checked. No exec: a config
 file is parsed, never run. train.py, estimate.py, variants.py and the benchmarks all read configs through here.
 
-    from config import load_config
+    from cheapgpt2.config import load_config
     cfg = load_config("configs/baseline.py", ["--max_steps=100"])
 """
 
@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, fields
 
-from model import GPTConfig
+from cheapgpt2.model import GPTConfig
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """
 Generation speed with and without the KV cache: a 124M-shaped GPT (GPT-2 small's shapes, random weights) on the CPU.
 
-    python bench_sample.py                       # 256 new tokens after a 256-token prompt, median of 3 runs each
+    python -m measure.bench_sample                       # 256 new tokens after a 256-token prompt, median of 3 runs each
     make bench_sample                            # the same
-    python bench_sample.py --runs 5 --uncached_runs 1 --uncached_new_tokens 32   # a quicker, conservative no-cache figure
+    python -m measure.bench_sample --runs 5 --uncached_runs 1 --uncached_new_tokens 32   # a quicker, conservative no-cache figure
 
-Both paths are model.generate (greedy, so they produce the same tokens, which is checked): use_cache=True runs a
+Both paths are generate() (greedy, so they produce the same tokens, which is checked): use_cache=True runs a
 prefill over the prompt and then one token per step against the KV cache; use_cache=False reruns the whole
 context (up to block_size) for every new token. Tokens/s counts the new tokens over the wall time of the whole
 call, prefill included. Prints a markdown table with the hardware and the date. The no-cache path costs more per
@@ -23,7 +23,8 @@ import time
 
 import torch
 
-from model import GPT, GPTConfig
+from cheapgpt2.generate import generate
+from cheapgpt2.model import GPT, GPTConfig
 
 
 def cpu_name():
@@ -40,7 +41,7 @@ def time_generate(model, prompt, new_tokens, use_cache, runs):
     seconds = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        out = model.generate(prompt, new_tokens, temperature=0, use_cache=use_cache)
+        out = generate(model, prompt, new_tokens, temperature=0, use_cache=use_cache)
         seconds.append(time.perf_counter() - t0)
     return seconds, out
 
@@ -66,7 +67,7 @@ def main(argv=None):
     torch.manual_seed(0)
     model = GPT(GPTConfig()).eval()  # GPT-2 small's shapes: 12 layers, 768 wide, 1024 context, 50,304 tokens
     prompt = torch.randint(0, 50257, (1, args.prompt_tokens))
-    model.generate(prompt[:, :16], 4)  # warm-up: first-call allocations out of the timings
+    generate(model, prompt[:, :16], 4)  # warm-up: first-call allocations out of the timings
 
     uncached_tokens = min(args.uncached_new_tokens or args.new_tokens, args.new_tokens)
     rows, outputs = [], {}

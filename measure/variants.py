@@ -1,8 +1,8 @@
 """
 The variants table of docs/training.md, computed from configs/: what each changes and its parameter count.
 
-    python variants.py                 # every config in configs/
-    python variants.py configs/swiglu.py
+    python -m measure.variants                 # every config in configs/
+    python -m measure.variants configs/swiglu.py
 """
 
 import argparse
@@ -11,8 +11,8 @@ import sys
 
 import torch
 
-from config import load_config
-from model import GPT
+from cheapgpt2.config import load_config
+from cheapgpt2.model import GPT
 
 
 def describe(config_path):

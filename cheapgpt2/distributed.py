@@ -2,8 +2,7 @@
 Training past one GPU's memory with PyTorch's own engine: FSDP2 sharding, and the sharded (DCP) checkpoints
 that go with it, which resume on any number of processes and convert into the single-file ckpt.pt.
 
-    python distributed.py out/gpt2_xl/ckpt                     # -> out/gpt2_xl/ckpt.pt, for sample.py and the evals
-    python distributed.py out/gpt2_xl/ckpt --out /tmp/xl.pt
+    python convert_checkpoint.py out/gpt2_xl/ckpt              # -> out/gpt2_xl/ckpt.pt, for sample.py and the evals
     torchrun --nproc_per_node=8 train.py configs/gpt2_xl.py --parallelism=fsdp
 
 References:
@@ -24,10 +23,8 @@ checkpoint: find_checkpoint takes ckpt, else ckpt.old. Every rank must see the s
 or a shared file system across machines).
 """
 
-import argparse
 import os
 import shutil
-import sys
 import warnings
 from contextlib import contextmanager
 
@@ -37,7 +34,9 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-from model import GPT, gpt_config_from_dict
+from cheapgpt2.checkpoint import gpt_config_from_dict
+from cheapgpt2.common import atomic_path
+from cheapgpt2.model import GPT
 
 TRAIN_STATE = "train_state.pt"
 
@@ -85,8 +84,8 @@ def save_sharded_checkpoint(ckpt_dir, model, optimizer, train_state):
     with one_process_is_fine():
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp_dir)
     if rank == 0:
-        torch.save(train_state, os.path.join(tmp_dir, TRAIN_STATE + ".tmp"))
-        os.replace(os.path.join(tmp_dir, TRAIN_STATE + ".tmp"), os.path.join(tmp_dir, TRAIN_STATE))
+        with atomic_path(os.path.join(tmp_dir, TRAIN_STATE)) as tmp_path:
+            torch.save(train_state, tmp_path)
         if os.path.exists(ckpt_dir):
             if os.path.exists(old_dir):
                 shutil.rmtree(old_dir)
@@ -131,8 +130,8 @@ def convert_to_single_file(ckpt_dir, out_path):
     model.load_state_dict(state["model"])
     checkpoint = {"model": model.state_dict(), "model_config": train_state["model_config"],
                   **{k: train_state[k] for k in ("train_config", "step", "tokens") if k in train_state}}
-    torch.save(checkpoint, out_path + ".tmp")
-    os.replace(out_path + ".tmp", out_path)
+    with atomic_path(out_path) as tmp_path:
+        torch.save(checkpoint, tmp_path)
     return out_path
 
 
@@ -147,23 +146,3 @@ def one_process_is_fine():
 def barrier():
     if dist.is_initialized():
         dist.barrier()
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Convert a sharded (DCP) checkpoint directory of an FSDP run into "
-                                                 "the single-file ckpt.pt that sample.py, the evals and export read.")
-    parser.add_argument("ckpt_dir", help="the run's out_dir/ckpt directory")
-    parser.add_argument("--out", default=None, help="the file to write (default: ckpt.pt beside ckpt_dir)")
-    args = parser.parse_args(argv)
-    out_path = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt_dir.rstrip("/"))), "ckpt.pt")
-    try:
-        convert_to_single_file(args.ckpt_dir.rstrip("/"), out_path)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {out_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,8 +3,8 @@ The inference benchmark: for one model and each quantization scheme (none first)
 speed at batch 1 with the KV cache, and memory and size, as one table written to media/bench_inference.md and printed.
 
     make bench_inference                                                   # the project's CPU model (make train_quant_cpu)
-    python bench_inference.py out/quant_cpu/ckpt.pt --data_dir data/shakespeare
-    python bench_inference.py --hf gpt2 --data_dir data/fineweb_edu --schemes none,int8wo,int8dq,q8_0 --compile off
+    python -m measure.bench_inference out/quant_cpu/ckpt.pt --data_dir data/shakespeare
+    python -m measure.bench_inference --hf gpt2 --data_dir data/fineweb_edu --schemes none,int8wo,int8dq,q8_0 --compile off
 
 Columns:
 - quality, on the first --eval_tokens validation tokens cut into windows of the model's context (at most 1024); the
@@ -31,7 +31,6 @@ import datetime
 import glob
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -44,10 +43,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import export
-from data import read_shard
-from multiple_choice import add_model_arguments, load_model, model_arguments_error
-from quantize import SCHEMES, Int4Linear, Int8Linear, Q8_0Linear, quantize
+from cheapgpt2 import engine_file
+from cheapgpt2.checkpoint import add_model_arguments, load_model, model_arguments_error
+from cheapgpt2.common import hardware, write_atomically
+from cheapgpt2.data import read_shard
+from cheapgpt2.generate import new_kv_cache
+from cheapgpt2.quantize import Int4Linear, Int8Linear, Q8_0Linear, SCHEMES, quantize
 
 DEFAULT_SCHEMES = "none,int8wo,int8dq,int8dq-pertensor,int4wo-g32,int4wo-g64,int4wo-g128,q8_0,q8_0-g32"
 
@@ -148,7 +149,7 @@ class Runner:
         if self.forward_cached is None:
             forward_cached = self.model.forward_cached
             self.forward_cached = torch.compile(forward_cached, dynamic=True) if self.is_compiled else forward_cached
-        cache = self.model.new_kv_cache(1)
+        cache = new_kv_cache(self.model, 1)
         start = time.perf_counter()
         token = self.forward_cached(prompt[None], cache)[:, -1].argmax(-1, keepdim=True)  # (1, 1)
         first = time.perf_counter()
@@ -215,8 +216,8 @@ def c_backend(args, scheme, base_model):
     dtype, group_size = C_SCHEMES[scheme]
     files = tempfile.TemporaryDirectory(prefix="bench_inference_c_")
     path = os.path.join(files.name, f"{scheme}.bin")
-    export.export(base_model, path, dtype=dtype, group_size=group_size)
-    weight_bytes = sum(t.nbytes for t in export.model_tensors(base_model, dtype, group_size))
+    engine_file.export(base_model, path, dtype=dtype, group_size=group_size)
+    weight_bytes = sum(t.nbytes for t in engine_file.model_tensors(base_model, dtype, group_size))
     return CEngineRunner(args.c_binary, files, path, weight_bytes, args.threads or torch.get_num_threads(), not args.no_rss)
 
 
@@ -241,9 +242,10 @@ def memory_row(model, base_model):
 def peak_rss_in_child(args, scheme):
     """(peak, current) resident memory in bytes of a fresh process that loads the model, quantizes it and generates
     32 tokens: the peak includes loading the fp32 checkpoint; current is what stays resident while generating."""
-    argv = [sys.executable, os.path.abspath(__file__), *([args.checkpoint] if args.checkpoint else ["--hf", args.hf]),
+    argv = [sys.executable, "-m", "measure.bench_inference", *([os.path.abspath(args.checkpoint)] if args.checkpoint else ["--hf", os.path.abspath(args.hf) if os.path.isdir(args.hf) else args.hf]),
             "--rss_probe", scheme, "--prompt_tokens", str(args.prompt_tokens)]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=repo)
     if result.returncode != 0:
         return None, None
     peak, current = result.stdout.split()[-2:]
@@ -321,37 +323,9 @@ def write_table(rows, info, out):
     """The table as markdown, written atomically to out (and its rows beside it as .json) unless out is ''."""
     table = render(rows, info)
     if out:
-        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-        base = os.path.splitext(out)[0]
-        for path, text in ((out, table), (base + ".json", json.dumps({"info": info, "rows": rows}, indent=1, default=str))):
-            with open(path + ".tmp", "w") as f:
-                f.write(text)
-            os.replace(path + ".tmp", path)
+        write_atomically(out, table)
+        write_atomically(os.path.splitext(out)[0] + ".json", json.dumps({"info": info, "rows": rows}, indent=1, default=str))
     return table
-
-
-def instruction_set(flags):
-    """The vector instructions the kernels' speed depends on, in words, from /proc/cpuinfo's flags: the same model
-    name (a VM's "AMD EPYC") has come with AVX2 only on one machine and AVX-512 with VNNI on another."""
-    base = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "NEON" if "asimd" in flags else "no AVX2"
-    extras = [name for name, present in (("VNNI", flags & {"avx512_vnni", "avx_vnni"}), ("AMX", "amx_int8" in flags)) if present]
-    return base + (" with " + " and ".join(extras) if extras else "")
-
-
-def hardware():
-    """'AMD EPYC (AVX2), 2 cores, no GPU': the CPU's model name and instruction set, the cores, the GPU."""
-    cpu, flags = platform.processor() or platform.machine(), None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith(("flags", "Features")) and flags is None:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    cpu += f" ({instruction_set(flags)})" if flags is not None else ""
-    return f"{cpu}, {os.cpu_count()} cores" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
 
 
 def torchao_version():
@@ -402,7 +376,7 @@ def main(argv=None):
             for row in saved["rows"]:
                 if row["backend"] == "pytorch" and row["scheme"] == scheme:
                     row.update(memory)
-        saved["info"]["command"] += " && python bench_inference.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        saved["info"]["command"] += " && python -m measure.bench_inference " + " ".join(sys.argv[1:] if argv is None else argv)
         print(write_table(saved["rows"], saved["info"], args.out))
         return 0
     schemes = [s for s in args.schemes.split(",") if s]
@@ -453,7 +427,7 @@ def main(argv=None):
             "prompt_tokens": args.prompt_tokens, "decode_lengths": decode_lengths, "hardware": hardware(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "torchao": torchao_version(),
             "date": datetime.date.today().isoformat(),
-            "command": "python bench_inference.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+            "command": "python -m measure.bench_inference " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"quality: {inputs.numel():,} tokens, {len(runners)} rows", flush=True)
     try:
         quality = measure_quality(runners, inputs, targets) if len(inputs) else {}

@@ -16,7 +16,6 @@ ShardLoader reads one split of them through numpy.memmap, so a shard is never lo
     state = loader.state_dict()       # save beside the checkpoint; load_state_dict(state) resumes
 """
 
-import contextlib
 import glob
 import json
 import os
@@ -24,6 +23,8 @@ import re
 
 import numpy as np
 import torch
+
+from cheapgpt2.common import write_atomically
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -51,30 +52,6 @@ def write_shard(path, tokens):
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = [SHARD_MAGIC, SHARD_VERSION, len(tokens)]
     write_atomically(path, header.tobytes(), np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE).data)
-
-
-@contextlib.contextmanager
-def atomic_write(path):
-    """A binary file object for path's temporary twin; on success it is synced and renamed over path, on any
-    failure (full disk, Ctrl-C) removed: path is always whole or untouched, and no temporary file stays behind."""
-    tmp_path = path + ".tmp"
-    try:
-        with open(tmp_path, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())  # the rename must never expose a file whose bytes are not on disk yet
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-
-
-def write_atomically(path, *parts):
-    """Write the bytes of parts to path under a temporary name, then rename: path is whole or untouched."""
-    with atomic_write(path) as f:
-        for part in parts:
-            f.write(part)
 
 
 def read_header(path):

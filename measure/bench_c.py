@@ -13,10 +13,10 @@ written by its own model.py and export.py (12 layers, 768 wide, vocabulary 50,30
 what GPT-2's 3072-wide GELU MLP costs). llama2.c reads a prompt one token at a time: its prefill figure is that rate.
 Its figures are its own "achieved tok/s" line.
 
-    make c && python bench_c.py                                  # what `make bench_c` runs -> out/bench_c/bench_c.md
+    make c && python -m measure.bench_c                                  # what `make bench_c` runs -> out/bench_c/bench_c.md
     git clone https://github.com/karpathy/llama2.c /tmp/llama2.c
     make bench_c LLAMA2C=/tmp/llama2.c                           # with the peer (about 15 minutes on 2 cores) -> media/
-    python bench_c.py --runs 3 --threads 1 --out_dir /tmp/bench_c
+    python -m measure.bench_c --runs 3 --threads 1 --out_dir /tmp/bench_c
 
 The table is printed and written: to media/bench_c.md, which the README cites, only by the full comparison
 (--llama2c with --runs, --threads, --prompt_len and --new_tokens at their defaults); any other run writes
@@ -28,19 +28,16 @@ import os
 import re
 import statistics
 import struct
-import subprocess
 import sys
 import time
 
 import torch
 
-import export
-from bench_inference import hardware
-from model import GPT, GPTConfig
+from cheapgpt2 import engine_file
+from cheapgpt2.c_engine import engine_bench, run_with_threads
+from cheapgpt2.common import hardware, write_atomically
+from cheapgpt2.model import GPT, GPTConfig
 
-OURS_LINE = re.compile(r"prefill (\d+) tokens ([\d.]+) s ([\d.]+) tok/s .*\| time to first token ([\d.]+) ms \| "
-                       r"decode (\d+) tokens ([\d.]+) s ([\d.]+) tok/s .*\| peak memory ([\d.]+) MB")
-OPEN_LINE = re.compile(r"\| open ([\d.]+) s, of which the repacked weights: ([\d.]+) MB")
 PEER_LINE = re.compile(r"achieved tok/s: ([\d.]+)")
 PEER_SHAPE = "dim=768, n_layers=12, n_heads=12, vocab_size=50304, multiple_of=256, max_seq_len=1024"
 PEER_EXPORT = f"""
@@ -54,35 +51,13 @@ version2_export(model, sys.argv[2])   # runq.c's int8 file, groups of 64
 """
 
 
-def run(cmd, threads, cwd=None):
-    """stdout + stderr of cmd with OMP_NUM_THREADS=threads; ValueError with its message when it fails."""
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    if out.returncode != 0:
-        raise ValueError(f"{' '.join(cmd)[:200]} failed: {(out.stderr.strip() or out.stdout.strip())[-500:]}")
-    return out.stdout + out.stderr
-
-
-def ours(binary, path, prompt_len, new_tokens, threads):
-    """One c/gpt --bench run, greedy as llama2.c's: {prefill, ttft_ms, decode, memory_mb, open_s, repacked_mb}."""
-    cmd = [binary, path, "--bench", "--prompt_len", str(prompt_len), "-n", str(new_tokens + 1), "--threads", str(threads), "-t", "0"]
-    out = run(cmd, threads)
-    match, opened = OURS_LINE.search(out), OPEN_LINE.search(out)
-    if match is None or opened is None:
-        raise ValueError(f"{' '.join(cmd)} printed no --bench line")
-    return {"prefill": float(match[3]), "ttft_ms": float(match[4]), "decode": float(match[7]), "memory_mb": float(match[8]),
-            "open_s": float(opened[1]), "repacked_mb": float(opened[2])}
-
-
 def write_peer_tokenizer(path, vocab_size):
     """A tokenizer file in run.c's format (int32 max length; per token float32 score, int32 length, bytes) with
     vocab_size entries: <unk> <s> </s>, the 256 byte tokens, " ", then unique fillers. run.c reads vocab_size of them."""
     pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + [" "]
     pieces += [f"w{i}" for i in range(vocab_size - len(pieces))]
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("i", max(len(p) for p in pieces)))
-        for piece in pieces:
-            f.write(struct.pack("fi", 0.0, len(piece)) + piece.encode())
-    os.replace(path + ".tmp", path)
+    write_atomically(path, struct.pack("i", max(len(p) for p in pieces)),
+                     *(struct.pack("fi", 0.0, len(piece)) + piece.encode() for piece in pieces))
 
 
 def make_peer(llama2c, out_dir, cflags):
@@ -96,14 +71,14 @@ def make_peer(llama2c, out_dir, cflags):
     fp32, int8, tokenizer = (os.path.join(peer_dir, f) for f in ("model_fp32.bin", "model_q80.bin", "tokenizer_50304.bin"))
     if not (os.path.exists(fp32) and os.path.exists(int8)):
         print("writing llama2.c's model files with its own export.py", flush=True)
-        run([sys.executable, "-c", PEER_EXPORT, os.path.abspath(fp32), os.path.abspath(int8)], 1, cwd=llama2c)
+        run_with_threads([sys.executable, "-c", PEER_EXPORT, os.path.abspath(fp32), os.path.abspath(int8)], 1, cwd=llama2c)
     if not os.path.exists(tokenizer):
         write_peer_tokenizer(tokenizer, 50304)
     rows = {}
     for flags_name, flags in (("its -Ofast", "-Ofast -fopenmp -march=native"), ("our flags", cflags)):
         for source, model in (("run", fp32), ("runq", int8)):
             binary = os.path.join(peer_dir, f"{source}_{'ofast' if flags_name == 'its -Ofast' else 'ours'}")
-            run(["cc", *flags.split(), "-o", binary, os.path.join(llama2c, f"{source}.c"), "-lm"], 1)
+            run_with_threads(["cc", *flags.split(), "-o", binary, os.path.join(llama2c, f"{source}.c"), "-lm"], 1)
             rows[f"llama2.c {source}, {flags_name}"] = (binary, model)
     return rows, tokenizer
 
@@ -111,7 +86,7 @@ def make_peer(llama2c, out_dir, cflags):
 def peer(binary, model, tokenizer, prompt, steps, threads):
     """llama2.c's own achieved tok/s over `steps` positions from `prompt`, greedy."""
     cmd = [binary, model, "-z", tokenizer, "-t", "0", "-n", str(steps), "-i", prompt]
-    match = PEER_LINE.search(run(cmd, threads))
+    match = PEER_LINE.search(run_with_threads(cmd, threads))
     if match is None:
         raise ValueError(f"{binary} printed no 'achieved tok/s' line")
     return float(match[1])
@@ -125,7 +100,7 @@ def model_files(out_dir, tiny):
         if not os.path.exists(paths[dtype]):
             torch.manual_seed(0)
             config = GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=128) if tiny else GPTConfig()  # GPTConfig(): 124M
-            export.export(GPT(config).eval(), paths[dtype], dtype=dtype)
+            engine_file.export(GPT(config).eval(), paths[dtype], dtype=dtype)
     return paths
 
 
@@ -133,8 +108,8 @@ def one_round(args, paths, peers, tokenizer, short_prompt):
     """{row name: figures} of one run of every engine, ours and the peer's alternating."""
     figures = {}
     for dtype, path in paths.items():
-        row = ours(args.binary, path, args.prompt_len, args.new_tokens, args.threads)
-        row["decode_short"] = ours(args.binary, path, 3, args.new_tokens, args.threads)["decode"]
+        row = engine_bench(args.binary, path, args.prompt_len, args.new_tokens, args.threads)
+        row["decode_short"] = engine_bench(args.binary, path, 3, args.new_tokens, args.threads)["decode"]
         figures[f"c/gpt {dtype}"] = row
         for name, (binary, model) in peers.items():
             if ("runq" in name) == (dtype == "q8_0"):

@@ -4,8 +4,8 @@ lm-evaluation-harness's own client (lm_eval --model local-completions), with the
 it (--no_prompt_cache). Both formats (cloze: the answer texts as choices; mc: the letters), the whole validation split.
 
     make bench_eval_served                                    # make demo's checkpoint -> media/bench_eval_served.md
-    python bench_eval_served.py out/demo_cpu/ckpt.pt --data ../shared/data/commonsense_qa_validation.jsonl
-    python bench_eval_served.py CKPT --data FILE --limit 50   # a partial run -> out/bench_eval_served.md
+    python -m measure.bench_eval_served out/demo_cpu/ckpt.pt --data ../shared/data/commonsense_qa_validation.jsonl
+    python -m measure.bench_eval_served CKPT --data FILE --limit 50   # a partial run -> out/bench_eval_served.md
 
 The questions come from --data (a .jsonl of Hugging Face's tau/commonsense_qa schema), read through task yamls that
 include lm-eval's own commonsense_qa (eval_lm.write_local_tasks). Each command runs as a user types it, in its own
@@ -26,11 +26,8 @@ import sys
 import tempfile
 import time
 
-from bench_inference import hardware
-from data import atomic_write
-from eval_lm import write_local_tasks
-
-REPO = os.path.dirname(os.path.abspath(__file__))
+from cheapgpt2.common import REPO, atomic_write, hardware
+from cheapgpt2.multiple_choice import write_local_tasks
 DEFAULT_CKPT = os.path.join("out", "demo_cpu", "ckpt.pt")
 COMMITTED_TABLE = os.path.join(REPO, "media", "bench_eval_served.md")
 PARTIAL_TABLE = os.path.join(REPO, "out", "bench_eval_served.md")
@@ -91,7 +88,7 @@ def served(model_path, args, cache, out_dir, log):
 
 
 def markdown(rows, args):
-    lines = [f"`python bench_eval_served.py {args.checkpoint} --data {os.path.basename(args.data)}"
+    lines = [f"`python -m measure.bench_eval_served {args.checkpoint} --data {os.path.basename(args.data)}"
              f"{f' --limit {args.limit}' if args.limit else ''}` on {hardware()}, {time.strftime('%Y-%m-%d')}: "
              f"CommonsenseQA's validation split{f' (first {args.limit} questions)' if args.limit else ''}, both formats, "
              f"one run each, one after another; c/gpt-server with {args.threads} threads, lm-eval's local-completions "

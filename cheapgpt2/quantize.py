@@ -1,10 +1,10 @@
 """
 Quantized inference for every GPT of model.py: int8 and int4 weights, in plain PyTorch.
 
-    from multiple_choice import load_model
-    from quantize import quantize
+    from cheapgpt2.checkpoint import load_model
+    from cheapgpt2.quantize import quantize
     model = quantize(load_model("out/quant_cpu/ckpt.pt"), "q8_0")   # a quantized copy: same forward, generate
-    python bench_inference.py out/quant_cpu/ckpt.pt                 # every scheme: quality, speed, memory
+    python -m measure.bench_inference out/quant_cpu/ckpt.pt                 # every scheme: quality, speed, memory
 
 "Matrices" are the nn.Linear weights inside the blocks (attention c_attn, c_proj; MLP c_fc, c_gate, c_proj) and
 the head lm_head; the position table, biases and norm gains stay in fp32. The schemes (SCHEMES below):

@@ -4,7 +4,7 @@ Zero-shot multiple-choice evaluation by log-likelihood, scored exactly as lm-eva
 eval_commonsense_qa.py and eval_hellaswag.py are thin command lines over this file; train.py loads the
 examples once and calls evaluate() every eval_interval steps:
 
-    from multiple_choice import load_examples, evaluate
+    from cheapgpt2.multiple_choice import load_examples, evaluate
     examples = load_examples("commonsense_qa_cloze", data_path="../shared/data/commonsense_qa_validation.jsonl", limit=500)
     evaluate(model, examples, device="cuda")  # {"acc", "acc_norm", "n", "seconds", "examples": [...]}
 
@@ -29,11 +29,9 @@ their last tokens (left truncation).
 """
 
 import argparse
-import json
 import os
 import re
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 
@@ -41,10 +39,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import read_jsonl
-from model import GPT, load_checkpoint
-from quantize import SCHEMES, quantize
-from tokenizer import get_encoding
+from cheapgpt2.checkpoint import add_model_arguments, load_model, model_arguments_error
+from cheapgpt2.common import check_writable, pick_device, write_json_atomic
+from cheapgpt2.data import read_jsonl
+from cheapgpt2.quantize import SCHEMES, quantize
+from cheapgpt2.tokenizer import get_encoding
 
 TARGET_DELIMITER = " "  # lm-eval's default target_delimiter, between the context and every choice
 LETTERS = ["A", "B", "C", "D", "E"]  # lm-eval's commonsense_qa doc_to_choice
@@ -313,67 +312,35 @@ def evaluate(model, examples, device="cpu", batch_size=16, progress=False):
 
 
 # -----------------------------------------------------------------------------
+# the same tasks for lm-evaluation-harness, on local files (eval_lm.py, measure/bench_eval_served.py)
+
+def write_local_tasks(folder, data):
+    """Task yamls in folder that include lm-eval's own commonsense_qa and hellaswag yamls and only point them at the
+    local files in data ({"hellaswag": path, "commonsense_qa": path}, either or both); returns the task names:
+    hellaswag_local with HellaSwag, and csqa_mc_local and csqa_cloze_local (the answer texts as the choices) with
+    CommonsenseQA."""
+    import lm_eval
+    shipped = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
+    local = "\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {data}\ntraining_split: null\n"
+    both_metrics = "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"  # lm-eval's csqa reports acc only
+    yamls = {}
+    if "hellaswag" in data:
+        yamls["hellaswag_local"] = f"include: {shipped}/hellaswag/hellaswag.yaml\ntask: hellaswag_local" + local.format(data=data["hellaswag"])
+    if "commonsense_qa" in data:
+        csqa = f"include: {shipped}/commonsense_qa/default.yaml" + local.format(data=data["commonsense_qa"]) + both_metrics
+        yamls["csqa_mc_local"] = csqa + "task: csqa_mc_local\n"
+        # the cloze format: the same task with the answer texts as the choices
+        yamls["csqa_cloze_local"] = csqa + ("task: csqa_cloze_local\ndoc_to_text: \"Question: {{ question.strip() }}\\nAnswer:\"\n"
+                                            "doc_to_choice: \"{{ choices.text }}\"\ndoc_to_target: \"{{ choices.label.index(answerKey) }}\"\n")
+    os.makedirs(folder, exist_ok=True)
+    for name, text in yamls.items():
+        with open(os.path.join(folder, f"{name}.yaml"), "w") as f:
+            f.write(text)
+    return sorted(yamls)
+
+
+# -----------------------------------------------------------------------------
 # the command line shared by eval_commonsense_qa.py and eval_hellaswag.py
-
-def pick_device(name):
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return name
-
-
-def add_model_arguments(parser, verb="load"):
-    """The checkpoint / --hf pair of every command that loads a model; model_arguments_error checks it."""
-    parser.add_argument("checkpoint", nargs="?", help="a ckpt.pt written by train.py (or give --hf)")
-    parser.add_argument("--hf", metavar="ID_OR_DIR", help=f"{verb} GPT-2's weights instead: a Hugging Face id (gpt2, gpt2-medium, ...) "
-                        "or a directory saved by transformers")
-
-
-def model_arguments_error(args):
-    """The one-line error when not exactly one of checkpoint and --hf was given, else None."""
-    if (args.checkpoint is None) == (args.hf is None):
-        return "give a checkpoint path or --hf ID_OR_DIR (exactly one of them)"
-    return None
-
-
-def load_model(checkpoint=None, hf=None, device="cpu"):
-    """A GPT from train.py's ckpt.pt, or GPT-2 weights from a Hugging Face id or a directory saved by transformers."""
-    model = GPT.from_pretrained(hf) if hf is not None else load_checkpoint(checkpoint, device)[0]
-    return model.to(device).eval()
-
-
-def check_writable(path):
-    """Fail before the work, not after it: the folder of path exists (or is created) and takes a new file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test_"):
-            pass
-    except OSError as e:
-        raise ValueError(f"cannot write --out {path} ({e.strerror or type(e).__name__}); pass a path in a writable folder") from None
-    if os.path.isdir(path):
-        raise ValueError(f"--out {path} is a folder; pass a file path such as {os.path.join(path, 'results.json')}")
-
-
-def write_json_atomic(obj, path):
-    """Write obj as JSON to path through a temporary file and a rename: never a half-written file. Should that
-    fail (the disk filled up, the folder went away during the evaluation), the results go to a file in the
-    system's temporary folder instead, so they are not lost; returns the path written."""
-    text = json.dumps(obj, indent=1, default=str)  # default: lm-eval's results hold a few non-JSON values
-    try:
-        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_",
-                                         suffix=".json", delete=False) as f:
-            tmp_path = f.name
-            f.write(text)
-        os.replace(tmp_path, path)
-        return path
-    except OSError as e:
-        with tempfile.NamedTemporaryFile("w", prefix="eval_results_", suffix=".json", delete=False) as f:
-            f.write(text)
-        raise ValueError(f"could not write {path} ({e.strerror or type(e).__name__}); "
-                         f"the results are saved in {f.name}") from None
-
 
 def run_cli(argv, dataset, formats, doc):
     """The CLI of one dataset; formats maps each --format name to its task in TASKS (one: no --format flag)."""

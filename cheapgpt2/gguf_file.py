@@ -1,0 +1,84 @@
+"""
+A checkpoint of GPT-2's architecture as GGUF, the file llama.cpp runs (export_gguf.py is its command line;
+measure/bench_serve.py writes the peer's files with it). The layout is llama.cpp's "gpt2" architecture.
+"""
+
+import os
+
+import numpy as np
+
+from cheapgpt2.checkpoint import load_checkpoint
+from cheapgpt2.common import atomic_path
+from cheapgpt2.hf import GPT2_VOCAB_SIZE, check_gpt2_architecture, vocab_and_merges
+from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
+
+LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, GPT-2's
+DTYPES = ("f32", "f16", "q8_0")
+
+
+def gguf_tensors(model):
+    """{GGUF name: float32 array}, in llama.cpp's gpt2 layout."""
+    sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    tensors = {"token_embd.weight": sd["transformer.wte.weight"][:GPT2_VOCAB_SIZE],
+               "position_embd.weight": sd["transformer.wpe.weight"]}
+    names = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+             "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    for i in range(model.config.n_layer):
+        for ours, theirs in names.items():
+            for kind in ("weight", "bias"):
+                tensors[f"blk.{i}.{theirs}.{kind}"] = sd[f"transformer.h.{i}.{ours}.{kind}"]
+    tensors["output_norm.weight"] = sd["transformer.ln_f.weight"]
+    tensors["output_norm.bias"] = sd["transformer.ln_f.bias"]
+    tensors["output.weight"] = sd["lm_head.weight"][:GPT2_VOCAB_SIZE]  # tied: the embedding again, as llama.cpp reads it
+    return tensors
+
+
+def export(checkpoint_path, out_path, dtype="f32"):
+    """Write the GGUF file atomically (temp file + rename); returns the model's config."""
+    try:
+        import gguf
+    except ImportError:
+        raise ValueError("export_gguf.py needs the gguf package: pip install gguf") from None
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    model, _ = load_checkpoint(checkpoint_path)
+    cfg = model.config
+    check_gpt2_architecture(cfg)
+    vocab, merges = vocab_and_merges(get_encoding())
+    tokens = sorted(vocab, key=vocab.get)  # by id: 50,257 byte-level strings, <|endoftext|> last
+
+    with atomic_path(out_path) as tmp_path:  # the GGUF writer opens its file itself
+        writer = gguf.GGUFWriter(tmp_path, "gpt2")
+        writer.add_name(os.path.basename(os.path.dirname(os.path.abspath(checkpoint_path))) or "gpt2")
+        writer.add_context_length(cfg.block_size)
+        writer.add_embedding_length(cfg.n_embd)
+        writer.add_feed_forward_length(4 * cfg.n_embd)
+        writer.add_block_count(cfg.n_layer)
+        writer.add_head_count(cfg.n_head)
+        writer.add_layer_norm_eps(LAYER_NORM_EPS)
+        file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                      "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+        writer.add_file_type(file_types[dtype])
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("gpt-2")
+        writer.add_token_list(tokens)
+        writer.add_token_types([gguf.TokenType.CONTROL if t == EOT_TOKEN else gguf.TokenType.NORMAL
+                                for t in range(len(tokens))])
+        writer.add_token_merges(merges)
+        writer.add_bos_token_id(EOT_TOKEN)
+        writer.add_eos_token_id(EOT_TOKEN)
+        for name, data in gguf_tensors(model).items():
+            if data.ndim == 2 and dtype == "f16":
+                writer.add_tensor(name, data.astype(np.float16))
+            elif data.ndim == 2 and dtype == "q8_0" and data.shape[1] % 32 == 0:
+                quantized = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            else:  # norms, biases, and a matrix whose rows are no whole number of Q8_0 blocks
+                writer.add_tensor(name, data)
+        try:
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+    return cfg
