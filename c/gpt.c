@@ -1,10 +1,12 @@
 /*
- * gpt.c: the forward pass of model.py's GPT (every variant) over a memory-mapped file, in fp32 or q8_0.
+ * gpt.c: the forward pass of model.py's GPT (every variant) over a memory-mapped file, in fp32, bf16, q8_0 or
+ * q4_0.
  *
  * The plain structure of karpathy/llama2.c's run.c (config, weights pointing into the mapped file, a run
  * state with the KV cache, the forward pass written as the math reads), with two changes: a prompt goes
  * through as one batch (matrix-matrix, each weight read once for many tokens), and every field read from
- * the file is checked before it is used. The q8_0 scheme is c/FORMAT.md's (quantize.py is its reference).
+ * the file is checked before it is used. The q8_0 and q4_0 schemes are c/FORMAT.md's (quantize.py is their
+ * reference).
  */
 #define _DEFAULT_SOURCE  // madvise
 #include "gpt.h"
@@ -60,17 +62,24 @@ static const void *take(Layout *l, uint64_t bytes) {
 
 static const float *take_f32(Layout *l, uint64_t n) { return (const float *)take(l, n * 4); }
 
-static WeightMatrix take_matrix(Layout *l, const GPTConfig *c, int rows, int cols) {
-    WeightMatrix m = {0};
-    m.rows = rows;
-    m.cols = cols;
-    m.group_size = c->group_size;
-    if (c->dtype == GPT_DTYPE_Q8_0) {
-        m.q = (const int8_t *)take(l, (uint64_t)rows * cols);
-        m.s = take_f32(l, (uint64_t)rows * (cols / c->group_size));
-    } else {
-        m.f = take_f32(l, (uint64_t)rows * cols);
+const char *gpt_dtype_name(int dtype) {
+    static const char *names[] = {"fp32", "q8_0", "q4_0", "bf16"};
+    return dtype >= 0 && dtype < 4 ? names[dtype] : "unknown";
+}
+
+// A matrix of the file's dtype (c/FORMAT.md); the head of a q4_0 file is q8_0 in the same groups of 32.
+static WeightMatrix take_matrix(Layout *l, const GPTConfig *c, int rows, int cols, int head) {
+    static const int types[] = {WEIGHT_F32, WEIGHT_Q8_0, WEIGHT_Q4_0, WEIGHT_BF16};  // by GPT_DTYPE_*
+    WeightMatrix m = {.type = head && c->dtype == GPT_DTYPE_Q4_0 ? WEIGHT_Q8_0 : types[c->dtype], .rows = rows,
+                      .cols = cols, .group_size = c->group_size};
+    uint64_t n = (uint64_t)rows * cols;
+    switch (m.type) {
+    case WEIGHT_Q8_0: m.q = (const int8_t *)take(l, n); break;
+    case WEIGHT_Q4_0: m.q4 = (const uint8_t *)take(l, n / 2); break;
+    case WEIGHT_BF16: m.bf = (const uint16_t *)take(l, n * 2); break;
+    default: m.f = take_f32(l, n);
     }
+    if (m.type == WEIGHT_Q8_0 || m.type == WEIGHT_Q4_0) m.s = take_f32(l, (uint64_t)rows * (cols / c->group_size));
     return m;
 }
 
@@ -79,7 +88,7 @@ static void layout_weights(GPTModel *m, Layout *l) {
     const GPTConfig *c = &m->config;
     int C = c->n_embd, V = c->padded_vocab_size;
     int layernorm_bias = c->norm == GPT_NORM_LAYERNORM && c->bias;
-    m->wte = (c->tie_embeddings && c->dtype == GPT_DTYPE_Q8_0) ? NULL : take_f32(l, (uint64_t)V * C);
+    m->wte = (c->tie_embeddings && c->dtype != GPT_DTYPE_FP32) ? NULL : take_f32(l, (uint64_t)V * C);
     m->wpe = c->pos_emb == GPT_POS_LEARNED ? take_f32(l, (uint64_t)c->block_size * C) : NULL;
     m->value_embeds = c->value_embeds ? take_f32(l, (uint64_t)((c->n_layer + 1) / 2) * V * C) : NULL;
     for (int i = 0; i < c->n_layer; i++) {
@@ -88,28 +97,28 @@ static void layout_weights(GPTModel *m, Layout *l) {
         if (c->value_embeds) L->value_lambdas = take_f32(l, 2);
         L->ln_1_w = take_f32(l, C);
         if (layernorm_bias) L->ln_1_b = take_f32(l, C);
-        L->c_attn = take_matrix(l, c, 3 * C, C);
+        L->c_attn = take_matrix(l, c, 3 * C, C, 0);
         if (c->bias) L->c_attn_b = take_f32(l, 3 * C);
-        L->attn_proj = take_matrix(l, c, C, C);
+        L->attn_proj = take_matrix(l, c, C, C, 0);
         if (c->bias) L->attn_proj_b = take_f32(l, C);
         L->ln_2_w = take_f32(l, C);
         if (layernorm_bias) L->ln_2_b = take_f32(l, C);
-        L->c_fc = take_matrix(l, c, c->hidden, C);
+        L->c_fc = take_matrix(l, c, c->hidden, C, 0);
         if (c->bias) L->c_fc_b = take_f32(l, c->hidden);
         if (c->mlp == GPT_MLP_SWIGLU) {
-            L->c_gate = take_matrix(l, c, c->hidden, C);
+            L->c_gate = take_matrix(l, c, c->hidden, C, 0);
             if (c->bias) L->c_gate_b = take_f32(l, c->hidden);
         }
-        L->mlp_proj = take_matrix(l, c, C, c->hidden);
+        L->mlp_proj = take_matrix(l, c, C, c->hidden, 0);
         if (c->bias) L->mlp_proj_b = take_f32(l, C);
     }
     m->skip_weights = c->unet_skips && c->n_layer / 2 ? take_f32(l, c->n_layer / 2) : NULL;
     m->ln_f_w = take_f32(l, C);
     m->ln_f_b = layernorm_bias ? take_f32(l, C) : NULL;
-    if (!c->tie_embeddings || c->dtype == GPT_DTYPE_Q8_0) {
-        m->lm_head = take_matrix(l, c, V, C);
+    if (!c->tie_embeddings || c->dtype != GPT_DTYPE_FP32) {
+        m->lm_head = take_matrix(l, c, V, C, 1);
     } else {
-        m->lm_head = (WeightMatrix){.f = m->wte, .rows = V, .cols = C, .group_size = c->group_size};
+        m->lm_head = (WeightMatrix){.type = WEIGHT_F32, .f = m->wte, .rows = V, .cols = C};
     }
 }
 
@@ -152,12 +161,14 @@ static int check_config(const GPTConfig *c, const char *path, char *err, size_t 
     if ((c->qk_norm | c->tie_embeddings | c->bias | c->doc_mask | c->value_embeds | c->unet_skips) & ~1)
         BAD("%s: a flag (qk_norm, tie_embeddings, bias, doc_mask, value_embeds, unet_skips) is neither 0 nor 1", path);
     if (c->attn_window < 0) BAD("%s: attn_window %d is negative", path, c->attn_window);
-    if (c->dtype == GPT_DTYPE_Q8_0) {
-        if (c->group_size != 32 && c->group_size != 64) BAD("%s: q8_0 group_size %d is not 32 or 64", path, c->group_size);
+    if (c->dtype == GPT_DTYPE_Q8_0 || c->dtype == GPT_DTYPE_Q4_0) {
+        if (c->dtype == GPT_DTYPE_Q8_0 && c->group_size != 32 && c->group_size != 64)
+            BAD("%s: q8_0 group_size %d is not 32 or 64", path, c->group_size);
+        if (c->dtype == GPT_DTYPE_Q4_0 && c->group_size != 32) BAD("%s: q4_0 group_size %d is not 32", path, c->group_size);
         if (c->n_embd % c->group_size || c->hidden % c->group_size)
             BAD("%s: widths %d and %d are not multiples of group_size %d", path, c->n_embd, c->hidden, c->group_size);
-    } else if (c->dtype != GPT_DTYPE_FP32) {
-        BAD("%s: unknown dtype %d (this engine knows fp32 and q8_0)", path, c->dtype);
+    } else if (c->dtype != GPT_DTYPE_FP32 && c->dtype != GPT_DTYPE_BF16) {
+        BAD("%s: unknown dtype %d (this engine knows fp32, q8_0, q4_0 and bf16)", path, c->dtype);
     }
     if (c->pos_emb == GPT_POS_ROPE && (c->n_embd / c->n_head) % 2) BAD("%s: RoPE needs an even head size", path);
     if (!isfinite(c->logit_softcap) || c->logit_softcap < 0) BAD("%s: logit_softcap is not 0 or positive", path);
@@ -261,12 +272,9 @@ GPTModel *gpt_open(const char *path, char *err, size_t err_size) {
         }
         m->packed_bytes += matmul_packed_bytes(w);
         if (w->packed == NULL) continue;
-        if (w->f) {
-            release_pages(w->f, (size_t)w->rows * w->cols * sizeof(float));
-        } else {
-            release_pages(w->q, (size_t)w->rows * w->cols);
-            release_pages(w->s, (size_t)w->rows * (w->cols / w->group_size) * sizeof(float));
-        }
+        const void *values = w->f ? (const void *)w->f : w->q ? (const void *)w->q : w->q4 ? (const void *)w->q4 : (const void *)w->bf;
+        release_pages(values, matmul_values_bytes(w));
+        if (w->s) release_pages(w->s, matmul_scales_bytes(w));
     }
 
     if (c->pos_emb == GPT_POS_ROPE) {
@@ -581,13 +589,8 @@ static void forward(const GPTModel *m, Activations *a, const int *tokens, int n,
     int C = c->n_embd, nh = c->n_head, hs = C / nh, T = c->block_size, H = c->hidden, V = c->padded_vocab_size;
     for (int t = 0; t < n; t++) {
         float *x = a->x + (size_t)t * C;
-        if (m->wte) {
-            memcpy(x, m->wte + (size_t)tokens[t] * C, C * sizeof(float));
-        } else {  // a tied q8_0 head is the embedding too: dequantize the row
-            const int8_t *q = m->lm_head.q + (size_t)tokens[t] * C;
-            const float *sc = m->lm_head.s + (size_t)tokens[t] * (C / c->group_size);
-            for (int i = 0; i < C; i++) x[i] = q[i] * sc[i / c->group_size];
-        }
+        if (m->wte) memcpy(x, m->wte + (size_t)tokens[t] * C, C * sizeof(float));
+        else matmul_row(x, &m->lm_head, tokens[t]);  // a tied head that is not fp32 is the embedding too
         if (m->wpe)
             for (int i = 0; i < C; i++) x[i] += m->wpe[(size_t)a->row_pos[t] * C + i];
         // a document starts at its <|endoftext|> (model.py's attention_mask)

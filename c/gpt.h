@@ -31,7 +31,7 @@
 enum { GPT_POS_LEARNED = 0, GPT_POS_ROPE = 1 };
 enum { GPT_MLP_GELU = 0, GPT_MLP_SWIGLU = 1, GPT_MLP_RELU2 = 2 };
 enum { GPT_NORM_LAYERNORM = 0, GPT_NORM_RMSNORM = 1 };
-enum { GPT_DTYPE_FP32 = 0, GPT_DTYPE_Q8_0 = 1 };
+enum { GPT_DTYPE_FP32 = 0, GPT_DTYPE_Q8_0 = 1, GPT_DTYPE_Q4_0 = 2, GPT_DTYPE_BF16 = 3 };
 
 typedef struct {
     int n_layer, n_head, n_embd, block_size;
@@ -44,7 +44,7 @@ typedef struct {
     float rope_theta;
     float norm_eps;         // 1e-5 for LayerNorm, 1e-6 for RMSNorm
     float qk_norm_eps;      // 1e-6
-    int dtype, group_size;  // GPT_DTYPE_*; group_size of q8_0 (0 for fp32)
+    int dtype, group_size;  // GPT_DTYPE_*; group_size of q8_0 (32 or 64) and q4_0 (32); 0 for fp32 and bf16
     int eot_token;          // <|endoftext|>, 50256
     int doc_mask;           // 1: a token attends within its document only (from its last <|endoftext|> on)
     int attn_window;        // > 0: a token attends to the last attn_window positions only (itself included)
@@ -78,6 +78,8 @@ typedef struct {
 } GPTModel;
 
 /* Map and check a file written by export.py. NULL on failure, with one line in err. */
+/* "fp32", "q8_0", "q4_0" or "bf16": the name of a GPT_DTYPE_* (the dtype of c/FORMAT.md's header). */
+const char *gpt_dtype_name(int dtype);
 GPTModel *gpt_open(const char *path, char *err, size_t err_size);
 void gpt_close(GPTModel *m);
 

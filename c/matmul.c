@@ -1,5 +1,5 @@
 /*
- * matmul.c: the engine's matrix products, y (n, out) = x (n, in) @ W^T + b, fp32 and q8_0 (matmul.h).
+ * matmul.c: the engine's matrix products, y (n, out) = x (n, in) @ W^T + b, fp32, bf16, q8_0 and q4_0 (matmul.h).
  *
  * The portable loops come first: they read the file's layout, they are what a CPU without AVX2 runs, and they
  * are the reference the SIMD kernels are held to. Then one micro-kernel per type, written once over a few
@@ -20,6 +20,16 @@
  * (w + 128, by flipping the top bit) and each group's dot product starts at -128 x (the sum of the token's
  * int8 values in that group): exact, the same int32 as the portable loop. Plain AVX2 has no such instruction;
  * maddubs would saturate on (w + 128) x, so it multiplies |w| by x with w's sign (both within 127 x 127).
+ *
+ * q4_0 is q8_0's kernel on weights that are unsigned already: its values q in 0..15 stand for q - 8, so a group's
+ * dot product starts at -8 x (the token's sum) and the nibbles multiply the token's int8 values directly (vpdpbusd,
+ * or maddubs, whose pairs stay within 2 x 15 x 127). Packed, a panel's step holds 16 rows x 8 inputs in 4 bytes a
+ * row: the low nibbles are inputs 8s .. 8s+3 and the high ones 8s+4 .. 8s+7, unpacked in registers with a mask and
+ * a shift. Half of q8_0's bytes, for a decode that is bound by reading them.
+ *
+ * bf16 is the fp32 kernel reading 2-byte weights: each vector of them is widened to fp32 in the register (a
+ * shift by 16), so the sums are the fp32 kernel's on the bf16-rounded weights. (CPUs with avx512_bf16 could
+ * multiply pairs with vdpbf16ps on bf16-rounded activations; not done: no machine here has it to test.)
  */
 #define _POSIX_C_SOURCE 200809L  // clock_gettime
 #include "matmul.h"
@@ -29,7 +39,49 @@
 #include <string.h>
 #include <time.h>
 
-#define PANEL 16  // output rows interleaved in one panel of the packed layout
+#define PANEL 16   // output rows interleaved in one panel of the packed layout
+#define Q4_GROUP 32  // q4_0's group: llama.cpp's QK4_0
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// q4_0 value i (0..15) of a row in the file's layout: groups of 32 in 16 bytes, value j low and j + 16 high
+static inline int q4_value(const uint8_t *row, int i) {
+    uint8_t byte = row[i / Q4_GROUP * (Q4_GROUP / 2) + i % (Q4_GROUP / 2)];
+    return i % Q4_GROUP < Q4_GROUP / 2 ? byte & 15 : byte >> 4;
+}
+
+size_t matmul_values_bytes(const WeightMatrix *w) {
+    size_t n = (size_t)w->rows * w->cols;
+    switch (w->type) {
+    case WEIGHT_Q8_0: return n;
+    case WEIGHT_Q4_0: return n / 2;
+    case WEIGHT_BF16: return n * 2;
+    default: return n * 4;
+    }
+}
+
+size_t matmul_scales_bytes(const WeightMatrix *w) {
+    int grouped = w->type == WEIGHT_Q8_0 || w->type == WEIGHT_Q4_0;
+    return grouped ? (size_t)w->rows * (w->cols / w->group_size) * sizeof(float) : 0;
+}
+
+void matmul_row(float *out, const WeightMatrix *w, int row) {
+    int in = w->cols, groups = w->group_size ? in / w->group_size : 1;
+    const float *scales = w->s ? w->s + (size_t)row * groups : NULL;
+    for (int i = 0; i < in; i++) {
+        switch (w->type) {
+        case WEIGHT_Q8_0: out[i] = w->q[(size_t)row * in + i] * scales[i / w->group_size]; break;
+        case WEIGHT_Q4_0: out[i] = (q4_value(w->q4 + (size_t)row * in / 2, i) - 8) * scales[i / w->group_size]; break;
+        case WEIGHT_BF16: out[i] = bf16_to_f32(w->bf[(size_t)row * in + i]); break;
+        default: out[i] = w->f[(size_t)row * in + i];
+        }
+    }
+}
 
 // ----------------------------------------------------------------------------
 // the portable kernels: the file's layout, one output at a time
@@ -74,15 +126,45 @@ static float dot_row_q8(const int8_t *w, const float *ws, const int8_t *x, const
     return y;
 }
 
+// q4_0 as c/FORMAT.md writes it: per group, the int32 dot product of (q - 8) and the token's int8 values
+static float dot_row_q4(const uint8_t *w, const float *ws, const int8_t *x, const float *xs, int in) {
+    float y = 0.0f;
+    for (int g = 0; g < in / Q4_GROUP; g++) {
+        int32_t sum = 0;
+        for (int i = g * Q4_GROUP; i < (g + 1) * Q4_GROUP; i++) sum += (q4_value(w, i) - 8) * (int32_t)x[i];
+        y += (float)sum * ws[g] * xs[g];
+    }
+    return y;
+}
+
+// dot_f32's order (16 lanes, then pairwise) on the weights widened to fp32
+static float dot_row_bf16(const uint16_t *w, const float *x, int in) {
+    float lanes[16] = {0};
+    int i = 0;
+    for (; i + 16 <= in; i += 16)
+        for (int k = 0; k < 16; k++) lanes[k] += bf16_to_f32(w[i + k]) * x[i + k];
+    for (int width = 8; width > 0; width /= 2)
+        for (int k = 0; k < width; k++) lanes[k] += lanes[k + width];
+    float sum = lanes[0];
+    for (; i < in; i++) sum += bf16_to_f32(w[i]) * x[i];
+    return sum;
+}
+
 void matmul_portable(float *y, const float *x, const WeightMatrix *w, const float *b, int n, QuantizedRows *x_q) {
-    int in = w->cols, out = w->rows, gs = w->group_size;
-    if (w->f == NULL) quantize_rows(x_q, x, n, in, gs);
+    int in = w->cols, out = w->rows, gs = w->group_size, groups = gs ? in / gs : 0;
+    if (w->type == WEIGHT_Q8_0 || w->type == WEIGHT_Q4_0) quantize_rows(x_q, x, n, in, gs);
     #pragma omp parallel for schedule(static)
     for (int o = 0; o < out; o++) {
         for (int t = 0; t < n; t++) {
-            float dot = w->f ? dot_f32(w->f + (size_t)o * in, x + (size_t)t * in, in)
-                             : dot_row_q8(w->q + (size_t)o * in, w->s + (size_t)o * (in / gs), x_q->q + (size_t)t * in,
-                                          x_q->scales + (size_t)t * (in / gs), in, gs);
+            const int8_t *xq = x_q ? x_q->q + (size_t)t * in : NULL;
+            const float *xs = x_q ? x_q->scales + (size_t)t * groups : NULL;
+            float dot;
+            switch (w->type) {
+            case WEIGHT_Q8_0: dot = dot_row_q8(w->q + (size_t)o * in, w->s + (size_t)o * groups, xq, xs, in, gs); break;
+            case WEIGHT_Q4_0: dot = dot_row_q4(w->q4 + (size_t)o * in / 2, w->s + (size_t)o * groups, xq, xs, in); break;
+            case WEIGHT_BF16: dot = dot_row_bf16(w->bf + (size_t)o * in, x + (size_t)t * in, in); break;
+            default: dot = dot_f32(w->f + (size_t)o * in, x + (size_t)t * in, in);
+            }
             y[(size_t)t * out + o] = dot + (b ? b[o] : 0.0f);
         }
     }
@@ -109,7 +191,7 @@ void quantized_rows_free(QuantizedRows *x) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
 #define SIMD_LEVEL "avx512-vnni"
-#define KERNEL_NAME "fp32 avx512 32x12, q8_0 avx512-vnni 32x6"
+#define KERNEL_NAME "fp32 and bf16 avx512 32x12, q8_0 and q4_0 avx512-vnni 32x6"
 #define LANES 16
 #define F32_TILE_TOKENS 12  // 2 x 12 accumulators + 2 weight vectors + 1 broadcast of the 32 zmm registers
 #define Q8_TILE_TOKENS 6    // 2 x 6 int32 dot products + 2 x 6 float sums + 2 weights + 1 broadcast
@@ -131,11 +213,21 @@ static inline q8weights q8_load(const int8_t *p) {
 }
 // each int32 lane += its row's 4 weights x the token's 4 inputs
 static inline vint q8_dot4(vint acc, q8weights w, vint x) { return _mm512_dpbusd_epi32(acc, w, x); }
+// 16 rows x 8 nibbles: the low ones (a step of 4 inputs) and the high ones (the next 4), as unsigned bytes
+static inline void q4_load(const uint8_t *p, vint *low, vint *high) {
+    __m512i raw = _mm512_loadu_si512((const void *)p), mask = _mm512_set1_epi8(0x0F);
+    *low = _mm512_and_si512(raw, mask);
+    *high = _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask);
+}
+static inline vint q4_dot4(vint acc, vint w, vint x) { return _mm512_dpbusd_epi32(acc, w, x); }
+static inline vfloat bf16_load(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
 
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define SIMD_LEVEL "avx2"
-#define KERNEL_NAME "fp32 avx2 16x6, q8_0 avx2 16x4"
+#define KERNEL_NAME "fp32 and bf16 avx2 16x6, q8_0 and q4_0 avx2 16x4"
 #define LANES 8
 #define F32_TILE_TOKENS 6   // 2 x 6 accumulators + 2 weight vectors + 1 broadcast of the 16 ymm registers
 #define Q8_TILE_TOKENS 4
@@ -160,6 +252,17 @@ static inline vint q8_dot4(vint acc, q8weights w, vint x) {
     __m256i pairs = _mm256_maddubs_epi16(w.abs, _mm256_sign_epi8(x, w.sign));  // |pair| <= 2 x 127 x 127
     return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
+static inline void q4_load(const uint8_t *p, vint *low, vint *high) {
+    __m256i raw = _mm256_loadu_si256((const __m256i *)p), mask = _mm256_set1_epi8(0x0F);
+    *low = _mm256_and_si256(raw, mask);
+    *high = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+}
+static inline vint q4_dot4(vint acc, vint w, vint x) {  // |pair| <= 2 x 15 x 128: no saturation
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
+}
+static inline vfloat bf16_load(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
 #endif
 
 // ----------------------------------------------------------------------------
@@ -175,9 +278,9 @@ static int padded_rows(int rows) { return (rows + TILE_ROWS - 1) / TILE_ROWS * T
 const char *matmul_kernel_name(void) { return KERNEL_NAME " (rows x tokens per tile, weights repacked at load)"; }
 
 size_t matmul_packed_bytes(const WeightMatrix *w) {
-    size_t rows = (size_t)padded_rows(w->rows), cols = (size_t)w->cols;
-    if (w->f) return rows * cols * sizeof(float);
-    return rows * cols + rows * (cols / w->group_size) * sizeof(float);
+    WeightMatrix padded = *w;
+    padded.rows = padded_rows(w->rows);
+    return matmul_values_bytes(&padded) + matmul_scales_bytes(&padded);
 }
 
 int matmul_pack(WeightMatrix *w) {
@@ -185,15 +288,19 @@ int matmul_pack(WeightMatrix *w) {
     void *packed = aligned_alloc(64, bytes);
     if (packed == NULL) return -1;
     int rows = w->rows, in = w->cols, panels = padded_rows(rows) / PANEL;
-    if (w->f) {  // panel p, input i: rows 16p .. 16p+15
+    if (w->type == WEIGHT_F32 || w->type == WEIGHT_BF16) {  // panel p, input i: rows 16p .. 16p+15
         float *wp = packed;
+        uint16_t *hp = packed;
         for (int p = 0; p < panels; p++)
             for (int i = 0; i < in; i++)
                 for (int r = 0; r < PANEL; r++) {
                     int o = p * PANEL + r;
-                    wp[((size_t)p * in + i) * PANEL + r] = o < rows ? w->f[(size_t)o * in + i] : 0.0f;
+                    size_t at = ((size_t)p * in + i) * PANEL + r;
+                    if (w->type == WEIGHT_F32) wp[at] = o < rows ? w->f[(size_t)o * in + i] : 0.0f;
+                    else hp[at] = o < rows ? w->bf[(size_t)o * in + i] : 0;
                 }
-    } else {  // panel p, step s: rows 16p .. 16p+15 x inputs 4s .. 4s+3; then the scales, panel p, group g: 16 rows
+    } else if (w->type == WEIGHT_Q8_0) {
+        // panel p, step s: rows 16p .. 16p+15 x inputs 4s .. 4s+3; then the scales, panel p, group g: 16 rows
         int8_t *qp = packed;
         int steps = in / 4, groups = in / w->group_size;
         float *sp = (float *)(qp + (size_t)panels * PANEL * in);
@@ -203,6 +310,24 @@ int matmul_pack(WeightMatrix *w) {
                 for (int s = 0; s < steps; s++)
                     for (int k = 0; k < 4; k++)
                         qp[((size_t)p * steps + s) * PANEL * 4 + r * 4 + k] = o < rows ? w->q[(size_t)o * in + 4 * s + k] : 0;
+                for (int g = 0; g < groups; g++)
+                    sp[((size_t)p * groups + g) * PANEL + r] = o < rows ? w->s[(size_t)o * groups + g] : 0.0f;
+            }
+    } else {
+        // panel p, step s: rows 16p .. 16p+15 x 4 bytes, byte k holding inputs 8s+k (low) and 8s+4+k (high);
+        // then the scales as q8_0's. Rows past the matrix: value 8 (zero) and scale 0
+        uint8_t *qp = packed;
+        int steps = in / 8, groups = in / Q4_GROUP;
+        float *sp = (float *)(qp + (size_t)panels * PANEL * in / 2);
+        for (int p = 0; p < panels; p++)
+            for (int r = 0; r < PANEL; r++) {
+                int o = p * PANEL + r;
+                const uint8_t *row = w->q4 + (size_t)o * in / 2;
+                for (int s = 0; s < steps; s++)
+                    for (int k = 0; k < 4; k++) {
+                        int low = o < rows ? q4_value(row, 8 * s + k) : 8, high = o < rows ? q4_value(row, 8 * s + 4 + k) : 8;
+                        qp[((size_t)p * steps + s) * PANEL * 4 + r * 4 + k] = (uint8_t)(low | high << 4);
+                    }
                 for (int g = 0; g < groups; g++)
                     sp[((size_t)p * groups + g) * PANEL + r] = o < rows ? w->s[(size_t)o * groups + g] : 0.0f;
             }
@@ -231,20 +356,23 @@ static ALWAYS_INLINE void store_tile(float *y, vfloat acc[TILE_VECTORS][MAX_TILE
     }
 }
 
-// tokens t0 .. t0+tokens-1 (tokens <= F32_TILE_TOKENS, a constant where it is inlined) x rows o0 .. o0+TILE_ROWS-1
-static ALWAYS_INLINE void tile_f32(float *y, const float *x, const float *wp, const float *b, int in, int out, int o0,
-                                   int t0, int tokens) {
+// tokens t0 .. t0+tokens-1 (tokens <= F32_TILE_TOKENS, a constant where it is inlined) x rows o0 .. o0+TILE_ROWS-1;
+// bf16 (a constant too): the packed weights are bf16, widened as they are loaded
+static ALWAYS_INLINE void tile_f32(float *y, const float *x, const void *wp, const float *b, int in, int out, int o0,
+                                   int t0, int tokens, int bf16) {
     vfloat acc[TILE_VECTORS][MAX_TILE_TOKENS];
-    const float *w[TILE_VECTORS];
+    size_t w[TILE_VECTORS];  // the element of the packed layout where each vector of rows starts
     for (int r = 0; r < TILE_VECTORS; r++) {
         int row = o0 + r * LANES;
-        w[r] = wp + (size_t)(row / PANEL) * in * PANEL + row % PANEL;
+        w[r] = (size_t)(row / PANEL) * in * PANEL + row % PANEL;
         for (int j = 0; j < tokens; j++) acc[r][j] = vf_zero();
     }
     const float *xt = x + (size_t)t0 * in;
     for (int i = 0; i < in; i++) {
         vfloat wv[TILE_VECTORS];
-        for (int r = 0; r < TILE_VECTORS; r++) wv[r] = vf_load(w[r] + (size_t)i * PANEL);
+        for (int r = 0; r < TILE_VECTORS; r++)
+            wv[r] = bf16 ? bf16_load((const uint16_t *)wp + w[r] + (size_t)i * PANEL)
+                         : vf_load((const float *)wp + w[r] + (size_t)i * PANEL);
         #pragma GCC unroll 16
         for (int j = 0; j < tokens; j++) {
             vfloat xv = vf_set1(xt[(size_t)j * in + i]);
@@ -254,15 +382,16 @@ static ALWAYS_INLINE void tile_f32(float *y, const float *x, const float *wp, co
     store_tile(y, acc, b, out, o0, t0, tokens);
 }
 
-static ALWAYS_INLINE void tile_q8(float *y, const QuantizedRows *x, const int8_t *qp, const float *sp, const float *b,
-                                  int in, int out, int gs, int o0, int t0, int tokens) {
-    int steps = in / 4, groups = in / gs;
+// q4 (a constant where it is inlined): the packed weights are q4_0's nibbles, 8 inputs a step, not q8_0's bytes
+static ALWAYS_INLINE void tile_q8(float *y, const QuantizedRows *x, const void *qp, const float *sp, const float *b,
+                                  int in, int out, int gs, int o0, int t0, int tokens, int q4) {
+    int inputs_per_step = q4 ? 8 : 4, steps = in / inputs_per_step, groups = in / gs;
     vfloat acc[TILE_VECTORS][MAX_TILE_TOKENS];
-    const int8_t *w[TILE_VECTORS];
+    const uint8_t *w[TILE_VECTORS];
     const float *ws[TILE_VECTORS];
     for (int r = 0; r < TILE_VECTORS; r++) {
         int row = o0 + r * LANES;
-        w[r] = qp + (size_t)(row / PANEL) * steps * PANEL * 4 + (row % PANEL) * 4;
+        w[r] = (const uint8_t *)qp + (size_t)(row / PANEL) * steps * PANEL * 4 + (row % PANEL) * 4;
         ws[r] = sp + (size_t)(row / PANEL) * groups * PANEL + row % PANEL;
         for (int j = 0; j < tokens; j++) acc[r][j] = vf_zero();
     }
@@ -270,12 +399,26 @@ static ALWAYS_INLINE void tile_q8(float *y, const QuantizedRows *x, const int8_t
     for (int g = 0; g < groups; g++) {
         vint dot[TILE_VECTORS][MAX_TILE_TOKENS];
         for (int j = 0; j < tokens; j++) {
-            vint start = vi_set1(-Q8_OFFSET * x->sums[(size_t)(t0 + j) * groups + g]);
+            vint start = vi_set1(-(q4 ? 8 : Q8_OFFSET) * x->sums[(size_t)(t0 + j) * groups + g]);
             for (int r = 0; r < TILE_VECTORS; r++) dot[r][j] = start;
         }
-        for (int s = g * gs / 4; s < (g + 1) * gs / 4; s++) {
+        for (int s = g * gs / inputs_per_step; s < (g + 1) * gs / inputs_per_step; s++) {
+            if (q4) {
+                vint low[TILE_VECTORS], high[TILE_VECTORS];
+                for (int r = 0; r < TILE_VECTORS; r++) q4_load(w[r] + (size_t)s * PANEL * 4, &low[r], &high[r]);
+                #pragma GCC unroll 16
+                for (int j = 0; j < tokens; j++) {
+                    int32_t first, second;
+                    memcpy(&first, xt + (size_t)j * in + 8 * s, 4);
+                    memcpy(&second, xt + (size_t)j * in + 8 * s + 4, 4);
+                    vint x_first = vi_set1(first), x_second = vi_set1(second);
+                    for (int r = 0; r < TILE_VECTORS; r++)
+                        dot[r][j] = q4_dot4(q4_dot4(dot[r][j], low[r], x_first), high[r], x_second);
+                }
+                continue;
+            }
             q8weights wv[TILE_VECTORS];
-            for (int r = 0; r < TILE_VECTORS; r++) wv[r] = q8_load(w[r] + (size_t)s * PANEL * 4);
+            for (int r = 0; r < TILE_VECTORS; r++) wv[r] = q8_load((const int8_t *)w[r] + (size_t)s * PANEL * 4);
             #pragma GCC unroll 16
             for (int j = 0; j < tokens; j++) {
                 int32_t four;
@@ -297,8 +440,9 @@ static ALWAYS_INLINE void tile_q8(float *y, const QuantizedRows *x, const int8_t
 
 // One function per tile width, so that each inlined kernel has a constant token count: its loops unroll and its
 // accumulators live in registers.
-#define TILE_F32_CASE(k) case k: tile_f32(y, x, wp, b, in, out, o0, t, k); break;
-static void row_tiles_f32(float *y, const float *x, const float *wp, const float *b, int n, int in, int out) {
+#define TILE_F32_CASE(k) case k: tile_f32(y, x, wp, b, in, out, o0, t, k, bf16); break;
+static ALWAYS_INLINE void row_tiles_f32(float *y, const float *x, const void *wp, const float *b, int n, int in, int out,
+                                        int bf16) {
     int tiles = padded_rows(out) / TILE_ROWS;
     #pragma omp parallel for schedule(static)
     for (int tile = 0; tile < tiles; tile++) {
@@ -314,11 +458,12 @@ static void row_tiles_f32(float *y, const float *x, const float *wp, const float
     }
 }
 
-#define TILE_Q8_CASE(k) case k: tile_q8(y, x, qp, sp, b, in, out, gs, o0, t, k); break;
-static void row_tiles_q8(float *y, const QuantizedRows *x, const WeightMatrix *w, const float *b, int n) {
+#define TILE_Q8_CASE(k) case k: tile_q8(y, x, qp, sp, b, in, out, gs, o0, t, k, q4); break;
+static ALWAYS_INLINE void row_tiles_q8(float *y, const QuantizedRows *x, const WeightMatrix *w, const float *b, int n,
+                                       int q4) {
     int in = w->cols, out = w->rows, gs = w->group_size, tiles = padded_rows(out) / TILE_ROWS;
-    const int8_t *qp = w->packed;
-    const float *sp = (const float *)(qp + (size_t)padded_rows(out) * in);
+    const uint8_t *qp = w->packed;
+    const float *sp = (const float *)(qp + (size_t)padded_rows(out) * in / (q4 ? 2 : 1));
     #pragma omp parallel for schedule(static)
     for (int tile = 0; tile < tiles; tile++) {
         int o0 = tile * TILE_ROWS;
@@ -336,11 +481,19 @@ static void row_tiles_q8(float *y, const QuantizedRows *x, const WeightMatrix *w
 void matmul(float *y, const float *x, const WeightMatrix *w, const float *b, int n, QuantizedRows *x_q) {
     if (w->packed == NULL) {
         matmul_portable(y, x, w, b, n, x_q);
-    } else if (w->f) {
-        row_tiles_f32(y, x, w->packed, b, n, w->cols, w->rows);
-    } else {
+        return;
+    }
+    switch (w->type) {  // each call names its type as a constant: one specialized kernel each
+    case WEIGHT_F32: row_tiles_f32(y, x, w->packed, b, n, w->cols, w->rows, 0); break;
+    case WEIGHT_BF16: row_tiles_f32(y, x, w->packed, b, n, w->cols, w->rows, 1); break;
+    case WEIGHT_Q8_0:
         quantize_rows(x_q, x, n, w->cols, w->group_size);
-        row_tiles_q8(y, x_q, w, b, n);
+        row_tiles_q8(y, x_q, w, b, n, 0);
+        break;
+    case WEIGHT_Q4_0:
+        quantize_rows(x_q, x, n, w->cols, w->group_size);
+        row_tiles_q8(y, x_q, w, b, n, 1);
+        break;
     }
 }
 
@@ -463,7 +616,7 @@ void attention_values(float *out, const float *p, const float *values, int count
         for (int d = 0; d < hs; d++) out[d] += p[j] * values[(size_t)j * hs + d];
 }
 
-const char *matmul_kernel_name(void) { return "fp32 portable, q8_0 portable (no AVX2: one output at a time)"; }
+const char *matmul_kernel_name(void) { return "fp32 and bf16 portable, q8_0 and q4_0 portable (no AVX2: one output at a time)"; }
 size_t matmul_packed_bytes(const WeightMatrix *w) { (void)w; return 0; }
 int matmul_pack(WeightMatrix *w) { w->packed = NULL; return 0; }
 void matmul(float *y, const float *x, const WeightMatrix *w, const float *b, int n, QuantizedRows *x_q) {

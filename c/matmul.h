@@ -1,5 +1,6 @@
 /*
- * matmul.h: y (n, out) = x (n, in) @ W^T + b for the engine's weight matrices, fp32 or q8_0 (c/FORMAT.md).
+ * matmul.h: y (n, out) = x (n, in) @ W^T + b for the engine's weight matrices, fp32, bf16, q8_0 or q4_0
+ * (c/FORMAT.md).
  *
  * One place for the SIMD code. The kernel is chosen when the engine is built (the Makefile's -march=native):
  * AVX-512 (with VNNI for q8_0), AVX2 + FMA, or the portable C loops, which are also the reference that the
@@ -16,15 +17,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A weight matrix, rows (out) x cols (in), row-major as in the file: fp32, or q8_0 int8 values with one fp32
-   scale per group of group_size columns. packed: the kernel's copy made by matmul_pack (NULL: none). */
+/* The types of a weight matrix (c/FORMAT.md). */
+enum { WEIGHT_F32, WEIGHT_Q8_0, WEIGHT_Q4_0, WEIGHT_BF16 };
+
+/* A weight matrix, rows (out) x cols (in), row-major as in the file: fp32, bf16, or int8 (q8_0) or 4-bit (q4_0)
+   values with one fp32 scale per group of group_size columns. packed: the kernel's copy made by matmul_pack
+   (NULL: none). */
 typedef struct {
-    const float *f;     // fp32 weights, or NULL when quantized
-    const int8_t *q;    // q8_0 values (rows*cols)
-    const float *s;     // q8_0 scales (rows*cols/group_size)
+    int type;            // WEIGHT_*
+    const float *f;      // fp32 weights (rows*cols)
+    const uint16_t *bf;  // bf16 weights (rows*cols), the top halves of fp32
+    const int8_t *q;     // q8_0 values (rows*cols)
+    const uint8_t *q4;   // q4_0 values (rows*cols/2): per group of 32, byte j holds value j (low) and j + 16 (high)
+    const float *s;      // q8_0 and q4_0 scales (rows*cols/group_size)
     int rows, cols, group_size;
     void *packed;
 } WeightMatrix;
+
+/* The file's bytes of w: its values and scales (what matmul_pack copies, and the pages it may release). */
+size_t matmul_values_bytes(const WeightMatrix *w);
+size_t matmul_scales_bytes(const WeightMatrix *w);
+/* Row `row` of w as fp32, from the file's layout: the embedding lookup of a tied head that is not fp32. */
+void matmul_row(float *out, const WeightMatrix *w, int row);
 
 /* The q8_0 activations of up to `rows` rows of up to `cols` inputs: values, one scale per group, and the sum
    of each group's values (the VNNI kernel's correction for its unsigned weights). */
@@ -34,7 +48,7 @@ typedef struct {
     int32_t *sums;
 } QuantizedRows;
 
-/* Which kernels this build runs, e.g. "fp32 avx512 32x12, q8_0 avx512-vnni 32x6". */
+/* Which kernels this build runs, e.g. "fp32 and bf16 avx512 32x12, q8_0 and q4_0 avx512-vnni 32x6". */
 const char *matmul_kernel_name(void);
 
 /* Repack w for the SIMD kernel (malloc'd into w->packed); nothing with the portable kernel. 0, or -1 out of
@@ -47,7 +61,7 @@ int quantized_rows_init(QuantizedRows *x, int rows, int cols);  // 0, or -1 out 
 void quantized_rows_free(QuantizedRows *x);
 
 /* y = x @ w^T + b (b may be NULL), with the packed kernel where w was packed, else the portable one.
-   x_q: scratch for q8_0 activations, room for n x w->cols. */
+   x_q: scratch for the int8 activations of q8_0 and q4_0, room for n x w->cols. */
 void matmul(float *y, const float *x, const WeightMatrix *w, const float *b, int n, QuantizedRows *x_q);
 /* The portable kernel alone, on the file's layout: the reference. */
 void matmul_portable(float *y, const float *x, const WeightMatrix *w, const float *b, int n, QuantizedRows *x_q);

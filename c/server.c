@@ -267,7 +267,7 @@ int main(int argc, char **argv) {
             "chunk %d, prompt cache %s, queue %d, max_tokens_cap %d, max connections %d (open-file limit %ld), timeout %ld "
             "s, %s; "
             "kernels %s\n", o.model_path, cfg->n_layer, cfg->n_embd, cfg->block_size,
-            cfg->dtype == GPT_DTYPE_Q8_0 ? "q8_0" : "fp32", s.alias, o.threads, s.parallel, s.prefill_chunk, s.prompt_cache ? "on" : "off", s.queue_size,
+            gpt_dtype_name(cfg->dtype), s.alias, o.threads, s.parallel, s.prefill_chunk, s.prompt_cache ? "on" : "off", s.queue_size,
             s.max_tokens_cap, s.max_connections, files, o.timeout_s, s.api_key ? "API key needed" : "no API key",
             matmul_kernel_name());
     fprintf(stderr, "gpt-server: listening on http://%s%s%s:%d\n", strchr(o.host, ':') ? "[" : "",

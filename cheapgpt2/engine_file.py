@@ -1,7 +1,7 @@
 """
 The C engine's model file (c/FORMAT.md): a 256-byte header, every tensor 64-byte aligned so that c/gpt
 memory-maps the file as it is, and GPT-2's tokenizer tables at the end. As llama2.c's export.py, but for every
-variant of model.py, in fp32 or in the q8_0 int8 scheme (c/FORMAT.md, quantize.py).
+variant of model.py, in fp32, bf16, or quantize.py's q8_0 and q4_0 schemes (c/FORMAT.md).
 
     from cheapgpt2.engine_file import export
     export(model, "model.bin", dtype="q8_0", group_size=64)      # export.py is its command line
@@ -13,10 +13,11 @@ import struct
 import unicodedata
 
 import numpy as np
+import torch
 
 from cheapgpt2.common import atomic_write
 from cheapgpt2.model import RMS_NORM_EPS
-from cheapgpt2.quantize import q8_0_quantize
+from cheapgpt2.quantize import Q4_0_GROUP, q4_0_pack, q4_0_quantize, q8_0_quantize
 from cheapgpt2.tokenizer import get_encoding
 
 MAGIC = 0x43545047  # "GPTC" in a little-endian file
@@ -24,7 +25,7 @@ VERSION = 2  # 2: the speedrun's doc_mask, attn_window, value_embeds, unet_skips
 HEADER_SIZE = 256
 ALIGN = 64
 TOKENIZER_MAGIC = 0x31455042  # "BPE1"
-DTYPES = {"fp32": 0, "q8_0": 1}
+DTYPES = {"fp32": 0, "q8_0": 1, "q4_0": 2, "bf16": 3}
 POS_EMB = {"learned": 0, "rope": 1}
 MLPS = {"gelu": 0, "swiglu": 1, "relu2": 2}
 NORMS = {"layernorm": 0, "rmsnorm": 1}
@@ -60,19 +61,25 @@ def tokenizer_section(enc):
 
 
 def model_tensors(model, dtype, group_size):
-    """The tensors in the file's order: a list of numpy arrays (a q8_0 matrix is its int8 values then its scales)."""
+    """The tensors in the file's order: a list of numpy arrays (a quantized matrix is its values then its scales).
+    The blocks' matrices are of the file's dtype; the head too, except in q4_0, where it is q8_0 in groups of 32."""
     cfg = model.config
     sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     out = []
 
-    def matrix(name):
-        if dtype == "q8_0":
-            rows, cols = sd[name].shape
-            if cols % group_size != 0:  # the command line's words for quantize.py's own refusal
-                raise ValueError(f"q8_0 needs in_features divisible by group_size: a {rows}x{cols} weight and group_size "
-                                 f"{group_size}; pick --group_size 32 or a model whose widths are multiples of it")
-            q, s = q8_0_quantize(sd[name].detach(), group_size)
+    def matrix(name, head=False):
+        rows, cols = sd[name].shape
+        if dtype in ("q8_0", "q4_0") and cols % group_size != 0:  # the command line's words for quantize.py's refusal
+            raise ValueError(f"{dtype} needs in_features divisible by group_size: a {rows}x{cols} weight and group_size "
+                             f"{group_size}; pick --group_size 32 or a model whose widths are multiples of it")
+        if dtype == "q8_0" or (dtype == "q4_0" and head):
+            q, s = q8_0_quantize(sd[name], group_size)
             out.extend([q.numpy(), s.numpy()])
+        elif dtype == "q4_0":
+            q, s = q4_0_quantize(sd[name])
+            out.extend([q4_0_pack(q).numpy(), s.numpy()])
+        elif dtype == "bf16":
+            out.append(sd[name].to(torch.bfloat16).view(torch.uint16).numpy())
         else:
             out.append(sd[name].numpy())
 
@@ -80,7 +87,7 @@ def model_tensors(model, dtype, group_size):
         out.append(sd[name].numpy())
 
     layernorm_bias = cfg.norm == "layernorm" and cfg.bias
-    if not (cfg.tie_embeddings and dtype == "q8_0"):  # a tied q8_0 head is also the embedding
+    if not (cfg.tie_embeddings and dtype != "fp32"):  # a tied head of another dtype is also the embedding
         vector("transformer.wte.weight")
     if cfg.pos_emb == "learned":
         vector("transformer.wpe.weight")
@@ -107,8 +114,8 @@ def model_tensors(model, dtype, group_size):
     vector("transformer.ln_f.weight")
     if layernorm_bias:
         vector("transformer.ln_f.bias")
-    if not cfg.tie_embeddings or dtype == "q8_0":
-        matrix("lm_head.weight")
+    if not cfg.tie_embeddings or dtype != "fp32":
+        matrix("lm_head.weight", head=True)
     return out
 
 
@@ -118,6 +125,7 @@ def export(model, path, dtype="fp32", group_size=64, enc=None):
         raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if dtype == "q8_0" and group_size not in (32, 64):
         raise ValueError(f"--group_size must be 32 or 64 (c/FORMAT.md's q8_0), got {group_size}")
+    group_size = {"q8_0": group_size, "q4_0": Q4_0_GROUP}.get(dtype, 0)  # q4_0: its blocks' groups and its head's
     cfg = model.config
     enc = enc or get_encoding()
     tensors = model_tensors(model, dtype, group_size)
@@ -139,7 +147,7 @@ def export(model, path, dtype="fp32", group_size=64, enc=None):
     header = struct.pack("<2I16i4f3Q", MAGIC, VERSION, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size,
                          min(cfg.vocab_size, enc.n_vocab), cfg.vocab_size, POS_EMB[cfg.pos_emb], MLPS[cfg.mlp], hidden,
                          NORMS[cfg.norm], int(cfg.qk_norm), int(cfg.tie_embeddings), int(cfg.bias), DTYPES[dtype],
-                         group_size if dtype == "q8_0" else 0, enc.eot_token,
+                         group_size, enc.eot_token,
                          cfg.logit_softcap, cfg.rope_theta, norm_eps, RMS_NORM_EPS,
                          tokenizer_offset, len(tokenizer), file_size)
     header += struct.pack("<4i", int(cfg.doc_mask), cfg.attn_window, int(cfg.value_embeds), int(cfg.unet_skips))

@@ -1,19 +1,35 @@
 """
 A checkpoint of GPT-2's architecture as GGUF, the file llama.cpp runs (export_gguf.py is its command line;
 measure/bench_serve.py writes the peer's files with it). The layout is llama.cpp's "gpt2" architecture.
+
+Types: f32; f16 and q8_0 (llama.cpp's Q8_0, by gguf's own quantizer) for every matrix; q4_0 and bf16 hold the
+numbers of the C engine's q4_0 and bf16 files (quantize.py's schemes): each block's Q4_0 matrix is quantize.py's
+q4_0, its scale an fp16 number already, and the embedding (the tied head) is Q8_0 as the engine keeps it in 8 bits;
+bf16 rounds every matrix to nearest. The position table stays f32 in those two, as the engine keeps it.
 """
 
 import os
 
 import numpy as np
+import torch
 
 from cheapgpt2.checkpoint import load_checkpoint
 from cheapgpt2.common import atomic_path
 from cheapgpt2.hf import GPT2_VOCAB_SIZE, check_gpt2_architecture, vocab_and_merges
+from cheapgpt2.quantize import q4_0_pack, q4_0_quantize
 from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, GPT-2's
-DTYPES = ("f32", "f16", "q8_0")
+DTYPES = ("f32", "f16", "q8_0", "q4_0", "bf16")
+
+
+def q4_0_blocks(matrix):
+    """A float32 matrix (out, in) as GGUF Q4_0 blocks, quantize.py's q4_0 numbers: per 32 inputs, the scale as fp16
+    (2 bytes) then the 16 bytes of values. (out, in / 32 * 18) uint8."""
+    q, scale = q4_0_quantize(torch.from_numpy(matrix))
+    rows = matrix.shape[0]
+    scales = scale.half().numpy().view(np.uint8).reshape(rows, -1, 2)
+    return np.concatenate([scales, q4_0_pack(q).numpy().reshape(rows, -1, 16)], axis=2).reshape(rows, -1)
 
 
 def gguf_tensors(model):
@@ -57,7 +73,8 @@ def export(checkpoint_path, out_path, dtype="f32"):
         writer.add_head_count(cfg.n_head)
         writer.add_layer_norm_eps(LAYER_NORM_EPS)
         file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                      "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+                      "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+                      "bf16": gguf.LlamaFileType.MOSTLY_BF16}
         writer.add_file_type(file_types[dtype])
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre("gpt-2")
@@ -68,12 +85,19 @@ def export(checkpoint_path, out_path, dtype="f32"):
         writer.add_bos_token_id(EOT_TOKEN)
         writer.add_eos_token_id(EOT_TOKEN)
         for name, data in gguf_tensors(model).items():
+            block_matrix = data.ndim == 2 and name.startswith("blk.")
             if data.ndim == 2 and dtype == "f16":
                 writer.add_tensor(name, data.astype(np.float16))
-            elif data.ndim == 2 and dtype == "q8_0" and data.shape[1] % 32 == 0:
+            elif dtype == "bf16" and data.ndim == 2 and name != "position_embd.weight":
+                bf16 = torch.from_numpy(data).to(torch.bfloat16).view(torch.uint16).numpy()
+                writer.add_tensor(name, bf16, raw_dtype=gguf.GGMLQuantizationType.BF16)
+            elif dtype == "q4_0" and block_matrix:
+                writer.add_tensor(name, q4_0_blocks(data), raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+            elif (data.ndim == 2 and data.shape[1] % 32 == 0 and
+                  (dtype == "q8_0" or (dtype == "q4_0" and name != "position_embd.weight"))):
                 quantized = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
                 writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-            else:  # norms, biases, and a matrix whose rows are no whole number of Q8_0 blocks
+            else:  # norms, biases, the position table of q4_0 and bf16, a matrix of no whole number of blocks
                 writer.add_tensor(name, data)
         try:
             writer.write_header_to_file()

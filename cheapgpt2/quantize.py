@@ -22,6 +22,13 @@ the head lm_head; the position table, biases and norm gains stay in fp32. The sc
                     inputs, for weights and for each token's activations, with int32 dot products. This file is the
                     executable specification of the C engine's int8 path. An untied
                     token embedding stays fp32; a tied one reads the head's int8 rows.
+- q4_0              llama.cpp's Q4_0 for the blocks' matrices: 4-bit weights in groups of 32, w = d * (q - 8) with d an
+                    fp16 number, so that a GGUF Q4_0 holds the same values; activations and the product as q8_0-g32
+                    (int8 per token in groups of 32, int32 dot products). The head (and a tied embedding, which reads
+                    its rows) stays q8_0-g32, as llama.cpp keeps a tied embedding at 6 bits: 4 bits there cost the
+                    most quality (q4_0-head: measured in media/bench_inference.md). The C engine's q4_0 path.
+- bf16              the matrices rounded to bfloat16 (to nearest, ties to even), the products in fp32 on fp32
+                    activations: the C engine's bf16 path. An untied token embedding stays fp32.
 - torchao-int8wo, torchao-int8dq: the same two schemes through torchao's quantize_ (optional; pinned in
                     requirements-dev.txt), kept to compare: on the CPU they run, but slower than the above.
 
@@ -37,7 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SCHEMES = ("none", "int8wo", "int8dq", "int8dq-pertensor", "int4wo-g32", "int4wo-g64", "int4wo-g128", "q8_0", "q8_0-g32",
-           "torchao-int8wo", "torchao-int8dq")
+           "q4_0", "q4_0-head", "bf16", "torchao-int8wo", "torchao-int8dq")
+Q4_0_GROUP = 32  # llama.cpp's QK4_0
 TORCHAO_VERSION = "0.18.0"  # the version checked with torch 2.13.0 (requirements-dev.txt)
 
 
@@ -79,13 +87,39 @@ def q8_0_matmul(x, qweight, wscale, group_size):
     return y
 
 
-class Q8_0Linear(nn.Module):
-    """An nn.Linear whose weight is q8_0 int8 in groups; bias in fp32."""
+def q4_0_quantize(t, group_size=Q4_0_GROUP):
+    """llama.cpp's Q4_0 (ggml-quants.c, quantize_row_q4_0_ref) of t's last dimension in groups of 32: (int8 values
+    q - 8 in [-8, 7] of t's shape, fp32 scales (..., n_groups) that are fp16 numbers). Per group: m = the value of
+    the largest magnitude (the first such), d = m / -8, q = min(15, floor(t / d + 8.5)) with 1/d in fp32, and the
+    scale is d rounded to fp16: t ~ d16 * (q - 8). An all-zero group gets d = 0 and q = 8."""
+    *lead, n = t.shape
+    if n % group_size != 0:
+        raise ValueError(f"q4_0: a row of {n} values does not split into groups of {group_size}")
+    groups = t.float().reshape(*lead, n // group_size, group_size)
+    largest = groups.gather(-1, groups.abs().argmax(dim=-1, keepdim=True))[..., 0]  # argmax: the first maximum
+    d = largest / -8
+    inverse = torch.where(d == 0, torch.zeros_like(d), 1 / torch.where(d == 0, torch.ones_like(d), d))
+    q = torch.floor(groups * inverse[..., None] + 8.5).clamp(max=15)  # llama.cpp: MIN(15, (int8_t)(x * id + 8.5f))
+    return (q - 8).to(torch.int8).reshape(t.shape), d.half().float()
 
-    def __init__(self, linear, group_size):
+
+def q4_0_pack(q):
+    """q4_0_quantize's values (rows, cols) as the bytes of c/FORMAT.md and of a GGUF Q4_0 block: per group of 32,
+    16 bytes, byte j holding value j + 8 in its low nibble and value j + 16 + 8 in its high one. (rows, cols/2) uint8."""
+    rows, cols = q.shape
+    unsigned = (q.to(torch.int16) + 8).to(torch.uint8).reshape(rows, cols // Q4_0_GROUP, 2, Q4_0_GROUP // 2)
+    return (unsigned[:, :, 0] | (unsigned[:, :, 1] << 4)).reshape(rows, cols // 2)
+
+
+class Q8_0Linear(nn.Module):
+    """An nn.Linear whose weight is int8 in groups with one fp32 scale each: q8_0's, or q4_0's (values -8..7 whose
+    scales are fp16 numbers); activations in q8_0 groups of the same size either way. Bias in fp32."""
+
+    def __init__(self, linear, group_size, weights="q8_0"):
         super().__init__()
         self.group_size = group_size
-        qweight, wscale = q8_0_quantize(linear.weight.detach(), group_size)
+        quantize_weights = q4_0_quantize if weights == "q4_0" else q8_0_quantize
+        qweight, wscale = quantize_weights(linear.weight.detach(), group_size)
         self.register_buffer("qweight", qweight)  # (out, in) int8
         self.register_buffer("wscale", wscale)  # (out, in / group_size) fp32
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float().clone())
@@ -99,6 +133,22 @@ class Q8_0Linear(nn.Module):
 
     def dequantize_rows(self, idx):
         return q8_0_dequantize(self.qweight[idx], self.wscale[idx])
+
+
+class BF16Linear(nn.Module):
+    """An nn.Linear whose weight is rounded to bfloat16 (to nearest, ties to even); the product in fp32."""
+
+    def __init__(self, linear):
+        super().__init__()
+        # not named weight: GPT.forward takes a head with a float .weight for its chunked loss
+        self.register_buffer("bf16_weight", linear.weight.detach().to(torch.bfloat16))  # (out, in)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float().clone())
+
+    def forward(self, x):
+        return F.linear(x.float(), self.bf16_weight.float(), self.bias).to(x.dtype)
+
+    def dequantize_rows(self, idx):
+        return self.bf16_weight[idx].float()
 
 
 # -----------------------------------------------------------------------------
@@ -250,6 +300,11 @@ def quantize(model, scheme):
     if scheme.startswith("q8_0"):
         group_size = 32 if scheme == "q8_0-g32" else 64
         make_linear = make_head = lambda linear: Q8_0Linear(linear, group_size)
+    elif scheme.startswith("q4_0"):
+        make_linear = lambda linear: Q8_0Linear(linear, Q4_0_GROUP, weights="q4_0")
+        make_head = make_linear if scheme == "q4_0-head" else lambda linear: Q8_0Linear(linear, Q4_0_GROUP)
+    elif scheme == "bf16":
+        make_linear = make_head = BF16Linear
     elif scheme.startswith("int4wo"):
         group_size = int(scheme.removeprefix("int4wo-g"))
         make_linear = lambda linear: Int4Linear(linear, group_size)
@@ -263,6 +318,6 @@ def quantize(model, scheme):
         model.lm_head = make_head(model.lm_head)
         if tied:  # the embedding reads the head's quantized rows
             model.transformer.wte = QuantizedEmbedding(model.lm_head)
-        elif not scheme.startswith("q8_0"):  # q8_0 keeps an untied embedding in fp32 (c/FORMAT.md)
+        elif not scheme.startswith(("q8_0", "q4_0", "bf16")):  # the C engine's types keep it in fp32 (c/FORMAT.md)
             model.transformer.wte = Int8Embedding(model.transformer.wte)
     return model

@@ -50,7 +50,7 @@ from cheapgpt2.data import read_shard
 from cheapgpt2.generate import new_kv_cache
 from cheapgpt2.quantize import Int4Linear, Int8Linear, Q8_0Linear, SCHEMES, quantize
 
-DEFAULT_SCHEMES = "none,int8wo,int8dq,int8dq-pertensor,int4wo-g32,int4wo-g64,int4wo-g128,q8_0,q8_0-g32"
+DEFAULT_SCHEMES = "none,int8wo,int8dq,int8dq-pertensor,int4wo-g32,int4wo-g64,int4wo-g128,q8_0,q8_0-g32,q4_0,q4_0-head,bf16"
 
 
 # -----------------------------------------------------------------------------
@@ -166,7 +166,8 @@ def pytorch_backend(args, scheme, base_model):
 # -----------------------------------------------------------------------------
 # the C engine backend: c/gpt (make c) on files written by export.py; one engine run per call
 
-C_SCHEMES = {"none": ("fp32", 64), "q8_0": ("q8_0", 64), "q8_0-g32": ("q8_0", 32)}  # scheme -> export dtype, group size
+C_SCHEMES = {"none": ("fp32", 64), "q8_0": ("q8_0", 64), "q8_0-g32": ("q8_0", 32), "q4_0": ("q4_0", 32),
+             "bf16": ("bf16", 0)}  # scheme -> export dtype, group size
 C_BENCH_LINE = re.compile(r"time to first token ([\d.]+) ms \| decode (\d+) tokens ([\d.]+) s .* peak memory ([\d.]+) MB")
 
 

@@ -21,30 +21,31 @@ def test_the_tables_have_a_row_per_type_and_client_count_and_per_single_stream_t
                                capture_output=True, text=True)
         assert build.returncode == 0, build.stderr
     out = tmp_path / "bench_serve.md"
+    # two of the four types (the others run the same code): the table's rows follow --dtypes
     assert bench_serve.main(["--tiny", "--clients", "1,2", "--rounds", "1", "--max_tokens", "4", "--server", server,
-                             "--engine", engine, "--out", str(out)]) == 0
+                             "--engine", engine, "--out", str(out), "--dtypes", "q8_0,q4_0"]) == 0
     lines = out.read_text().splitlines()
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ours") and line.count("|") == 8]
-    assert [(r[1].strip(), r[2].strip()) for r in rows] == [("fp32", "1"), ("fp32", "2"), ("q8_0", "1"), ("q8_0", "2")]
+    types = ["q8_0", "q4_0"]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [(t, n) for t in sorted(types) for n in ("1", "2")]
     assert all(float(r[3].split()[0].replace(",", "")) > 0 for r in rows)  # tokens were generated and counted
-    single = [line.split("|")[1:-1] for line in lines if line.startswith(("| fp32 | prefill", "| fp32 | decode",
-                                                                          "| q8_0 | prefill", "| q8_0 | decode"))]
+    single = [line.split("|")[1:-1] for line in lines if line.startswith(tuple(f"| {t} | {test}" for t in types
+                                                                               for test in ("prefill", "decode")))]
     assert [r[1].strip() for r in single] == ["prefill 8", "prefill 16", "prefill 32", "decode 8 from the start",
                                               "decode 8 at depth 16", "decode 8 at depth 32"] * 2
     assert all(float(r[2].split()[0].replace(",", "")) > 0 and r[3].strip() == "—" for r in single)  # no peer: no rate
     # each prefill row as a share of this machine's peak (c/gpt --peak), the decode rows without one
     assert all(r[5].strip().endswith("%") == r[1].strip().startswith("prefill") for r in single)
     batch = [line.split("|")[1:-1] for line in lines if line.startswith("| ours") and line.count("|") == 4]
-    assert [r[1].strip() for r in batch] == ["fp32", "q8_0"] and all(float(r[2].strip().rstrip("x")) > 0 for r in batch)
+    assert [r[1].strip() for r in batch] == sorted(types) and all(float(r[2].strip().rstrip("x")) > 0 for r in batch)
     assert any(line.startswith("| q8_0 batched decode, all at once / one after another |") for line in lines)
-    scaling = [line.split("|")[1:-1] for line in lines if line.startswith(("| fp32 | 2 |", "| q8_0 | 2 |"))]
+    scaling = [line.split("|")[1:-1] for line in lines if line.startswith(tuple(f"| {t} | 2 |" for t in types))]
     assert len(scaling) == 2 and all(r[2].strip() == "—" and r[4].strip().endswith("x") for r in scaling)
     # beside a stalled reader: a row per type, its tokens counted, its rate against the plain row's, and the target
     stalled = [line.split("|")[1:-1] for line in lines if line.startswith("| ours") and "+ stalled" in line]
-    assert [(r[1].strip(), r[2].strip()) for r in stalled] == [("fp32", "2 + stalled"), ("q8_0", "2 + stalled")]
+    assert [(r[1].strip(), r[2].strip()) for r in stalled] == [(t, "2 + stalled") for t in sorted(types)]
     assert all(float(r[3].split()[0].replace(",", "")) > 0 and r[7].strip().endswith("x") for r in stalled)
-    assert sum(line.startswith(("| fp32 2 clients beside a stalled reader", "| q8_0 2 clients beside a stalled reader"))
-               for line in lines) == 2
+    assert sum(line.startswith(tuple(f"| {t} 2 clients beside a stalled reader" for t in types)) for line in lines) == 2
 
 
 def test_the_targets_say_whether_each_is_met_and_by_how_much():
@@ -112,3 +113,27 @@ def test_a_partial_or_exploratory_run_writes_out_not_the_committed_table(argv):
 
 def test_only_the_full_comparison_with_the_peer_writes_the_committed_table():
     assert bench_serve.parse_args(["--llamacpp", "PEER"]).out == os.path.join(REPO, "media", "bench_serve.md")
+
+
+def test_the_4_bit_and_bf16_targets_are_against_llama_cpp_and_against_our_own_types():
+    stat = lambda v: (v, v, v)
+    decode = "decode 256 at depth 512"
+    single = {("q4_0", "prefill 512"): {"ours": stat(1800.0), "llama.cpp": stat(1000.0)},
+              ("q4_0", decode): {"ours": stat(180.0), "llama.cpp": stat(100.0)},
+              ("q8_0", decode): {"ours": stat(140.0)},
+              ("bf16", "prefill 512"): {"ours": stat(1100.0), "llama.cpp": stat(800.0)},
+              ("bf16", decode): {"ours": stat(90.0), "llama.cpp": stat(55.0)},
+              ("fp32", "prefill 512"): {"ours": stat(1200.0)}, ("fp32", decode): {"ours": stat(50.0)}}
+    peaks = {t: stat(1e12) for t in ("fp32", "q8_0", "q4_0", "bf16")}
+    rows = {("ours", "q4_0", 1): {"tok_per_s": stat(100.0), "ttft_median": stat(0.1), "ttft_p99": stat(0.1),
+                                  "itl_median": stat(0.01)}}
+    table = bench_serve.markdown(rows, single, {}, "8 requests", peaks, 170e6, "note")
+    targets = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+               for line in table.split("The targets")[1].splitlines() if line.startswith(("| q4_0", "| bf16"))}
+    assert targets["q4_0 prefill 512, ours / llama.cpp"] == ["1.80x", "≥ 1.7x", "yes"]
+    assert targets[f"q4_0 {decode}, ours / llama.cpp"] == ["1.80x", "≥ 2.0x", "no, by 10%"]
+    assert targets[f"q4_0 {decode}, ours / our q8_0"] == ["1.29x", "≥ 1.4x", "no, by 8%"]
+    assert targets["bf16 prefill 512, ours / llama.cpp"] == ["1.38x", "≥ 1.9x", "no, by 28%"]
+    assert targets[f"bf16 {decode}, ours / llama.cpp"] == ["1.64x", "≥ 1.5x", "yes"]
+    assert targets[f"bf16 {decode}, ours / our fp32"] == ["1.80x", "≥ 1.7x", "yes"]
+    assert targets["bf16 prefill 512, ours / our fp32"] == ["0.92x", "≥ 1.3x", "no, by 29%"]

@@ -203,6 +203,56 @@ def test_q8_0_portable_kernel_matches_the_scheme_too(engine_asan, tmp_path):
     assert (row_diff > 1e-3 * max(1.0, np.abs(ref).max())).sum() <= 1, row_diff.max()
 
 
+# ----------------------------------------------------------------------------
+# q4_0 and bf16: the kernels against quantize.py's schemes in PyTorch
+
+
+def assert_scheme_close(c_logits, ref, fp32, dtype):
+    """bf16 is the fp32 kernel on bf16-rounded weights: fp32's tolerance. q4_0: an activation whose x/scale sits
+    within float32 noise of a .5 rounds either way (the two sides sum in different orders), which moves that
+    position's logits by up to a quantization step, and when it falls in an early layer every later row a little
+    (they attend to its keys and values): none over 2e-2, and C ten times closer to the q4_0 scheme than the scheme
+    is to fp32 (tests/test_matmul.py measured 30-50x)."""
+    c_logits = c_logits.reshape(ref.shape)
+    diff, scale = np.abs(c_logits - ref), max(1.0, np.abs(ref).max())
+    if dtype == "bf16":
+        assert diff.max() <= 1e-4 * scale, f"bf16 logits: max|C - PyTorch| = {diff.max():.3g}"
+    else:
+        assert diff.max() <= 2e-2 * scale, f"{dtype}: max|C - PyTorch| = {diff.max():.3g}"
+        assert diff.mean() <= 0.1 * np.abs(ref - fp32).mean(), f"{dtype}: the logits are not the scheme's"
+    assert np.abs(c_logits - fp32).max() > 1e-4, f"the {dtype} file gave fp32 logits"
+
+
+@pytest.mark.parametrize("dtype,pos_emb,mlp,norm,tie", [
+    ("q4_0", "learned", "gelu", "layernorm", True), ("q4_0", "rope", "swiglu", "rmsnorm", False),
+    ("q4_0", "rope", "relu2", "rmsnorm", True), ("bf16", "learned", "gelu", "layernorm", True),
+    ("bf16", "rope", "swiglu", "rmsnorm", False), ("bf16", "rope", "relu2", "rmsnorm", True)])
+def test_q4_0_and_bf16_logits_match_their_schemes_in_pytorch(engine, tmp_path, dtype, pos_emb, mlp, norm, tie):
+    cfg = config(pos_emb=pos_emb, mlp=mlp, norm=norm, tie_embeddings=tie, qk_norm=norm == "rmsnorm",
+                 logit_softcap=3.0 if not tie else 0.0)
+    model = random_model(cfg, seed=5)
+    path = str(tmp_path / f"model_{dtype}.bin")
+    engine_file.export(model, path, dtype=dtype)
+    prompt = torch.randint(0, cfg.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(6)).tolist()
+    ids, c_logits = c_generate(engine, path, prompt, tmp_path)
+    ref = reference_logits(quantize(model, dtype), prompt + ids, PROMPT_LEN)
+    assert_scheme_close(c_logits, ref, reference_logits(model, prompt + ids, PROMPT_LEN), dtype)
+    if dtype == "bf16":
+        assert ids == greedy_path(ref, PROMPT_LEN)[:NEW_TOKENS]
+
+
+@pytest.mark.parametrize("dtype", ["q4_0", "bf16"])
+def test_q4_0_and_bf16_portable_kernels_match_the_schemes_too(engine_asan, tmp_path, dtype):
+    """The sanitizer build has no -march=native: its kernels are the plain C loops on the file's layout."""
+    model = random_model(config(pos_emb="rope", mlp="swiglu", norm="rmsnorm", tie_embeddings=True), seed=8)
+    path = str(tmp_path / f"model_{dtype}.bin")
+    engine_file.export(model, path, dtype=dtype)
+    prompt = list(range(5, 5 + PROMPT_LEN))
+    ids, c_logits = c_generate(engine_asan, path, prompt, tmp_path)
+    assert_scheme_close(c_logits, reference_logits(quantize(model, dtype), prompt + ids, PROMPT_LEN),
+                        reference_logits(model, prompt + ids, PROMPT_LEN), dtype)
+
+
 def test_q8_0_export_refuses_widths_not_divisible_by_group_size(tmp_path):
     model = random_model(config(n_embd=48, n_head=4))
     with pytest.raises(ValueError, match="divisible by group_size"):
@@ -397,7 +447,7 @@ def test_bench_reports_speeds_and_memory(engine, small_model):
 
 def test_bench_names_its_kernels_and_profiles_where_the_time_went(engine, small_model):
     out = run(engine, small_model, "--bench", "--profile", "--prompt_len", 20, "-n", 16).stdout.decode()
-    assert re.search(r"^kernels fp32 (avx512|avx2|portable).* \| open [\d.]+ s, of which the repacked weights: [\d.]+ MB$",
+    assert re.search(r"^kernels fp32 and bf16 (avx512|avx2|portable).* \| open [\d.]+ s, of which the repacked weights: [\d.]+ MB$",
                      out, re.M), out
     for phase in ("prefill", "decode"):
         parts = re.search(rf"^profile {phase}: matmuls ([\d.]+) ms \((\d+)%\) \| attention ([\d.]+) ms \((\d+)%\) \| "

@@ -416,3 +416,28 @@ def test_fuzz_the_new_fields_and_endpoints_then_still_serving(api_server, random
     assert answer["choices"][0]["text"] == enc.decode(ids + greedy(random_model[0], ids, 5))
     api_server.assert_clean()
     assert not math.isnan(answer["choices"][0]["logprobs"]["token_logprobs"][-1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# the weight types: q4_0 and bf16 files served as c/gpt runs them
+
+
+@pytest.mark.parametrize("dtype", ["q4_0", "bf16"])
+def test_the_server_runs_4_bit_and_bf16_files_as_the_engine_does(random_model, binaries, enc, tmp_path, dtype):
+    import subprocess
+    from cheapgpt2 import engine_file
+    path = str(tmp_path / f"model_{dtype}.bin")
+    engine_file.export(random_model[0], path, dtype=dtype, enc=enc)
+    ids = enc.encode_ordinary(PROMPT)
+    engine = subprocess.run([binaries[1], path, "--tokens", " ".join(map(str, ids)), "-n", "12", "-t", "0", "--print_ids",
+                             "--no_stop"], capture_output=True, text=True, timeout=120)
+    assert engine.returncode == 0, engine.stderr
+    s = Server(binaries[0], path, str(tmp_path / "server.log"), "--timeout", "2")
+    try:
+        answer = completion(s.port, {"prompt": ids, "max_tokens": 12, "temperature": 0})
+        assert answer["choices"][0]["text"] == enc.decode([int(t) for t in engine.stdout.split()])
+        assert f", {dtype}) as" in s.read_log()  # the start line names the file's type
+    finally:
+        code = s.stop()
+    s.assert_clean()
+    assert code == 0

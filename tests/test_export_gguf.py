@@ -1,6 +1,7 @@
 """export_gguf.py: a GPT-2-architecture checkpoint as llama.cpp's GGUF, read back with the gguf package's own
 reader: the architecture's metadata, GPT-2's tokenizer, and every tensor equal to the model's (f32), to half
-precision (f16), or to llama.cpp's Q8_0 of it (q8_0)."""
+precision (f16), to llama.cpp's Q8_0 of it (q8_0), or holding quantize.py's q4_0 and bf16 numbers (q4_0, bf16);
+and, with a llama.cpp build, llama.cpp's greedy text on our files equal to model.py's."""
 
 import dataclasses
 import http.client
@@ -15,6 +16,7 @@ import export_gguf
 from cheapgpt2 import gguf_file
 from cheapgpt2.generate import generate
 from cheapgpt2.model import GPT, GPTConfig
+from cheapgpt2.quantize import q4_0_quantize, quantize
 from test_model import randomize_
 
 gguf = pytest.importorskip("gguf", reason="export_gguf.py's writer: pip install gguf (requirements-dev.txt)")
@@ -39,7 +41,7 @@ def read(path):
     return reader, value
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0", "q4_0", "bf16"])
 def test_the_gguf_file_holds_gpt2_as_llama_cpp_reads_it(checkpoint, tmp_path, dtype):
     model, ckpt = checkpoint
     out = str(tmp_path / "model.gguf")
@@ -59,11 +61,19 @@ def test_the_gguf_file_holds_gpt2_as_llama_cpp_reads_it(checkpoint, tmp_path, dt
     for name, want in expected.items():
         t = tensors[name]
         got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(want.shape)
-        if dtype == "f32" or want.ndim == 1:
+        if dtype == "f32" or want.ndim == 1 or (dtype in ("q4_0", "bf16") and name == "position_embd.weight"):
             np.testing.assert_array_equal(got, want, err_msg=name)
+        elif dtype == "bf16":  # the engine's numbers: each weight rounded to the nearest bfloat16
+            assert t.tensor_type == gguf.GGMLQuantizationType.BF16, name
+            np.testing.assert_array_equal(got, torch.from_numpy(want).to(torch.bfloat16).float().numpy(), err_msg=name)
+        elif dtype == "q4_0" and name.startswith("blk."):  # quantize.py's q4_0 values, the C engine's file's
+            assert t.tensor_type == gguf.GGMLQuantizationType.Q4_0, name
+            q, scale = q4_0_quantize(torch.from_numpy(want))
+            ours = (q.float().reshape(want.shape[0], -1, 32) * scale[..., None]).reshape(want.shape).numpy()
+            np.testing.assert_array_equal(got, ours, err_msg=name)
         elif dtype == "f16":
             np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32), err_msg=name)
-        else:  # Q8_0: blocks of 32, scale max|w|/127 stored in fp16: half a step, plus 127 x the scale's rounding
+        else:  # Q8_0 (q4_0's embedding too): blocks of 32, scale max|w|/127 in fp16: half a step, plus its rounding
             assert t.tensor_type == gguf.GGMLQuantizationType.Q8_0, name
             step = np.abs(want.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
             bound = step * (0.5 + 127 * 2.0 ** -11) + 1e-7
@@ -85,10 +95,11 @@ LLAMACPP = os.environ.get("LLAMACPP", "")  # a llama.cpp build directory (bin/ll
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(LLAMACPP, "bin", "llama-server")),
                     reason="set LLAMACPP to a llama.cpp build (bench_serve.py's docstring says how) to run the peer")
-def test_llama_cpp_continues_our_gguf_greedily_as_model_py(tmp_path):
+@pytest.mark.parametrize("dtype", ["f32", "q4_0", "bf16"])
+def test_llama_cpp_continues_our_gguf_greedily_as_model_py(tmp_path, dtype):
     from measure import bench_serve
     from cheapgpt2.tokenizer import get_encoding
-    torch.manual_seed(16)  # a model whose greedy choices are never near a tie (below)
+    torch.manual_seed(24 if dtype == "q4_0" else 16)  # a model whose greedy choices are never near a tie (below)
     model = GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=64))
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -98,12 +109,13 @@ def test_llama_cpp_continues_our_gguf_greedily_as_model_py(tmp_path):
     model.eval()
     ckpt, out = tmp_path / "ckpt.pt", str(tmp_path / "model.gguf")
     torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, ckpt)
-    gguf_file.export(str(ckpt), out)
+    gguf_file.export(str(ckpt), out, dtype)
+    reference = quantize(model, {"f32": "none", "q4_0": "q4_0", "bf16": "bf16"}[dtype])  # the numbers the file holds
     enc, prompt = get_encoding(), "The for statement"
     ids = enc.encode_ordinary(prompt)
-    tokens = generate(model, torch.tensor([ids]), 24, temperature=0)
+    tokens = generate(reference, torch.tensor([ids]), 24, temperature=0)
     with torch.no_grad():
-        top2 = torch.topk(model(tokens)[0][0, len(ids) - 1:-1], 2, dim=-1).values
+        top2 = torch.topk(reference(tokens)[0][0, len(ids) - 1:-1], 2, dim=-1).values
     # llama.cpp sums in another order: two logits 0.0006 apart were seen to swap (seed 1), 0.05 do not
     assert (top2[:, 0] - top2[:, 1]).min() > 0.05
     expected = enc.decode(tokens[0, len(ids):].tolist())

@@ -10,8 +10,8 @@ import torch
 from cheapgpt2.checkpoint import load_checkpoint
 from cheapgpt2.generate import generate
 from cheapgpt2.model import GPT, GPTConfig
-from cheapgpt2.quantize import (SCHEMES, Int4Linear, Int8Linear, int4_dequantize, int4_quantize, q8_0_dequantize,
-                                q8_0_matmul, q8_0_quantize, quantize)
+from cheapgpt2.quantize import (SCHEMES, BF16Linear, Int4Linear, Int8Linear, Q8_0Linear, int4_dequantize, int4_quantize,
+                                q4_0_pack, q4_0_quantize, q8_0_dequantize, q8_0_matmul, q8_0_quantize, quantize)
 
 # every model variant: positions, MLP, norm, QK-norm, head tied or not, soft-cap (n_embd 128: groups of 32-128 fit)
 VARIANTS = {
@@ -96,6 +96,76 @@ def test_q8_0_rejects_a_row_that_does_not_split_into_groups():
         q8_0_quantize(torch.randn(4, 96), 64)
 
 
+# -----------------------------------------------------------------------------
+# q4_0 (llama.cpp's Q4_0) and bf16
+
+def reference_q4_0_quantize(v):
+    """One row (numpy float32) as llama.cpp's quantize_row_q4_0_ref loops over it: per block of 32, the value of the
+    largest magnitude (the first one), d = max / -8, id = 1/d, q = MIN(15, (int8_t)(v * id + 8.5f)); d stored as fp16."""
+    qs, ds = [], []
+    for block in v.reshape(-1, 32):
+        amax, largest = np.float32(0), np.float32(0)
+        for value in block:
+            if amax < abs(value):
+                amax, largest = abs(value), value
+        d = np.float32(largest / np.float32(-8))
+        inverse = np.float32(1) / d if d else np.float32(0)
+        qs.append([min(15, int(np.float32(np.float32(value * inverse) + np.float32(8.5)))) for value in block])
+        ds.append(np.float32(np.float16(d)))
+    return np.array(qs, dtype=np.int64).reshape(-1), np.array(ds, dtype=np.float32)
+
+
+def test_q4_0_equals_llama_cpps_loop_bit_for_bit():
+    w = random_matrix(16, 128, seed=5)
+    w[2, 40] = -w[2, 40:64].abs().max() - 1  # a negative largest value: d > 0, and it maps to q = 0
+    w[3, :32] = 0.25  # ties of magnitude: the first one is the largest
+    q, scale = q4_0_quantize(w)
+    assert q.dtype == torch.int8 and q.min() >= -8 and q.max() <= 7 and scale.shape == (16, 4)
+    for row in range(16):
+        expected_q, expected_d = reference_q4_0_quantize(w[row].numpy())
+        assert q[row].tolist() == (expected_q - 8).tolist(), row
+        assert scale[row].tolist() == expected_d.tolist(), row
+    assert (q[1, :32] == 0).all() and scale[1, 0] == 0  # the all-zero group
+    assert torch.equal(scale, scale.half().float())  # fp16 numbers: a GGUF Q4_0 block holds them exactly
+
+
+def test_q4_0_packs_two_values_a_byte_as_a_gguf_block_does():
+    q = torch.arange(-8, 8, dtype=torch.int8).repeat(2, 4)  # (2, 64): values 0..15 after the offset
+    packed = q4_0_pack(q)
+    assert packed.shape == (2, 32) and packed.dtype == torch.uint8
+    # value j in the low nibble of byte j, value j + 16 in the high one
+    assert packed[0, 0].item() == (0 | 0 << 4) and packed[0, 1].item() == (1 | 1 << 4)
+    unpacked = torch.stack([packed & 15, packed >> 4], dim=-2).reshape(2, 2, 32)  # (rows, groups, 32)
+    assert torch.equal(unpacked.reshape(2, 64).to(torch.int8) - 8, q.reshape(2, 2, 2, 16).reshape(2, 64))
+
+
+def test_q4_0_matmul_is_q8_0s_on_the_4_bit_values():
+    w = random_matrix(24, 128, seed=6)
+    x = random_matrix(3, 128, seed=7) * 0.1
+    linear = torch.nn.Linear(128, 24, bias=False)
+    linear.weight.data = w
+    layer = Q8_0Linear(linear, 32, weights="q4_0")
+    q, d = q4_0_quantize(w)
+    assert torch.equal(layer(x), q8_0_matmul(x, q, d, 32))
+    assert torch.allclose(layer(x), x @ w.t(), rtol=0.2, atol=0.2 * (x @ w.t()).abs().max())
+
+
+def test_bf16_rounds_each_weight_to_nearest_and_multiplies_in_fp32():
+    linear = torch.nn.Linear(64, 8)
+    layer = BF16Linear(linear)
+    rounded = linear.weight.detach().to(torch.bfloat16).float()
+    assert torch.equal(layer.dequantize_rows(torch.arange(8)), rounded)
+    x = torch.randn(3, 64)
+    assert torch.equal(layer(x), x @ rounded.t() + linear.bias.detach())
+
+
+def test_q4_0_keeps_the_head_in_q8_0_and_q4_0_head_does_not():
+    assert quantize(tiny_model(), "q4_0").lm_head.wscale.shape[1] == 128 // 32
+    head = quantize(tiny_model(), "q4_0").lm_head.qweight
+    assert head.abs().max() > 8  # int8 values: not 4-bit
+    assert quantize(tiny_model(), "q4_0-head").lm_head.qweight.abs().max() <= 8
+
+
 def test_q8_0_model_ties_the_embedding_to_the_quantized_head():
     model = quantize(tiny_model(), "q8_0")
     idx = torch.tensor([[5, 0, 96]])
@@ -109,6 +179,7 @@ def test_q8_0_model_ties_the_embedding_to_the_quantized_head():
 # the main schemes on every variant; their siblings (other group sizes, per-tensor, torchao) on one each
 SCHEME_VARIANTS = [(scheme, variant) for scheme in ("int8wo", "int8dq", "int4wo-g64", "q8_0") for variant in VARIANTS] + [
     ("int8dq-pertensor", "modern"), ("int4wo-g32", "rope_swiglu"), ("int4wo-g128", "modern"), ("q8_0-g32", "modern"),
+    ("q4_0", "gpt2"), ("q4_0", "modern"), ("q4_0-head", "rope_swiglu"), ("bf16", "gpt2"), ("bf16", "modern"),
     ("torchao-int8wo", "gpt2"), ("torchao-int8dq", "modern")]
 
 
@@ -132,7 +203,7 @@ def test_quantized_model_follows_the_original_and_generates(variant, scheme):
     assert logits.shape == reference_logits.shape
     assert abs(loss.item() - reference_loss.item()) < 0.05
     # 4 bits leave about 10% noise on each weight of a Gaussian matrix; 8 bits under 1%
-    tolerance = 0.3 if scheme.startswith("int4") else 0.1
+    tolerance = 0.3 if scheme.startswith(("int4", "q4")) else 0.1
     assert (logits - reference_logits).abs().max() < tolerance * reference_logits.abs().max()
     out = generate(model, idx[:1, :5], max_new_tokens=6, temperature=0)
     assert out.shape == (1, 11) and torch.equal(out[:, :5], idx[:1, :5])
