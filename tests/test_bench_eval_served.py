@@ -18,7 +18,7 @@ def test_the_table_gives_each_way_its_time_and_accuracies_and_the_caches_speed_u
     table = bench_eval_served.markdown(rows, args)
     assert "| served, with its prompt cache | 50.0 | 17.20% | 19.57% | 0.25x |" in table
     assert "Served without the prompt cache / with it: 2.00x" in table
-    assert table.startswith("`python bench_eval_served.py out/demo_cpu/ckpt.pt --data commonsense_qa_validation.jsonl` on ")
+    assert table.startswith("`python -m measure.bench_eval_served out/demo_cpu/ckpt.pt --data commonsense_qa_validation.jsonl` on ")
 
 
 def test_a_missing_checkpoint_or_data_is_one_line(tmp_path, capsys):
