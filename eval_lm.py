@@ -21,11 +21,11 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 from cheapgpt2.checkpoint import add_model_arguments, load_model, model_arguments_error
 from cheapgpt2.common import pick_device, write_json_atomic
 from cheapgpt2.generate import generate_tokens
+from cheapgpt2.model import log_probs
 from cheapgpt2.multiple_choice import model_input
 from cheapgpt2.quantize import SCHEMES, quantize
 from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
@@ -61,7 +61,7 @@ def make_lm_class():
             return self.enc.encode(string, allowed_special="all")
 
         def tok_decode(self, tokens):
-            return self.enc.decode([t for t in tokens if t < self.enc.n_vocab])
+            return self.enc.decode(tokens)
 
         @torch.no_grad()
         def _loglikelihood_tokens(self, requests, disable_tqdm=False, **kwargs):
@@ -78,7 +78,7 @@ def make_lm_class():
                     logits, _ = self.model(idx.to(self.device_name))
                 for row, ((key, _, continuation), tokens) in enumerate(zip(batch, inputs)):
                     positions = slice(len(tokens) - len(continuation), len(tokens))
-                    logprobs = F.log_softmax(logits[row, positions].float(), dim=-1)  # (continuation, vocab)
+                    logprobs = log_probs(logits[row, positions])  # (continuation, vocab)
                     target = torch.tensor(continuation, device=logprobs.device)
                     loglikelihood = logprobs.gather(1, target[:, None]).sum().item()
                     greedy = bool((logprobs.argmax(dim=-1) == target).all())

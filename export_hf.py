@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import save_file
 
 from cheapgpt2.checkpoint import load_checkpoint
-from cheapgpt2.hf import EOT_TEXT, GPT2_VOCAB_SIZE, check_gpt2_architecture, hf_state_dict, vocab_and_merges
-from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
+from cheapgpt2.hf import EOT_TEXT, check_gpt2_architecture, hf_state_dict, vocab_and_merges
+from cheapgpt2.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, get_encoding
 
 def export(checkpoint_path, out_dir):
     """Write the transformers directory; refuses an out_dir that holds files, and never leaves a half-written one."""

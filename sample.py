@@ -24,8 +24,6 @@ from cheapgpt2.generate import generate_tokens
 from cheapgpt2.quantize import SCHEMES, quantize
 from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
 
-REPLACEMENT = "\ufffd".encode()  # what a token id the tokenizer does not have (padded vocabulary) prints as
-
 
 class TextStream:
     """Token ids in, text out as soon as it is complete: GPT-2's byte-level tokens can split a character's UTF-8
@@ -36,8 +34,7 @@ class TextStream:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token):
-        data = self.enc.decode_single_token_bytes(token) if token < self.enc.n_vocab else REPLACEMENT
-        return self.decoder.decode(data)
+        return self.decoder.decode(self.enc.decode_single_token_bytes(token))
 
     def flush(self):
         """What is left at the end: an unfinished character becomes U+FFFD."""

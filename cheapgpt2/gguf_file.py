@@ -15,9 +15,9 @@ import torch
 
 from cheapgpt2.checkpoint import load_checkpoint
 from cheapgpt2.common import atomic_path
-from cheapgpt2.hf import GPT2_VOCAB_SIZE, check_gpt2_architecture, vocab_and_merges
+from cheapgpt2.hf import check_gpt2_architecture, vocab_and_merges
 from cheapgpt2.quantize import q4_0_pack, q4_0_quantize
-from cheapgpt2.tokenizer import EOT_TOKEN, get_encoding
+from cheapgpt2.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, get_encoding
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, GPT-2's
 DTYPES = ("f32", "f16", "q8_0", "q4_0", "bf16")

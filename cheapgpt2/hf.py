@@ -14,9 +14,8 @@ import os
 import torch
 
 from cheapgpt2.model import GPT, GPTConfig
-from cheapgpt2.tokenizer import EOT_TOKEN
+from cheapgpt2.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE
 
-GPT2_VOCAB_SIZE = 50257
 EOT_TEXT = "<|endoftext|>"
 # what GPT-2's architecture in transformers fixes: (GPTConfig field, required value, what to say when it differs)
 GPT2_ARCHITECTURE = [("pos_emb", "learned", "RoPE"), ("mlp", "gelu", "a non-GELU MLP"), ("norm", "layernorm", "RMSNorm"),

@@ -30,9 +30,19 @@ from torch.nn import functional as F
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from cheapgpt2.head_loss import head_loss
-from cheapgpt2.tokenizer import EOT_TOKEN  # GPT-2's <|endoftext|>, which prepare_data.py puts before every document: doc_mask's boundary
+# <|endoftext|>, which prepare_data.py puts before every document (doc_mask's boundary); the tokens the tokenizer has
+from cheapgpt2.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE
 
 RMS_NORM_EPS = 1e-6  # Llama's; torch's default, the dtype's machine epsilon, would be 0.008 in bfloat16
+
+
+def log_probs(logits):
+    """log-softmax over the last dimension, in float32, as logits - logsumexp(logits). torch's CPU log_softmax adds
+    the 50,257 exponentials into one float32 accumulator, most of them tiny beside the sum on a trained model's
+    peaked distribution: off by 1.1e-4 a token on make demo's checkpoint (torch 2.13), where logsumexp's sum is
+    within 1e-6 of float64, as c/gpt-server's double sum is. The padding rows' -inf stay -inf."""
+    logits = logits.float()
+    return logits - logits.logsumexp(dim=-1, keepdim=True)
 
 
 @dataclass
@@ -390,13 +400,18 @@ class GPT(nn.Module):
         return x, (self.rope_cos[start:start + T].to(x.dtype), self.rope_sin[start:start + T].to(x.dtype))
 
     def head(self, x):
-        """Logits (..., vocab_size) of the final normalised hidden states x (..., C), soft-capped if configured."""
+        """Logits (..., vocab_size) of the final normalised hidden states x (..., C), soft-capped if configured,
+        with the padding rows past GPT-2's 50,257 tokens at -inf."""
         logits = self.lm_head(x)
         if self.config.logit_softcap > 0:
             # Gemma 2's soft cap: about the identity for small logits, never beyond +-cap. In float32, as
             # nanochat: tanh in bfloat16 would round the logits near the cap
             cap = self.config.logit_softcap
             logits = cap * torch.tanh(logits.float() / cap)
+        # One distribution everywhere: no text has a padding id, so every probability computed from these logits
+        # (scoring, sampling, perplexity; the C engine does the same) is over the tokenizer's tokens alone. The
+        # training loss (forward with targets) keeps its normalizer over all rows, as nanoGPT and the speedrun do
+        logits[..., GPT2_VOCAB_SIZE:] = float("-inf")
         return logits
 
     def num_params(self):

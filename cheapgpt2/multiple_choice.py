@@ -22,8 +22,8 @@ tests/test_eval.py runs lm-eval itself on the same model and data):
 
 How a choice is scored (lm-eval's TemplateLM._encode_pair and HFLM._loglikelihood_tokens): the continuation
 is " " + choice; context + continuation are tokenized as one string and split at the context's token count;
-the choice's log-likelihood is the sum of its tokens' log-probabilities (log_softmax over the model's whole
-vocabulary). acc takes the argmax; acc_norm the argmax after dividing by the length of the choice's text
+the choice's log-likelihood is the sum of its tokens' log-probabilities (log_softmax over the tokenizer's 50,257
+tokens: model.py's head puts the padding rows at -inf, and a Hugging Face export holds just these rows). acc takes the argmax; acc_norm the argmax after dividing by the length of the choice's text
 (lm-eval's len(choice): characters, the same as bytes for ASCII text). Inputs longer than block_size keep
 their last tokens (left truncation).
 """
@@ -36,12 +36,12 @@ import time
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from cheapgpt2.checkpoint import add_model_arguments, load_model, model_arguments_error
 from cheapgpt2.common import check_writable, pick_device, write_json_atomic
 from cheapgpt2.data import read_jsonl
+from cheapgpt2.model import log_probs
 from cheapgpt2.quantize import SCHEMES, quantize
 from cheapgpt2.tokenizer import get_encoding
 
@@ -264,8 +264,8 @@ def score_batch(model, batch, device):
     rows = torch.tensor([row for row, c in enumerate(continuations) for _ in c], device=device)
     positions = torch.tensor([p for x, c in zip(inputs, continuations) for p in range(len(x) - len(c), len(x))], device=device)
     targets = torch.tensor([t for c in continuations for t in c], device=device)
-    # float32 over the model's whole vocabulary (padding entries too), as lm-eval would with the same weights
-    logprobs = F.log_softmax(logits[rows, positions].float(), dim=-1)  # (continuation tokens, vocab_size)
+    # over the tokenizer's tokens (the head's padding rows are -inf): as lm-eval scores an export_hf.py model
+    logprobs = log_probs(logits[rows, positions])  # (continuation tokens, vocab_size)
     token_ll = logprobs.gather(1, targets[:, None]).squeeze(1)
     choice_ll = torch.zeros(len(inputs), device=device).index_add_(0, rows, token_ll).tolist()
     out, start = [], 0

@@ -18,10 +18,10 @@ from cheapgpt2.common import REPO, pick_device
 from cheapgpt2.config import load_config
 from cheapgpt2.estimate import estimate_mfu
 from cheapgpt2.plotting import format_tokens
+from cheapgpt2.tokenizer import GPT2_VOCAB_SIZE  # the ids a real shard holds
 from cheapgpt2.training import (build_model, build_optimizer, check_cpu_can_train, learning_rate, peak_flops_of,
                                 synchronize, train_step)
 
-GPT2_VOCAB = 50257  # the ids a real shard holds; the padded rows of the embedding are never looked up
 # a few million parameters on the CPU: the GPU configs' code paths (compile aside), in seconds
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64", "--batch_size=2", "--total_batch_size=256",
         "--device=cpu", "--dtype=float32", "--compile=False"]
@@ -70,7 +70,7 @@ def time_steps(cfg, path, device, steps, warmup):
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
 
     def next_batch():  # as data.ShardLoader cuts a stretch of B*T+1 tokens
-        tokens = torch.randint(0, GPT2_VOCAB, (cfg.batch_size * cfg.block_size + 1,), device=device)
+        tokens = torch.randint(0, GPT2_VOCAB_SIZE, (cfg.batch_size * cfg.block_size + 1,), device=device)
         return tokens[:-1].view(cfg.batch_size, -1), tokens[1:].view(cfg.batch_size, -1)
 
     seconds, first_loss = [], None

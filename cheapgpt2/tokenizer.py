@@ -31,6 +31,7 @@ from cheapgpt2.common import write_atomically
 
 ENCODING_NAME = "r50k_base"
 EOT_TOKEN = 50256
+GPT2_VOCAB_SIZE = 50257  # the tokens it has; a model's rows past these (vocab_size 50304) only pad the matrices
 RANKS_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 WHISPER_SDIST = "openai-whisper==20250625"  # its whisper/assets/gpt2.tiktoken has RANKS_SHA256

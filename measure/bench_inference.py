@@ -41,14 +41,15 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from cheapgpt2 import engine_file
 from cheapgpt2.checkpoint import add_model_arguments, load_model, model_arguments_error
 from cheapgpt2.common import hardware, write_atomically
 from cheapgpt2.data import read_shard
 from cheapgpt2.generate import new_kv_cache
+from cheapgpt2.model import log_probs
 from cheapgpt2.quantize import Int4Linear, Int8Linear, Q8_0Linear, SCHEMES, quantize
+from cheapgpt2.tokenizer import GPT2_VOCAB_SIZE
 
 DEFAULT_SCHEMES = "none,int8wo,int8dq,int8dq-pertensor,int4wo-g32,int4wo-g64,int4wo-g128,q8_0,q8_0-g32,q4_0,q4_0-head,bf16"
 
@@ -71,11 +72,13 @@ def validation_windows(data_dir, eval_tokens, context):
 
 def quality_sums(reference_logits, logits, targets):
     """Sums over the positions of one batch: the row's cross-entropy, KL(reference || row) of the next-token
-    distributions, and how many positions have the same argmax; with the number of positions."""
-    log_p_reference = F.log_softmax(reference_logits.float(), dim=-1)
-    log_p = F.log_softmax(logits.float(), dim=-1)
+    distributions, and how many positions have the same argmax; with the number of positions. The distributions
+    are over the tokenizer's tokens: model.py's head puts the padding rows at -inf (where KL's 0 * inf would be
+    nan), and c/gpt --dump_logits writes them as computed, so both are cut to the tokens first."""
+    reference_logits, logits = reference_logits[..., :GPT2_VOCAB_SIZE], logits[..., :GPT2_VOCAB_SIZE]
+    log_p_reference, log_p = log_probs(reference_logits), log_probs(logits)
     return {
-        "loss": F.cross_entropy(log_p.flatten(0, -2), targets.flatten(), reduction="sum").item(),
+        "loss": -log_p.gather(-1, targets[..., None]).sum().item(),
         "kl": (log_p_reference.exp() * (log_p_reference - log_p)).sum().item(),
         "top1": (reference_logits.argmax(-1) == logits.argmax(-1)).sum().item(),
         "positions": targets.numel(),
@@ -166,6 +169,7 @@ def pytorch_backend(args, scheme, base_model):
 # -----------------------------------------------------------------------------
 # the C engine backend: c/gpt (make c) on files written by export.py; one engine run per call
 
+QUANT_CKPT = os.path.join("out", "quant_cpu", "ckpt.pt")  # make train_quant_cpu's model: the one media/ holds
 C_SCHEMES = {"none": ("fp32", 64), "q8_0": ("q8_0", 64), "q8_0-g32": ("q8_0", 32), "q4_0": ("q4_0", 32),
              "bf16": ("bf16", 0)}  # scheme -> export dtype, group size
 C_BENCH_LINE = re.compile(r"time to first token ([\d.]+) ms \| decode (\d+) tokens ([\d.]+) s .* peak memory ([\d.]+) MB")
@@ -352,10 +356,15 @@ def parse_args(argv):
     parser.add_argument("--compile_schemes", default=None, help="time compile on for these schemes only (default: every scheme); compiling takes minutes per scheme on a busy CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, usually the core count)")
     parser.add_argument("--no_rss", action="store_true", help="skip the peak-memory child processes (faster)")
-    parser.add_argument("--out", default="media/bench_inference.md", help="where to write the table (default media/bench_inference.md); '' for none")
+    parser.add_argument("--out", default=None, help="where to write the table ('' for none); default media/bench_inference.md "
+                        f"for {QUANT_CKPT} (make bench_inference's model, which the README cites), else out/bench_inference.md")
     parser.add_argument("--refresh_memory", action="store_true", help="only measure the memory and size columns again for the rows of --out's .json, and rewrite its table")
     parser.add_argument("--rss_probe", metavar="SCHEME", help=argparse.SUPPRESS)  # internal: the child process of peak_rss_in_child
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is None:  # another model (--hf gpt2, your checkpoint) never overwrites the committed table
+        committed = args.checkpoint is not None and os.path.normpath(args.checkpoint) == QUANT_CKPT
+        args.out = "media/bench_inference.md" if committed else "out/bench_inference.md"
+    return args
 
 
 def main(argv=None):

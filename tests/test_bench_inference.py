@@ -148,3 +148,10 @@ def test_the_machine_is_named_with_its_instruction_set():
     assert common.instruction_set({"asimd"}) == "NEON"
     if os.path.exists("/proc/cpuinfo"):
         assert re.match(r".+ \((AVX|NEON|no AVX2).*\), \d+ cores, ", common.hardware())
+
+
+def test_only_make_bench_inferences_model_writes_the_committed_table_by_default():
+    assert bench_inference.parse_args(["out/quant_cpu/ckpt.pt"]).out == "media/bench_inference.md"
+    assert bench_inference.parse_args(["--hf", "gpt2"]).out == "out/bench_inference.md"  # docs/quantization.md's command
+    assert bench_inference.parse_args(["out/mine/ckpt.pt"]).out == "out/bench_inference.md"
+    assert bench_inference.parse_args(["--hf", "gpt2", "--out", "x.md"]).out == "x.md"

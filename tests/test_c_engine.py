@@ -24,7 +24,7 @@ from conftest import needs_c_compiler
 from test_model import randomize_
 from cheapgpt2 import engine_file
 from cheapgpt2.generate import generate
-from cheapgpt2.tokenizer import get_encoding
+from cheapgpt2.tokenizer import GPT2_VOCAB_SIZE, get_encoding
 
 # passive: OpenMP threads that spin at barriers crawl when other jobs share the cores (CI, this machine)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "passive", "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
@@ -82,7 +82,16 @@ def reference_logits(model, tokens, n_prompt):
     windows = [tokens[end - T:end] for end in range(T + 1, len(tokens))]
     if windows:
         rows.append(model(torch.tensor(windows))[0][:, -1])  # (len(windows), vocab)
-    return torch.cat(rows).numpy()
+    logits = torch.cat(rows)
+    # the tokenizer's tokens only: model.py puts the padding rows at -inf (no probability), c/gpt dumps them as
+    # computed and leaves them out of sampling and log-probs; as_rows cuts c/gpt's dump the same way
+    assert torch.isneginf(logits[:, GPT2_VOCAB_SIZE:]).all()
+    return logits[:, :GPT2_VOCAB_SIZE].numpy()
+
+
+def as_rows(c_logits, ref):
+    """c/gpt's dumped logits (rows of the padded vocabulary) as ref's rows and columns."""
+    return c_logits.reshape(ref.shape[0], -1)[:, :ref.shape[1]]
 
 
 def greedy_path(ref_logits, n_prompt):
@@ -91,7 +100,7 @@ def greedy_path(ref_logits, n_prompt):
 
 
 def assert_close(c_logits, ref, rtol, what):
-    c_logits = c_logits.reshape(ref.shape)
+    c_logits = as_rows(c_logits, ref)
     diff = np.abs(c_logits - ref).max()
     scale = max(1.0, np.abs(ref).max())
     assert diff <= rtol * scale, f"{what}: max|C - PyTorch| = {diff:.3g}, allowed {rtol * scale:.3g}"
@@ -184,11 +193,11 @@ def test_q8_0_logits_match_the_scheme_in_pytorch(engine, tmp_path, pos_emb, mlp,
     # An activation whose x/scale sits within float32 noise of a .5 rounds either way (the two sides sum in different
     # orders): that moves the logits of that one position by up to a quantization step. Every other row: <= 1e-3.
     scale = max(1.0, np.abs(ref).max())
-    row_diff = np.abs(c_logits.reshape(ref.shape) - ref).max(axis=1)
+    row_diff = np.abs(as_rows(c_logits, ref) - ref).max(axis=1)
     assert (row_diff > 1e-3 * scale).sum() <= 1, f"q8_0 logits: rows over 1e-3: {np.flatnonzero(row_diff > 1e-3 * scale)}, max {row_diff.max():.3g}"
     assert row_diff.max() <= 2e-2 * scale, f"q8_0 logits: max|C - PyTorch| = {row_diff.max():.3g}"
     fp32 = reference_logits(model, prompt + ids, PROMPT_LEN)
-    assert np.abs(c_logits.reshape(fp32.shape) - fp32).max() > 1e-4, "q8_0 file gave fp32 logits: was it quantized?"
+    assert np.abs(as_rows(c_logits, fp32) - fp32).max() > 1e-4, "q8_0 file gave fp32 logits: was it quantized?"
 
 
 def test_q8_0_portable_kernel_matches_the_scheme_too(engine_asan, tmp_path):
@@ -199,7 +208,7 @@ def test_q8_0_portable_kernel_matches_the_scheme_too(engine_asan, tmp_path):
     prompt = list(range(5, 5 + PROMPT_LEN))
     ids, c_logits = c_generate(engine_asan, path, prompt, tmp_path)
     ref = reference_logits(quantize(model, "q8_0"), prompt + ids, PROMPT_LEN)
-    row_diff = np.abs(c_logits.reshape(ref.shape) - ref).max(axis=1)
+    row_diff = np.abs(as_rows(c_logits, ref) - ref).max(axis=1)
     assert (row_diff > 1e-3 * max(1.0, np.abs(ref).max())).sum() <= 1, row_diff.max()
 
 
@@ -213,7 +222,7 @@ def assert_scheme_close(c_logits, ref, fp32, dtype):
     position's logits by up to a quantization step, and when it falls in an early layer every later row a little
     (they attend to its keys and values): none over 2e-2, and C ten times closer to the q4_0 scheme than the scheme
     is to fp32 (tests/test_matmul.py measured 30-50x)."""
-    c_logits = c_logits.reshape(ref.shape)
+    c_logits = as_rows(c_logits, ref)
     diff, scale = np.abs(c_logits - ref), max(1.0, np.abs(ref).max())
     if dtype == "bf16":
         assert diff.max() <= 1e-4 * scale, f"bf16 logits: max|C - PyTorch| = {diff.max():.3g}"

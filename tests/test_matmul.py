@@ -16,7 +16,7 @@ from conftest import REPO, build, march_native, needs_c_compiler
 from cheapgpt2 import engine_file
 from cheapgpt2.generate import generate
 from cheapgpt2.quantize import quantize
-from test_c_engine import ENV, NEW_TOKENS, SPEEDRUN, c_generate, config, random_model, reference_logits
+from test_c_engine import ENV, NEW_TOKENS, SPEEDRUN, as_rows, c_generate, config, random_model, reference_logits
 
 pytestmark = needs_c_compiler
 SANITIZE = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
@@ -88,7 +88,7 @@ def check_rows(c_logits, ref, dtype, n, what, fp32_ref=None):
     beyond 2e-2. Over longer prompts the ties add up through attention, the portable kernel's too (measured at
     513 tokens, llama-like: 284 of 513 rows over 1e-3, max 0.0255 of 2.6), so there only the bound: 3e-2."""
     scale = max(1.0, np.abs(ref).max())
-    row_diff = np.abs(c_logits.reshape(ref.shape) - ref).max(axis=1)
+    row_diff = np.abs(as_rows(c_logits, ref) - ref).max(axis=1)
     if dtype in ("fp32", "bf16"):  # bf16: the fp32 kernel on bf16-rounded weights
         assert row_diff.max() <= 1e-4 * scale, f"{what}: max|C - PyTorch| = {row_diff.max():.3g}"
         return
@@ -97,7 +97,7 @@ def check_rows(c_logits, ref, dtype, n, what, fp32_ref=None):
         # A tie in an early layer moves its row's keys and values, and so every row after it a little: the bound
         # holds, and C sits ten times closer to the q4_0 scheme than the scheme sits to fp32 (measured: 30-50x)
         assert row_diff.max() <= 3e-2 * scale, f"{what}: max|C - PyTorch| = {row_diff.max():.3g}"
-        c_rows, ref_rows, fp32_rows = c_logits.reshape(ref.shape)[:n], ref[:n], fp32_ref[:n]
+        c_rows, ref_rows, fp32_rows = as_rows(c_logits, ref)[:n], ref[:n], fp32_ref[:n]
         assert np.abs(c_rows - ref_rows).mean() <= 0.1 * np.abs(ref_rows - fp32_rows).mean(), f"{what}: not q4_0's logits"
         return
     if n <= 65:
