@@ -18,7 +18,7 @@ PIP_NETWORK ?= --timeout 15 --retries 1
 # measured here, a CUDA build, 2.14.1 from a mirror).
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: help setup setup-dev test demo eval eval_gpt2 variants data_fineweb data_fineweb_cached data_shakespeare bench_prepare \
+.PHONY: help setup setup-dev test demo demo_figures eval eval_gpt2 variants data_fineweb data_fineweb_cached data_shakespeare bench_prepare \
         train_baseline train_increase_max_lr train_rotational_pos_emb train_swiglu train_ddp c bench_c
 
 help: ## list the targets
@@ -108,27 +108,33 @@ variants: setup ## print docs/training.md's variants table (parameters per confi
 # --- training -----------------------------------------------------------------------------------
 
 # make demo: the modern recipe (configs/demo_cpu.py); make demo DEMO=baseline: GPT-2's (configs/demo_cpu_baseline.py).
-# train.py exits 130/143 when Ctrl-C or SIGTERM stopped it: make stops there, and the committed picture stays as it is.
+# train.py exits 130/143 when Ctrl-C or SIGTERM stopped it: make stops there, and the picture stays as it is. The
+# picture goes beside the run: media/demo_loss.png/.md, which the README cites, change only by `make demo_figures`.
 DEMO ?= modern
 DEMO_CONFIG = $(if $(filter baseline,$(DEMO)),configs/demo_cpu_baseline.py,configs/demo_cpu.py)
 DEMO_OUT = $(if $(filter baseline,$(DEMO)),out/demo_cpu_baseline,out/demo_cpu)
-demo: data/pydoc/.prepared ## a tiny GPT on the CPU, modern recipe (DEMO=baseline: GPT-2's), offline after setup; media/demo_loss.png/.md
+demo: data/pydoc/.prepared ## a tiny GPT on the CPU, modern recipe (DEMO=baseline: GPT-2's), offline after setup; out/demo_cpu/loss.png/.md
 	$(if $(filter-out modern baseline,$(DEMO)),$(error DEMO is modern or baseline, not $(DEMO)))
 	$(PY) train.py $(DEMO_CONFIG)
-	$(PY) plot.py $(DEMO_OUT) --loss_curve $(if $(filter baseline,$(DEMO)),$(DEMO_OUT)/loss.png,media/demo_loss.png)
+	$(PY) plot.py $(DEMO_OUT) --loss_curve $(DEMO_OUT)/loss.png
+
+demo_figures: setup ## media/demo_loss.png/.md, the README's, redrawn from make demo's run in out/demo_cpu
+	$(PY) plot.py out/demo_cpu --loss_curve media/demo_loss.png
 
 # ABLATION_INPUT=FILE: any text instead of Tiny Shakespeare, tokenized into ABLATION_DATA
 ABLATION_INPUT ?=
 ABLATION_DATA ?= data/shakespeare
 
-ablation_cpu: setup ## every variant at CPU scale, 2 seeds, an LR sweep and the speedrun less each technique (~2 h on 2 cores): media/ablation_cpu.png/.md
+ablation_cpu: setup ## every variant at CPU scale, 2 seeds, an LR sweep and the speedrun less each technique (~2 h on 2 cores): media/ablation_cpu.* and ablation_speedrun.*
 ifeq ($(ABLATION_INPUT),)
 	@$(MAKE) --no-print-directory data_shakespeare
 	@# offline without Tiny Shakespeare, data_shakespeare prepared the pydoc text instead
 	$(PY) -m measure.ablation_cpu --data_dir $$(test -f data/shakespeare/manifest.json && echo data/shakespeare || echo data/pydoc)
+	$(PY) -m measure.ablation_cpu --name ablation_speedrun --data_dir $$(test -f data/shakespeare/manifest.json && echo data/shakespeare || echo data/pydoc)
 else
 	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(ABLATION_DATA)
 	$(PY) -m measure.ablation_cpu --data_dir $(ABLATION_DATA)
+	$(PY) -m measure.ablation_cpu --name ablation_speedrun --data_dir $(ABLATION_DATA)
 endif
 
 # the GPU variants' runs, by name: out/NAME/ as configs/NAME.py writes it, where it has a log. The CPU runs (the demos,
@@ -260,11 +266,11 @@ serve: c/gpt-server ## serve a model over HTTP on 127.0.0.1:8080: make serve MOD
 # --- scaling up (docs/scaling.md): each config's memory per GPU, time and dollars from `make dry_run` -------
 
 .PHONY: dry_run train_gpt2_medium train_gpt2_large train_gpt2_xl train_modern_medium
-SCALE_CONFIGS = baseline modern gpt2_medium gpt2_large gpt2_xl modern_medium
+SCALE_CONFIGS = baseline increase_max_lr rotational_pos_emb swiglu modern gpt2_medium gpt2_large gpt2_xl modern_medium
 
-dry_run: setup ## memory per GPU (DDP and FSDP), fit in 80 GB, hours and dollars of every config, without a GPU
+dry_run: setup ## memory per GPU (DDP and FSDP), fit in 80 GB, hours and dollars of every config, without a GPU: media/estimate.md
 	$(PY) -m measure.estimate $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
-	$(PY) -m measure.estimate --markdown $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
+	$(PY) -m measure.estimate --markdown $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8 --out media/estimate.md
 
 train_gpt2_medium: setup ## GPT-2 medium (350M), GPT-3's recipe, 7.1B tokens: one 80 GB GPU, or torchrun for more
 	$(PY) train.py configs/gpt2_medium.py

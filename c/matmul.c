@@ -543,16 +543,22 @@ void attention_values(float *out, const float *p, const float *values, int count
         for (int j = 0; j < count; j++) out[d] += p[j] * values[(size_t)j * hs + d];
 }
 
-#define PEAK_CHAINS 8  // independent accumulators: enough to cover the multiply-add latency
-#define PEAK_FP32_OPS (PEAK_CHAINS * LANES * 2)
+// Independent accumulators, enough to keep every multiply-add unit busy through its latency: fp32 needs latency x
+// units of them, 5 x 2 on AMD's Zen (8 left a fifth of the units idle, and the AVX2 kernels then ran at 103-111%
+// of that "peak"); 12 with the 2 constants still fit AVX2's 16 registers. AVX2's int8 step puts only an add on its
+// accumulator (maddubs and madd do not depend on it): 8 keep it busy. VNNI's vpdpbusd accumulates in place; whether 8
+// cover its latency is not measured here (no AVX-512 machine since this was written).
+#define PEAK_FP32_CHAINS 12
+#define PEAK_CHAINS 8
+#define PEAK_FP32_OPS (PEAK_FP32_CHAINS * LANES * 2)
 #define PEAK_INT8_OPS (PEAK_CHAINS * LANES * 4 * 2)
 static float peak_fp32(long iterations) {
-    vfloat acc[PEAK_CHAINS], scale = vf_set1(0.999f), add = vf_set1(1e-3f);
-    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = vf_set1((float)c);
+    vfloat acc[PEAK_FP32_CHAINS], scale = vf_set1(0.999f), add = vf_set1(1e-3f);
+    for (int c = 0; c < PEAK_FP32_CHAINS; c++) acc[c] = vf_set1((float)c);
     for (long i = 0; i < iterations; i++)
-        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = vf_fma(acc[c], scale, add);
+        for (int c = 0; c < PEAK_FP32_CHAINS; c++) acc[c] = vf_fma(acc[c], scale, add);
     float out[LANES], sum = 0.0f;
-    for (int c = 0; c < PEAK_CHAINS; c++) {
+    for (int c = 0; c < PEAK_FP32_CHAINS; c++) {
         vf_store(out, acc[c]);
         sum += out[0];
     }

@@ -171,10 +171,12 @@ def hardware():
 
 
 def describe_hardware(device_type, world_size):
-    """What a training run ran on, for its log: '8 x NVIDIA H100 80GB HBM3' or 'CPU, 2 cores (AMD EPYC)'."""
+    """What a training run ran on, for its log: '8 x NVIDIA H100 80GB HBM3' or 'CPU, 2 cores (AMD EPYC, AVX2)'."""
     if device_type == "cuda":
         return f"{world_size} x {torch.cuda.get_device_name()}"
-    return f"CPU, {os.cpu_count()} cores ({cpu_name_and_flags()[0]})" + (f", {world_size} processes" if world_size > 1 else "")
+    cpu, flags = cpu_name_and_flags()
+    cpu += f", {instruction_set(flags)}" if flags is not None else ""
+    return f"CPU, {os.cpu_count()} cores ({cpu})" + (f", {world_size} processes" if world_size > 1 else "")
 
 
 def describe_machine():

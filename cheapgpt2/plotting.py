@@ -8,6 +8,7 @@ import csv
 import datetime
 import json
 import os
+import platform
 
 import matplotlib
 
@@ -84,13 +85,19 @@ def dates(runs):
     return "date not recorded" if not days else days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
 
 
+def python_of(data):
+    """For Python's help() text, which changes with the Python version: the version this process runs, the .venv's
+    that make demo prepares the text and draws the picture with."""
+    return f" (Python {platform.python_version()}'s)" if data == "pydoc" else ""
+
+
 def loss_curve_markdown(run, command):
     """The figures of a loss curve's picture, for media/ beside it: what trained on what, where and when, and its
     first and last validation loss."""
     cfg = run["config"]
     data = dataset_name(cfg.get("data_dir"))
     lines = [f"`{command}`: {run['name']} ({describe_variant(cfg)}, seed {cfg.get('seed')}, {cfg.get('max_steps')} steps "
-             f"of {cfg.get('total_batch_size', 0):,} tokens) on {TEXT_NAMES.get(data, data)}; "
+             f"of {cfg.get('total_batch_size', 0):,} tokens) on {TEXT_NAMES.get(data, data)}{python_of(data)}; "
              f"{cfg.get('hardware', 'hardware not recorded')}; trained {dates([run])}.", "",
              "| | tokens | validation loss |", "|---|---:|---:|"]
     if run["val"]:

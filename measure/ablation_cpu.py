@@ -1,12 +1,16 @@
 """
 CPU-scale ablation: every variant, shrunk to a few million parameters, trained on the same local corpus
 for the same token budget with two seeds each, plus a learning-rate sweep of the baseline architecture.
-Renders media/ablation_cpu.png and media/ablation_cpu.md (docs/results.md's table). About two hours on 2 cores.
+Renders media/ablation_cpu.png/.md and media/ablation_speedrun.png/.md (docs/results.md's tables). About two hours on 2 cores.
 
     make ablation_cpu                                   # Tiny Shakespeare (found or downloaded; offline, pydoc text)
     python -m measure.ablation_cpu --data_dir data/shakespeare  # shards that prepare_data.py wrote
     python -m measure.ablation_cpu --data_dir data/shakespeare --report_only   # redraw from the logged runs
-    python -m measure.ablation_cpu --variants modern,speedrun,speedrun_no_window --name ablation_speedrun   # a subset
+    python -m measure.ablation_cpu --name ablation_speedrun        # the other table: the speedrun less each technique
+    python -m measure.ablation_cpu --variants modern,speedrun --name mine   # a subset -> media/mine.png/.md
+
+--name picks the table and, without --variants, its runs (TABLES): ablation_cpu (the default) is the seed's variants
+and the learning-rate sweep, ablation_speedrun the speedrun less each technique; `make ablation_cpu` writes both.
 
 Each run is `python train.py configs/VARIANT.py` with the TINY overrides below, in out/ablation_cpu/NAME_seedN/
 (its console output in train.txt), two at a time on one core each; a finished run is not trained again,
@@ -47,6 +51,11 @@ VARIANTS = [  # (name, config file, extra overrides)
     ("speedrun_no_unet_skips", "configs/speedrun.py", SPEEDRUN_CPU + ["--unet_skips=False"]),
     ("speedrun_no_momentum_warmup", "configs/speedrun.py", SPEEDRUN_CPU + ["--muon_momentum_warmup_steps=0"]),
 ]
+# The committed tables, each the runs it reports (by --name): the seed's variants and the sweep; the speedrun less
+# each technique, with the baseline (the target) and modern trained beside it. A run is shared by the tables.
+TABLES = {"ablation_cpu": ["baseline", "increase_max_lr", "baseline_lr_5.4e-3", "rotational_pos_emb", "swiglu", "modern"],
+          "ablation_speedrun": ["baseline", "modern", "speedrun", "speedrun_no_doc_mask", "speedrun_no_window",
+                                "speedrun_no_value_embeds", "speedrun_no_unet_skips", "speedrun_no_momentum_warmup"]}
 SEEDS = (0, 1)
 MAX_STEPS = 150
 TOKENS_PER_STEP = 2048  # x 150 steps = 307,200 tokens: one pass over Tiny Shakespeare's 304k training tokens
@@ -182,14 +191,17 @@ def main(argv=None):
     parser.add_argument("--report_only", action="store_true", help="train nothing; redraw from the runs in out/ablation_cpu")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one CPU thread each (default: 2)")
     parser.add_argument("--variants", default="", metavar="A,B",
-                        help="train and report these variants only (baseline always: it sets the target); default all")
+                        help="train and report these variants only (baseline always: it sets the target); default: "
+                             "--name's table (" + "; ".join(f"{name}: {', '.join(v)}" for name, v in TABLES.items()) +
+                             "), or all for another name")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), metavar="0,1",
                         help=f"train and report these seeds only (default {','.join(map(str, SEEDS))})")
     parser.add_argument("--name", default="ablation_cpu", help="the file names written in --out (default ablation_cpu)")
     args = parser.parse_args(argv)
     try:
         seeds = tuple(int(seed) for seed in args.seeds.split(","))
-        chosen = set(args.variants.split(",")) | {"baseline"} if args.variants else None
+        named = TABLES.get(args.name)
+        chosen = set(args.variants.split(",")) | {"baseline"} if args.variants else set(named) if named else None
         unknown = chosen - {name for name, _, _ in VARIANTS} if chosen else set()
         if unknown:
             raise ValueError(f"no variant {', '.join(sorted(unknown))}; the variants: {', '.join(n for n, _, _ in VARIANTS)}")

@@ -631,7 +631,8 @@ def main(argv=None):
             f"({SHAPES[shape]['block_size']} positions), random weights, {args.threads} threads per server, "
             f"--parallel {slots}{f', --prefill_chunk {args.prefill_chunk}' if args.prefill_chunk else ''}, each client streams {args.max_tokens} tokens after a "
             f"{prompt_tokens}-token prompt of its own; median of {args.rounds} round(s), range in "
-            f"brackets.")
+            f"brackets. Not the same q8_0: ours has groups of 64 values with an fp32 scale each (export.py's "
+            f"default), llama.cpp's Q8_0 blocks of 32 with an fp16 scale; q4_0 is the same in both (blocks of 32, fp16).")
     batch_shape = f"{BATCH['requests']} greedy requests of {batch_prompt}-token prompts and {batch_tokens} tokens each"
     cached = {key: {metric: summarize([s.get(metric) for s in runs]) for metric in runs[0]}
               for key, runs in sorted(cache_samples.items())}

@@ -3,12 +3,17 @@ The command line of cheapgpt2/estimate.py: memory per GPU, fit in 80 GB, hours a
 run, for DDP and FSDP, without a GPU (train.py CONFIG --dry_run prints one config's report).
 
     python -m measure.estimate configs/gpt2_xl.py --gpus=1,8
-    python -m measure.estimate --markdown configs/baseline.py configs/gpt2_medium.py   # docs/scaling.md's table
+    python -m measure.estimate --markdown configs/baseline.py configs/gpt2_medium.py   # the summary table
+    python -m measure.estimate --markdown configs/*.py --out media/estimate.md          # what make dry_run writes
 """
 
 import argparse
+import datetime
 import sys
 
+import torch
+
+from cheapgpt2.common import hardware, write_atomically
 from cheapgpt2.config import load_config
 from cheapgpt2.estimate import DEFAULT_MFU, estimate, format_report
 
@@ -37,6 +42,8 @@ def main(argv=None):
     parser.add_argument("--markdown", action="store_true",
                         help="one markdown summary row per config (1 GPU ddp; fsdp on the largest --gpus count)")
     parser.add_argument("--gpus", default="1,8", help="comma-separated GPU counts to tabulate (default 1,8)")
+    parser.add_argument("--out", metavar="FILE", help="with --markdown: also write the table to FILE, headed by the "
+                        "command, this machine (the activations are measured on its CPU), torch and the date")
     parser.add_argument("--mfu", type=float, default=None,
                         help=f"assumed model FLOPs utilisation (default: the config's assumed_mfu, else {DEFAULT_MFU})")
     args, overrides = parser.parse_known_args(argv)
@@ -55,12 +62,26 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.out and not args.markdown:
+        print("error: --out writes the --markdown table; pass --markdown too", file=sys.stderr)
+        return 1
+    lines = []
     if args.markdown:
         gpus = sorted(set(gpus) | {1})
-        print(MARKDOWN_HEADER.format(n=gpus[-1]))
+        lines.append(MARKDOWN_HEADER.format(n=gpus[-1]))
+        print(lines[-1])
     for path, cfg in configs:
         result = estimate(cfg, gpus, args.mfu)
-        print(markdown_row(path, result, gpus[-1]) if args.markdown else format_report(path, result) + "\n")
+        lines.append(markdown_row(path, result, gpus[-1]) if args.markdown else format_report(path, result) + "\n")
+        print(lines[-1])
+    if args.out:
+        command = " ".join(["python -m measure.estimate", *(argv if argv is not None else sys.argv[1:])])
+        mfu = f"{args.mfu:.0%} MFU" if args.mfu else "each config's assumed_mfu"
+        note = (f"`{command}` on {hardware()}, torch {torch.__version__}, {datetime.date.today().isoformat()}: "
+                f"estimates, not measurements, at {mfu}; the activations are measured per token on this CPU, in "
+                f"eager PyTorch under bf16 autocast.")
+        write_atomically(args.out, note + "\n\n" + "\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -67,3 +67,16 @@ def test_the_table_is_dated_by_when_its_runs_trained_and_names_each_machine():
     assert "seeds [0, 1], test (baseline); CPU, 2 cores (Intel Xeon) (modern), trained 2025-01-02 to 2025-01-05." in table
     assert datetime.date.today().isoformat() not in table
     assert ablation_cpu.machines({"baseline": runs["baseline"]}) == "test"
+
+
+@pytest.mark.parametrize("name", ["ablation_cpu", "ablation_speedrun"])
+def test_report_only_redraws_each_committed_table_from_its_own_runs(tmp_path, monkeypatch, capsys, name):
+    """The README's 6-row table is redrawn with its 6 variants (not all 12), and needs only their runs."""
+    read = []
+    monkeypatch.setattr(ablation_cpu.plotting, "read_run", lambda path: read.append(path) or fake_run(5.0))
+    monkeypatch.setattr(ablation_cpu.plotting, "dates", lambda runs: "2025-01-02")
+    assert ablation_cpu.main(["--report_only", "--name", name, "--out", str(tmp_path)]) == 0
+    table = (tmp_path / f"{name}.md").read_text()
+    variants = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert variants == ablation_cpu.TABLES[name]
+    assert len(read) == 2 * len(ablation_cpu.TABLES[name])  # two seeds of each: no other run was looked for
