@@ -269,8 +269,7 @@ serve: c/gpt-server ## serve a model over HTTP on 127.0.0.1:8080: make serve MOD
 SCALE_CONFIGS = baseline increase_max_lr rotational_pos_emb swiglu modern gpt2_medium gpt2_large gpt2_xl modern_medium
 
 dry_run: setup ## memory per GPU (DDP and FSDP), fit in 80 GB, hours and dollars of every config, without a GPU: media/estimate.md
-	$(PY) -m measure.estimate $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8
-	$(PY) -m measure.estimate --markdown $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8 --out media/estimate.md
+	$(PY) -m measure.estimate $(SCALE_CONFIGS:%=configs/%.py) --gpus=1,8 --out media/estimate.md
 
 train_gpt2_medium: setup ## GPT-2 medium (350M), GPT-3's recipe, 7.1B tokens: one 80 GB GPU, or torchrun for more
 	$(PY) train.py configs/gpt2_medium.py

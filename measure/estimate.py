@@ -4,7 +4,7 @@ run, for DDP and FSDP, without a GPU (train.py CONFIG --dry_run prints one confi
 
     python -m measure.estimate configs/gpt2_xl.py --gpus=1,8
     python -m measure.estimate --markdown configs/baseline.py configs/gpt2_medium.py   # the summary table
-    python -m measure.estimate --markdown configs/*.py --out media/estimate.md          # what make dry_run writes
+    python -m measure.estimate configs/*.py --out media/estimate.md    # the reports, and the table into a file
 """
 
 import argparse
@@ -42,8 +42,8 @@ def main(argv=None):
     parser.add_argument("--markdown", action="store_true",
                         help="one markdown summary row per config (1 GPU ddp; fsdp on the largest --gpus count)")
     parser.add_argument("--gpus", default="1,8", help="comma-separated GPU counts to tabulate (default 1,8)")
-    parser.add_argument("--out", metavar="FILE", help="with --markdown: also write the table to FILE, headed by the "
-                        "command, this machine (the activations are measured on its CPU), torch and the date")
+    parser.add_argument("--out", metavar="FILE", help="also write the --markdown table to FILE, headed by the command, "
+                        "this machine (the activations are measured on its CPU), torch and the date")
     parser.add_argument("--mfu", type=float, default=None,
                         help=f"assumed model FLOPs utilisation (default: the config's assumed_mfu, else {DEFAULT_MFU})")
     args, overrides = parser.parse_known_args(argv)
@@ -62,25 +62,23 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if args.out and not args.markdown:
-        print("error: --out writes the --markdown table; pass --markdown too", file=sys.stderr)
-        return 1
-    lines = []
+    if args.markdown or args.out:
+        gpus = sorted(set(gpus) | {1})  # the table's first peak column is one GPU's
+    table = [MARKDOWN_HEADER.format(n=gpus[-1])]
     if args.markdown:
-        gpus = sorted(set(gpus) | {1})
-        lines.append(MARKDOWN_HEADER.format(n=gpus[-1]))
-        print(lines[-1])
+        print(table[0])
     for path, cfg in configs:
-        result = estimate(cfg, gpus, args.mfu)
-        lines.append(markdown_row(path, result, gpus[-1]) if args.markdown else format_report(path, result) + "\n")
-        print(lines[-1])
+        result = estimate(cfg, gpus, args.mfu)  # once per config: the activations are measured, which takes a while
+        if args.markdown or args.out:
+            table.append(markdown_row(path, result, gpus[-1]))
+        print(table[-1] if args.markdown else format_report(path, result) + "\n")
     if args.out:
         command = " ".join(["python -m measure.estimate", *(argv if argv is not None else sys.argv[1:])])
         mfu = f"{args.mfu:.0%} MFU" if args.mfu else "each config's assumed_mfu"
         note = (f"`{command}` on {hardware()}, torch {torch.__version__}, {datetime.date.today().isoformat()}: "
                 f"estimates, not measurements, at {mfu}; the activations are measured per token on this CPU, in "
                 f"eager PyTorch under bf16 autocast.")
-        write_atomically(args.out, note + "\n\n" + "\n".join(lines) + "\n")
+        write_atomically(args.out, note + "\n\n" + "\n".join(table) + "\n")
         print(f"wrote {args.out}")
     return 0
 

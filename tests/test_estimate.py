@@ -3,6 +3,7 @@ allocations at small shapes and against transformers' GPT-2 models."""
 
 import glob
 import os
+import re
 
 import pytest
 import torch
@@ -109,3 +110,16 @@ def test_the_command_line_prints_the_table_and_refuses_bad_flags(capsys):
     assert "fits 80GB" in capsys.readouterr().out
     assert estimate_cli.main([os.path.join(REPO, "configs", "demo_cpu.py"), "--gpus=0"]) == 1
     assert capsys.readouterr().err.startswith("error: --gpus")
+
+
+def test_out_writes_the_summary_table_headed_by_the_machine_and_date(tmp_path, capsys):
+    config, out = os.path.join(REPO, "configs", "demo_cpu.py"), tmp_path / "estimate.md"
+    assert estimate_cli.main([config, "--gpus=2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "fits 80GB" in printed and f"wrote {out}" in printed  # the full reports still printed
+    header, table = out.read_text().split("\n\n", 1)
+    assert header.startswith(f"`python -m measure.estimate {config} --gpus=2 --out {out}` on ")
+    assert re.search(r"\b20\d\d-\d\d-\d\d\b", header) and "torch " in header
+    lines = table.splitlines()
+    assert lines[0].startswith("| config | params |") and "2 GPUs fsdp" in lines[0]
+    assert len(lines) == 3 and lines[2].startswith(f"| {config} | ")
