@@ -128,14 +128,12 @@ ABLATION_DATA ?= data/shakespeare
 ablation_cpu: setup ## every variant at CPU scale, 2 seeds, an LR sweep and the speedrun less each technique (~2 h on 2 cores): media/ablation_cpu.* and ablation_speedrun.*
 ifeq ($(ABLATION_INPUT),)
 	@$(MAKE) --no-print-directory data_shakespeare
-	@# offline without Tiny Shakespeare, data_shakespeare prepared the pydoc text instead
-	$(PY) -m measure.ablation_cpu --data_dir $$(test -f data/shakespeare/manifest.json && echo data/shakespeare || echo data/pydoc)
-	$(PY) -m measure.ablation_cpu --name ablation_speedrun --data_dir $$(test -f data/shakespeare/manifest.json && echo data/shakespeare || echo data/pydoc)
 else
 	$(PY) prepare_data.py --input $(ABLATION_INPUT) --out_dir $(ABLATION_DATA)
-	$(PY) -m measure.ablation_cpu --data_dir $(ABLATION_DATA)
-	$(PY) -m measure.ablation_cpu --name ablation_speedrun --data_dir $(ABLATION_DATA)
 endif
+	@# offline without Tiny Shakespeare, data_shakespeare prepared the pydoc text instead
+	data=$$(test -f $(ABLATION_DATA)/manifest.json && echo $(ABLATION_DATA) || echo data/pydoc) && \
+	$(PY) -m measure.ablation_cpu --data_dir $$data && $(PY) -m measure.ablation_cpu --name ablation_speedrun --data_dir $$data
 
 # the GPU variants' runs, by name: out/NAME/ as configs/NAME.py writes it, where it has a log. The CPU runs (the demos,
 # quant_cpu, the ablation) have pictures of their own. PLOT_VARIANTS="baseline gpt2_medium": any other choice.
@@ -250,6 +248,10 @@ c/gpt-server: $(SERVER_SOURCES) c/server.h c/flags.h c/gpt.h c/matmul.h c/bpe.h 
 .PHONY: bench_serve
 bench_serve: c setup ## many clients at once: c/gpt-server, and llama-server beside it with LLAMACPP=DIR (a llama.cpp build)
 	$(PY) -m measure.bench_serve $(if $(LLAMACPP),--llamacpp $(LLAMACPP))
+
+.PHONY: bench_xl
+bench_xl: c setup ## one stream at GPT-2 XL's shape, every weight type; LLAMACPP=DIR: llama-bench beside it (about 30 minutes)
+	$(PY) -m measure.bench_xl $(if $(LLAMACPP),--llamacpp $(LLAMACPP))
 
 # CommonsenseQA's validation split as .jsonl (tau/commonsense_qa's schema): ../shared/data's copy where there is one
 CSQA_DATA ?= $(SHARED_DATA)/commonsense_qa_validation.jsonl

@@ -66,10 +66,12 @@ from cheapgpt2.tokenizer import get_encoding
 # GPT-2 124M's shape with 2,048 learned positions instead of 1,024, so that a decode at depth 1,024 has room (speed
 # does not depend on the size of the position table)
 SHAPES = {"124M": dict(block_size=2048, n_layer=12, n_head=12, n_embd=768),
-          "tiny": dict(block_size=64, n_layer=2, n_head=2, n_embd=64)}
+          "tiny": dict(block_size=64, n_layer=2, n_head=2, n_embd=64),
+          "xl": dict(block_size=1024, n_layer=48, n_head=25, n_embd=1600)}  # measure/bench_xl.py's
 # single-stream tests: the prompt lengths of the prefill rows, the tokens of the decode rows, and their depths
 SINGLE_STREAM = {"124M": dict(prompts=(128, 512, 1024), new_tokens=256, depths=(512, 1024)),
-                 "tiny": dict(prompts=(8, 16, 32), new_tokens=8, depths=(16, 32))}
+                 "tiny": dict(prompts=(8, 16, 32), new_tokens=8, depths=(16, 32)),
+                 "xl": dict(prompts=(256,), new_tokens=64, depths=(256,))}
 BATCH = dict(requests=8, prompt_tokens=16, max_tokens=128)  # batched decode: short prompts, all at once or in turn
 # the stalled reader: a client that asks for megabytes (8 streams with logprobs) with a 4 KiB receive buffer and reads
 # none of it, beside the most clients; the other clients' load gets at most `seconds`, then is reported unfinished
