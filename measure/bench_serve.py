@@ -388,7 +388,7 @@ def markdown(rows, single, batch, batch_shape, peaks, ops_per_token, note, stall
     for (engine, dtype, clients), r in rows.items():
         lines.append(f"| {engine} | {dtype} | {clients} | {cell(r['tok_per_s'])} | {cell(r['ttft_median'], 1000)} | "
                      f"{cell(r['ttft_p99'], 1000)} | {cell(r['itl_median'], 1000)} |")
-    peak_text = ", ".join(f"{dtype} {cell(peaks[dtype], 1e-9)} G{'FLOP' if dtype == 'fp32' else 'OP'}/s" for dtype in peaks)
+    peak_text = ", ".join(f"{dtype} {cell(peaks[dtype], 1e-9)} G{'FLOP' if dtype in ('fp32', 'bf16') else 'OP'}/s" for dtype in peaks)
     lines += ["", f"Single stream (`c/gpt --bench`, `llama-bench -r 1`), tokens/s. Of peak: the prefill's matrix work "
               f"({ops_per_token / 1e6:,.1f} M ops a token) over this machine's peak for the type (the best round's `c/gpt --peak`, fp32 FMAs "
               f"and int8 dot products: {peak_text}):", "",
