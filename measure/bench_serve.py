@@ -42,7 +42,6 @@ is partial or exploratory and goes to out/bench_serve.md, unless --out names the
 
 import argparse
 import concurrent.futures
-import dataclasses
 import http.client
 import itertools
 import json
@@ -55,23 +54,17 @@ import sys
 import tempfile
 import time
 
-import torch
-
-from cheapgpt2 import engine_file, gguf_file
-from cheapgpt2.c_engine import engine_bench, run_with_threads
+from cheapgpt2.c_engine import DTYPES, cell, ratio, run_with_threads, single_stream, summarize, write_models
 from cheapgpt2.common import REPO, atomic_write, hardware
-from cheapgpt2.model import GPT, GPTConfig
 from cheapgpt2.tokenizer import get_encoding
 
 # GPT-2 124M's shape with 2,048 learned positions instead of 1,024, so that a decode at depth 1,024 has room (speed
 # does not depend on the size of the position table)
 SHAPES = {"124M": dict(block_size=2048, n_layer=12, n_head=12, n_embd=768),
-          "tiny": dict(block_size=64, n_layer=2, n_head=2, n_embd=64),
-          "xl": dict(block_size=1024, n_layer=48, n_head=25, n_embd=1600)}  # measure/bench_xl.py's
+          "tiny": dict(block_size=64, n_layer=2, n_head=2, n_embd=64)}
 # single-stream tests: the prompt lengths of the prefill rows, the tokens of the decode rows, and their depths
 SINGLE_STREAM = {"124M": dict(prompts=(128, 512, 1024), new_tokens=256, depths=(512, 1024)),
-                 "tiny": dict(prompts=(8, 16, 32), new_tokens=8, depths=(16, 32)),
-                 "xl": dict(prompts=(256,), new_tokens=64, depths=(256,))}
+                 "tiny": dict(prompts=(8, 16, 32), new_tokens=8, depths=(16, 32))}
 BATCH = dict(requests=8, prompt_tokens=16, max_tokens=128)  # batched decode: short prompts, all at once or in turn
 # the stalled reader: a client that asks for megabytes (8 streams with logprobs) with a 4 KiB receive buffer and reads
 # none of it, beside the most clients; the other clients' load gets at most `seconds`, then is reported unfinished
@@ -96,37 +89,6 @@ def prompt_of(n_tokens, number):
     if len(enc.encode_ordinary(text)) != n_tokens:
         raise ValueError("the benchmark prompt does not round-trip through the tokenizer")
     return text
-
-
-DTYPES = ("fp32", "q8_0", "q4_0", "bf16")
-# the peer's types: f32 and Q8_0 written by export_gguf.py; Q4_0 and BF16 by llama.cpp's own llama-quantize from the
-# f32 file where the build has it (its Q4_0 keeps the tied embedding in Q6_K: what llama.cpp's users run), else
-# export_gguf.py's (the same numbers as ours)
-GGUF_TYPES = {"fp32": "f32", "q8_0": "q8_0", "q4_0": "q4_0", "bf16": "bf16"}
-QUANTIZE_TYPES = {"q4_0": "Q4_0", "bf16": "BF16"}
-
-
-def write_models(out_dir, shape, peer_dir, dtypes=DTYPES):
-    """{(engine, dtype): path}: the same random GPT-2-shaped weights in our format and, for the peer, in GGUF."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(**SHAPES[shape])).eval()
-    paths = {}
-    for dtype in dtypes:
-        paths[("ours", dtype)] = os.path.join(out_dir, f"model_{dtype}.bin")
-        engine_file.export(model, paths[("ours", dtype)], dtype=dtype)
-    if peer_dir:
-        ckpt = os.path.join(out_dir, "ckpt.pt")
-        torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, ckpt)
-        f32 = os.path.join(out_dir, "model_f32.gguf")
-        gguf_file.export(ckpt, f32, "f32")
-        quantizer = os.path.join(peer_dir, "bin", "llama-quantize")
-        for dtype in dtypes:
-            path = paths[("llama.cpp", dtype)] = os.path.join(out_dir, f"model_{GGUF_TYPES[dtype]}.gguf")
-            if dtype in QUANTIZE_TYPES and os.path.isfile(quantizer):
-                run_with_threads([quantizer, f32, path, QUANTIZE_TYPES[dtype]], 2)
-            elif dtype != "fp32":
-                gguf_file.export(ckpt, path, GGUF_TYPES[dtype])
-    return paths
 
 
 def stop_server(proc):
@@ -155,37 +117,6 @@ def peak(ours_binary, threads):
         raise ValueError(f"{ours_binary} --peak printed no peak: {out[-200:]}")
     fp32, int8 = float(match[1]) * 1e9, float(match[2]) * 1e9
     return {"fp32": fp32, "q8_0": int8, "q4_0": int8, "bf16": fp32}
-
-
-def single_stream(engine, path, threads, peer_dir, ours_binary, shape):
-    """{row: tokens/s} of one stream: c/gpt --bench (read by bench_c.py), one run per prompt length giving its
-    prefill and the decode after it, or llama-bench, whose pp/tg tests are these rows (-d: the tokens already in
-    the cache when its tg starts). Ours also give what opening the model cost: rows "open s" (the weights'
-    repacking included), "repacked MB" and "peak memory MB" (after the longest prompt)."""
-    tests = SINGLE_STREAM[shape]
-    new = tests["new_tokens"]
-    rows = {f"prefill {n}": (n, "prefill", ["-p", str(n), "-n", "0"]) for n in tests["prompts"]}
-    rows[f"decode {new} from the start"] = (1, "decode", ["-p", "0", "-n", str(new)])
-    for depth in tests["depths"]:
-        rows[f"decode {new} at depth {depth}"] = (depth, "decode", ["-p", "0", "-n", str(new), "-d", str(depth)])
-    rates, ours_runs = {}, {}
-    for row, (ours_prompt, rate, peer_args) in rows.items():
-        if engine == "ours":  # one --bench run gives a prompt length's prefill and decode rates
-            if ours_prompt not in ours_runs:
-                ours_runs[ours_prompt] = engine_bench(ours_binary, path, ours_prompt, new, threads)
-            rates[row] = ours_runs[ours_prompt][rate]
-            continue
-        cmd = [os.path.join(peer_dir, "bin", "llama-bench"), "-m", path, "-t", str(threads), "-r", "1", "-o", "json",
-               *peer_args]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=REQUEST_SECONDS)
-        if out.returncode != 0:
-            raise ValueError(f"{' '.join(cmd)} failed: {out.stderr.strip()[-300:]}")
-        rates[row] = json.loads(out.stdout)[0]["avg_ts"]
-    if engine == "ours":
-        longest = ours_runs[max(ours_runs)]
-        rates.update({"open s": longest["open_s"], "repacked MB": longest["repacked_mb"],
-                      "peak memory MB": longest["memory_mb"]})
-    return rates
 
 
 def free_port():
@@ -351,24 +282,6 @@ def batch_speedup(port, prompts, max_tokens):
     start = time.perf_counter()
     load(port, prompts, max_tokens)
     return one_by_one / (time.perf_counter() - start)
-
-
-def summarize(samples):
-    """(median, low, high) of a list of numbers, or None."""
-    values = [v for v in samples if v is not None]
-    return (statistics.median(values), min(values), max(values)) if values else None
-
-
-def cell(stat, scale=1.0, fmt="{:,.1f}"):
-    """A (median, low, high) as `median (low–high)`, scaled; — when missing."""
-    if stat is None:
-        return "—"
-    median, low, high = (v * scale for v in stat)
-    return fmt.format(median) + (f" ({fmt.format(low)}–{fmt.format(high)})" if high > low else "")
-
-
-def ratio(a, b):
-    return f"{a[0] / b[0]:.2f}x" if a and b else "—"
 
 
 def met(value, wanted, at_least=True):
@@ -560,7 +473,7 @@ def main(argv=None):
         samples, single_samples, batch_samples, peak_samples, stall_samples, cache_samples = {}, {}, {}, {}, {}, {}
         batch_prompt, batch_tokens = min(BATCH["prompt_tokens"], block_size // 4), min(BATCH["max_tokens"], args.max_tokens)
         with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "servers.log"), "w") as log:
-            paths = write_models(tmp, shape, args.llamacpp, dtypes)
+            paths = write_models(tmp, SHAPES[shape], args.llamacpp, dtypes)
             for round_ in range(args.rounds):
                 for dtype, rate in peak(args.engine, args.threads).items():
                     peak_samples.setdefault(dtype, []).append(rate)
@@ -607,7 +520,7 @@ def main(argv=None):
                             proc.wait(timeout=30)
                         # with the server gone: nothing else runs beside the single stream
                         rates = single_stream(engine, paths[(engine, dtype)], args.threads, args.llamacpp, args.engine,
-                                              shape)
+                                              SINGLE_STREAM[shape])
                         for test, rate in rates.items():
                             single_samples.setdefault((dtype, test), {}).setdefault(engine, []).append(rate)
                         print(f"round {round_ + 1}: {engine} {dtype} single stream: "

@@ -25,7 +25,13 @@ import tempfile
 import time
 
 from cheapgpt2.common import REPO, atomic_write, hardware
-from measure.bench_serve import DTYPES, SHAPES, cell, ratio, single_stream, summarize, write_models
+from cheapgpt2.c_engine import DTYPES, cell, ratio, single_stream, summarize, write_models
+
+# GPT-2 XL (OpenAI's 1.5B), and a tiny model for the tests; one prefill, and the decodes after it and from the start
+SHAPES = {"xl": dict(block_size=1024, n_layer=48, n_head=25, n_embd=1600),
+          "tiny": dict(block_size=64, n_layer=2, n_head=2, n_embd=64)}
+TESTS = {"xl": dict(prompts=(256,), new_tokens=64, depths=(256,)),
+         "tiny": dict(prompts=(8, 16, 32), new_tokens=8, depths=(16, 32))}
 
 COMMITTED_TABLE = os.path.join(REPO, "media", "bench_xl.md")
 PARTIAL_TABLE = os.path.join(REPO, "out", "bench_xl.md")
@@ -84,12 +90,12 @@ def main(argv=None):
         samples = {}  # (dtype, test): {engine: [rate per round]}
         with tempfile.TemporaryDirectory() as tmp:
             print(f"writing GPT-2 {shape}'s random weights as {', '.join(dtypes)}", flush=True)
-            paths = write_models(tmp, shape, args.llamacpp, dtypes)
+            paths = write_models(tmp, SHAPES[shape], args.llamacpp, dtypes)
             for round_ in range(args.rounds):
                 for dtype in dtypes:
                     for engine in engines if round_ % 2 == 0 else engines[::-1]:
                         rates = single_stream(engine, paths[(engine, dtype)], args.threads, args.llamacpp, args.engine,
-                                              shape)
+                                              TESTS[shape])
                         for test, rate in rates.items():
                             samples.setdefault((dtype, test), {}).setdefault(engine, []).append(rate)
                         print(f"round {round_ + 1}: {engine} {dtype}: "
