@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from cheapgpt2.common import REPO, atomic_write, hardware
+from cheapgpt2.common import REPO, hardware, write_atomically
 from cheapgpt2.multiple_choice import write_local_tasks
 DEFAULT_CKPT = os.path.join("out", "demo_cpu", "ckpt.pt")
 COMMITTED_TABLE = os.path.join(REPO, "media", "bench_eval_served.md")
@@ -191,9 +191,7 @@ def main(argv=None):
         return 1
     table = markdown(rows, args)
     print(table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with atomic_write(args.out) as f:
-        f.write(table.encode())
+    write_atomically(args.out, table)
     print(f"wrote {args.out}")
     return 0
 

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from cheapgpt2.common import REPO, atomic_write, hardware
+from cheapgpt2.common import REPO, hardware, write_atomically
 from cheapgpt2.c_engine import DTYPES, cell, ratio, single_stream, summarize, write_models
 
 # GPT-2 XL (OpenAI's 1.5B), and a tiny model for the tests; one prefill, and the decodes after it and from the start
@@ -113,9 +113,7 @@ def main(argv=None):
             f"with fp32 scales, llama.cpp's Q8_0 blocks of 32 with fp16 scales.")
     table = markdown(single, note)
     print(table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with atomic_write(args.out) as f:
-        f.write(table.encode())
+    write_atomically(args.out, table)
     print(f"wrote {args.out}")
     return 0
 
