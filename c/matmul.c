@@ -31,12 +31,13 @@
  * shift by 16), so the sums are the fp32 kernel's on the bf16-rounded weights. (CPUs with avx512_bf16 could
  * multiply pairs with vdpbf16ps on bf16-rounded activations; not done: no machine here has it to test.)
  */
-#define _POSIX_C_SOURCE 200809L  // clock_gettime
+#define _DEFAULT_SOURCE  // clock_gettime, posix_memalign, madvise
 #include "matmul.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #define PANEL 16   // output rows interleaved in one panel of the packed layout
@@ -284,9 +285,16 @@ size_t matmul_packed_bytes(const WeightMatrix *w) {
 }
 
 int matmul_pack(WeightMatrix *w) {
-    size_t bytes = (matmul_packed_bytes(w) + 63) / 64 * 64;
-    void *packed = aligned_alloc(64, bytes);
-    if (packed == NULL) return -1;
+    // A matrix of 2 MB or more starts on a 2 MB boundary and asks Linux for huge pages over its whole 2 MB spans
+    // (the tail stays in small pages, so no memory is added): a decode streams every weight once a token, and on 4 KB
+    // pages that costs a TLB miss every 4 KB. llama.cpp's mmap of its GGUF gets the page cache's large folios where
+    // the kernel has them. Prefill, which keeps a tile's weights in cache, gains nothing; decode does.
+    size_t bytes = (matmul_packed_bytes(w) + 63) / 64 * 64, huge = (size_t)2 << 20;
+    void *packed;
+    if (posix_memalign(&packed, bytes >= huge ? huge : 64, bytes) != 0) return -1;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= huge) madvise(packed, bytes / huge * huge, MADV_HUGEPAGE);  // advice: nothing changes if refused
+#endif
     int rows = w->rows, in = w->cols, panels = padded_rows(rows) / PANEL;
     if (w->type == WEIGHT_F32 || w->type == WEIGHT_BF16) {  // panel p, input i: rows 16p .. 16p+15
         float *wp = packed;
